@@ -1,0 +1,25 @@
+"""dqtl: Dask-distributed, out-of-core eQTL mapping on VCF Zarr genotypes."""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (imported lazily: no import-time side effects or cost)
+_EXPORTS: dict[str, str] = {
+    "InputError": "dqtl.errors",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'dqtl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

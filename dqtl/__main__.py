@@ -1,0 +1,3 @@
+from dqtl.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,86 @@
+"""``dqtl`` command line: one small module per sub-command, each calling the public API only.
+
+Every sub-command module exposes ``register(subparsers)`` which adds its parser and sets
+``func`` (a callable taking the parsed ``argparse.Namespace`` and returning an exit code).
+Bad input (:class:`dqtl.errors.InputError`, ``ValueError``, ``TypeError``, ``OSError``) becomes one
+line on stderr and exit code 2, with no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from importlib import import_module
+
+from dqtl import __version__
+
+# sub-command modules, in the order they are listed by ``dqtl --help``
+COMMAND_MODULES = [
+    "dqtl.cli.convert",
+    "dqtl.cli.cis",
+    "dqtl.cli.simulate",
+    "dqtl.cli.example",
+]
+
+log = logging.getLogger("dqtl")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse parser whose usage errors exit with code 2 and one line (argparse's default)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="dqtl",
+        description="Dask-distributed, out-of-core eQTL mapping on VCF Zarr genotypes.",
+    )
+    parser.add_argument("--version", action="version", version=f"dqtl {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = import_module(name)
+        except ModuleNotFoundError as exc:  # a sub-command not built yet must not break the rest
+            if exc.name == name:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s dqtl %(levelname)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("dqtl")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, OSError, KeyError) as exc:
+        msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        msg = " ".join(msg.split())  # one line
+        print(f"dqtl {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dqtl {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
