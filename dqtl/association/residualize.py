@@ -1,0 +1,121 @@
+"""Covariate residualization: an orthonormal basis of ``[1, C]`` from a pivoted QR.
+
+The intercept is always in the model. Covariates are centred (which removes the intercept
+direction), scaled to unit norm and factored with a column-pivoted QR; columns beyond the
+numerical rank are collinear with the others (or constant) and are dropped with a log line
+naming them. ``dof = n - rank([1, C]) - 1``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+
+from dqtl.errors import InputError
+
+__all__ = ["Residualizer"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Residualizer:
+    """Projection onto the orthogonal complement of the covariate space (with intercept).
+
+    Attributes
+    ----------
+    Q
+        (samples, rank) float64 orthonormal basis of ``[1, C]``; column 0 is ``1/sqrt(n)``.
+    dof
+        Residual degrees of freedom for a test of one extra regressor: ``n - rank - 1``.
+    kept, dropped
+        Covariate IDs kept in, and dropped from, the basis (collinear or constant).
+    """
+
+    Q: np.ndarray
+    dof: int
+    kept: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.Q.shape[0])
+
+    @property
+    def rank(self) -> int:
+        return int(self.Q.shape[1])
+
+    @classmethod
+    def from_covariates(
+        cls,
+        covariates: np.ndarray | None,
+        *,
+        n_samples: int | None = None,
+        covariate_ids: Sequence[str] | None = None,
+        rtol: float = 1e-8,
+        min_dof: int = 1,
+        where: str = "",
+    ) -> Residualizer:
+        """Build the residualizer of intercept + ``covariates`` (samples, covariates).
+
+        Raises
+        ------
+        InputError
+            If fewer than ``min_dof`` residual degrees of freedom remain.
+        """
+        if covariates is None or np.asarray(covariates).size == 0:
+            if n_samples is None:
+                raise ValueError("n_samples is needed when there are no covariates")
+            C = np.zeros((n_samples, 0))
+        else:
+            C = np.asarray(covariates, dtype=np.float64)
+            if C.ndim != 2:
+                raise InputError(f"covariates must be 2-D (samples, covariates), got shape {C.shape}")
+        n, k = C.shape
+        ids = list(covariate_ids) if covariate_ids is not None else [f"cov{i + 1}" for i in range(k)]
+        intercept = np.full((n, 1), 1.0 / np.sqrt(n))
+        kept: list[str] = []
+        dropped: list[str] = []
+        if k:
+            Cc = C - C.mean(axis=0)
+            norms = np.linalg.norm(Cc, axis=0)
+            scale = np.where(norms > 0, norms, 1.0)
+            Cs = Cc / scale
+            const = norms <= rtol * np.sqrt(n) * np.maximum(np.abs(C).max(axis=0), 1e-300)
+            Cs[:, const] = 0.0
+            q, r, piv = scipy.linalg.qr(Cs, mode="economic", pivoting=True)
+            d = np.abs(np.diag(r))
+            rank = int(np.sum(d > rtol * max(d[0] if d.size else 0.0, 1e-300))) if d.size else 0
+            kept_idx = sorted(piv[:rank].tolist())
+            kept = [ids[i] for i in kept_idx]
+            dropped = [ids[i] for i in range(k) if i not in set(kept_idx)]
+            Q = np.hstack([intercept, q[:, :rank]])
+        else:
+            Q = intercept
+        if dropped:
+            log.warning(
+                "%scovariates %s are constant or collinear with the other covariates; dropped",
+                f"{where}: " if where else "", ", ".join(dropped),
+            )
+        dof = n - Q.shape[1] - 1
+        if dof < min_dof:
+            raise InputError(
+                f"{where + ': ' if where else ''}too few samples: {n} samples with intercept + "
+                f"{Q.shape[1] - 1} independent covariates leave {dof} degrees of freedom; need at "
+                f"least {min_dof}: add samples or use fewer covariates"
+            )
+        return cls(Q=Q, dof=dof, kept=tuple(kept), dropped=tuple(dropped))
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """Residualize the rows of ``X`` (m, samples): ``X - (X Q) Q^T`` (float64)."""
+        X = np.asarray(X, dtype=np.float64)
+        return X - (X @ self.Q) @ self.Q.T
+
+    def subset(self, covariates: np.ndarray | None, sample_index: np.ndarray, **kwargs: object) -> Residualizer:
+        """Residualizer of the same covariates restricted to ``sample_index``."""
+        C = None if covariates is None else np.asarray(covariates)[sample_index]
+        return Residualizer.from_covariates(C, n_samples=len(sample_index), **kwargs)  # type: ignore[arg-type]

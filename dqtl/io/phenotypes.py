@@ -1,0 +1,342 @@
+"""Phenotype (BED) and covariate readers, and sample alignment across inputs.
+
+Phenotypes follow tensorQTL/FastQTL BED: ``#chr start end phenotype_id sample...`` (0-based
+half-open; ``end == start + 1`` marks a TSS), as ``.bed``, ``.bed.gz`` or ``.bed.parquet``;
+QTLtools' 6-column BED (``#chr start end pid gid strand``) is read too, ``gid`` becoming
+``phenotype_group`` and ``strand`` ``phenotype_strand``.
+
+Covariates: tensorQTL layout (covariates x samples, first column ``id``) or samples x
+covariates; categorical covariates are one-hot encoded (first level dropped) with a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from dqtl.errors import InputError
+
+__all__ = [
+    "read_phenotype_bed",
+    "phenotypes_from_frame",
+    "read_covariates",
+    "covariates_from_frame",
+    "align_samples",
+    "check_unique",
+]
+
+log = logging.getLogger(__name__)
+
+_BED_POS = ["chr", "start", "end"]
+
+
+def check_unique(ids: Sequence[str] | np.ndarray, *, what: str, where: str) -> None:
+    """Raise :class:`InputError` if ``ids`` has duplicates, naming a few of them."""
+    s = pd.Index(np.asarray(ids, dtype=object))
+    if not s.is_unique:
+        dup = s[s.duplicated()].unique()[:5].tolist()
+        raise InputError(
+            f"{where}: {len(s[s.duplicated()])} duplicated {what} (e.g. {', '.join(map(str, dup))}); "
+            f"{what} must be unique: rename or remove the duplicates"
+        )
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    name = path.name.lower()
+    try:
+        if name.endswith(".parquet"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path, sep="\t", dtype={0: str}, low_memory=False)
+    except FileNotFoundError:
+        raise
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise InputError(
+            f"cannot parse {path}: {' '.join(str(exc).split())}; expected a tab-separated table"
+        ) from None
+    except Exception as exc:  # pyarrow errors for corrupt parquet
+        raise InputError(f"cannot read {path}: {' '.join(str(exc).split())}") from None
+
+
+def read_phenotype_bed(path: str | os.PathLike[str]) -> xr.Dataset:
+    """Read a tensorQTL/FastQTL/QTLtools phenotype BED file.
+
+    Parameters
+    ----------
+    path
+        ``.bed``, ``.bed.gz`` or ``.bed.parquet``: ``#chr start end phenotype_id`` then one column
+        per sample (or QTLtools' ``#chr start end pid gid strand`` then samples).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``phenotype_id``, ``phenotype_contig`` (str), ``phenotype_start``, ``phenotype_end`` (int64,
+        BED coordinates), optional ``phenotype_group`` and ``phenotype_strand`` (phenotypes,),
+        ``phenotype_values`` (phenotypes, samples) float64 with NaN for missing, ``sample_id``
+        (samples,). Rows are sorted by contig (first-seen order) then start; an unsorted input is
+        sorted with a log line.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"phenotype file {path} does not exist")
+    df = _read_table(path)
+    return phenotypes_from_frame(df, source=str(path))
+
+
+def phenotypes_from_frame(df: pd.DataFrame, *, source: str = "phenotype table") -> xr.Dataset:
+    """Build the phenotype Dataset from a BED-like DataFrame (see :func:`read_phenotype_bed`)."""
+    if df.shape[1] < 5 or df.shape[0] == 0:
+        raise InputError(
+            f"{source}: expected a BED with columns '#chr start end phenotype_id' and at least one "
+            f"sample column and one phenotype row, found {df.shape[0]} rows x {df.shape[1]} columns"
+        )
+    cols = [str(c) for c in df.columns]
+    first = cols[0].lstrip("#").lower()
+    if first not in ("chr", "chrom", "chromosome") or cols[1].lower() != "start" or cols[2].lower() != "end":
+        raise InputError(
+            f"{source}: the first three columns must be '#chr', 'start', 'end' (BED), found "
+            f"{cols[:3]}; is this a phenotype BED file as written by tensorQTL/FastQTL?"
+        )
+    qtltools = len(cols) >= 7 and [c.lower() for c in cols[3:6]] == ["pid", "gid", "strand"]
+    n_meta = 6 if qtltools else 4
+    meta = df.iloc[:, :n_meta]
+    samples = [str(c) for c in cols[n_meta:]]
+    if not samples:
+        raise InputError(f"{source}: no sample columns after the BED position columns")
+    check_unique(samples, what="sample IDs", where=source)
+    ids = meta.iloc[:, 3].astype(str).to_numpy()
+    check_unique(ids, what="phenotype IDs", where=source)
+    contig = meta.iloc[:, 0].astype(str).to_numpy()
+    start = _int_column(meta.iloc[:, 1], "start", source, ids)
+    end = _int_column(meta.iloc[:, 2], "end", source, ids)
+    bad = np.nonzero((end <= start) | (start < 0))[0]
+    if bad.size:
+        i = bad[0]
+        raise InputError(
+            f"{source}: phenotype {ids[i]} has start={start[i]}, end={end[i]}; BED needs "
+            f"0 <= start < end (a TSS is start=TSS-1, end=TSS)"
+        )
+    values = df.iloc[:, n_meta:]
+    try:
+        vals = values.apply(pd.to_numeric, errors="raise").to_numpy(dtype=np.float64)
+    except (ValueError, TypeError):
+        num = values.apply(pd.to_numeric, errors="coerce")
+        bad_mask = num.isna().to_numpy() & values.notna().to_numpy()
+        r, c = np.argwhere(bad_mask)[0]
+        raise InputError(
+            f"{source}: non-numeric value {values.iat[r, c]!r} for phenotype {ids[r]}, sample "
+            f"{samples[c]}; phenotype values must be numbers (NA/NaN for missing)"
+        ) from None
+    if np.isinf(vals).any():
+        r, c = np.argwhere(np.isinf(vals))[0]
+        raise InputError(
+            f"{source}: infinite value for phenotype {ids[r]}, sample {samples[c]}; replace it with "
+            f"a finite value or NA"
+        )
+    # sort by contig (first-seen order) then start, as tensorQTL expects; say so if we had to
+    contig_order = {c: i for i, c in enumerate(pd.unique(contig))}
+    key = np.array([contig_order[c] for c in contig])
+    order = np.lexsort((end, start, key))
+    if not np.array_equal(order, np.arange(len(order))):
+        log.info("%s: phenotypes were not sorted by position; sorted them", source)
+    coords = {
+        "phenotype_id": ("phenotypes", ids[order].astype(str)),
+        "phenotype_contig": ("phenotypes", contig[order].astype(str)),
+        "phenotype_start": ("phenotypes", start[order]),
+        "phenotype_end": ("phenotypes", end[order]),
+    }
+    if qtltools:
+        coords["phenotype_group"] = ("phenotypes", meta.iloc[order, 4].astype(str).to_numpy())
+        coords["phenotype_strand"] = ("phenotypes", meta.iloc[order, 5].astype(str).to_numpy())
+    ds = xr.Dataset(
+        {
+            **coords,
+            "phenotype_values": (("phenotypes", "samples"), vals[order]),
+            "sample_id": ("samples", np.array(samples, dtype=str)),
+        },
+        attrs={"source": source},
+    )
+    return ds
+
+
+def _int_column(col: pd.Series, name: str, source: str, ids: np.ndarray) -> np.ndarray:
+    num = pd.to_numeric(col, errors="coerce")
+    bad = num.isna() | (num != np.floor(num))
+    if bad.any():
+        i = int(np.argmax(bad.to_numpy()))
+        raise InputError(
+            f"{source}: column '{name}' of phenotype {ids[i]} is {col.iloc[i]!r}, expected an integer "
+            f"BED coordinate"
+        )
+    return num.to_numpy().astype(np.int64)
+
+
+# ----------------------------------------------------------------------------------------------
+# covariates
+
+
+def read_covariates(
+    path: str | os.PathLike[str],
+    *,
+    sample_ids: Sequence[str] | None = None,
+    layout: str = "auto",
+) -> xr.Dataset:
+    """Read covariates in tensorQTL layout (covariates x samples) or samples x covariates.
+
+    Parameters
+    ----------
+    path
+        Tab-separated text (``.txt``, ``.tsv``, optionally gzipped) or parquet. The first column
+        holds covariate IDs (tensorQTL layout) or sample IDs (samples x covariates layout).
+    sample_ids
+        The analysis samples; with ``layout="auto"`` the layout whose sample axis matches them
+        more is taken.
+    layout
+        ``"auto"``, ``"covariates_by_samples"`` (tensorQTL) or ``"samples_by_covariates"``.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``covariate_values`` (samples, covariates) float64, ``covariate_id`` (covariates,),
+        ``sample_id`` (samples,).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"covariates file {path} does not exist")
+    df = _read_table(path)
+    if df.shape[1] < 2 or df.shape[0] == 0:
+        raise InputError(
+            f"{path}: expected a covariates table with an ID column and at least one more column, "
+            f"found {df.shape[0]} rows x {df.shape[1]} columns"
+        )
+    df = df.set_index(df.columns[0])
+    df.index = df.index.astype(str)
+    df.columns = [str(c) for c in df.columns]
+    if layout == "auto":
+        if sample_ids is not None:
+            s = set(map(str, sample_ids))
+            by_cols = len(s.intersection(df.columns))
+            by_rows = len(s.intersection(df.index))
+            layout = "samples_by_covariates" if by_rows > by_cols else "covariates_by_samples"
+        else:
+            first = str(df.index.name or "").lstrip("#").lower()
+            layout = (
+                "samples_by_covariates"
+                if first in ("sample", "sample_id", "iid", "samples")
+                else "covariates_by_samples"
+            )
+    if layout == "covariates_by_samples":
+        df = df.T
+    elif layout != "samples_by_covariates":
+        raise InputError(
+            f"covariates layout must be 'auto', 'covariates_by_samples' or 'samples_by_covariates', "
+            f"got {layout!r}"
+        )
+    return covariates_from_frame(df, source=str(path))
+
+
+def covariates_from_frame(df: pd.DataFrame, *, source: str = "covariates") -> xr.Dataset:
+    """Build the covariate Dataset from a samples x covariates DataFrame (index = sample IDs).
+
+    Numeric columns are kept; other columns are one-hot encoded (first level dropped) with a
+    log line. Missing or infinite values are an error naming the covariate and sample.
+    """
+    check_unique(df.index, what="sample IDs", where=source)
+    check_unique(df.columns, what="covariate IDs", where=source)
+    parts: list[pd.DataFrame] = []
+    for name in df.columns:
+        col = df[name]
+        num = pd.to_numeric(col, errors="coerce")
+        if (num.isna() & col.notna()).any():
+            levels = pd.unique(col.dropna().astype(str))
+            log.info(
+                "%s: covariate %s is categorical (%d levels: %s); one-hot encoded, first level "
+                "dropped", source, name, len(levels), ", ".join(map(str, levels[:5])),
+            )
+            dummies = pd.get_dummies(col.astype("string"), prefix=str(name), drop_first=True, dtype=float)
+            dummies[col.isna().to_numpy()] = np.nan
+            parts.append(dummies)
+        else:
+            parts.append(num.astype(float).to_frame(str(name)))
+    out = pd.concat(parts, axis=1) if parts else pd.DataFrame(index=df.index)
+    vals = out.to_numpy(dtype=np.float64)
+    if not np.isfinite(vals).all():
+        r, c = np.argwhere(~np.isfinite(vals))[0]
+        raise InputError(
+            f"{source}: covariate {out.columns[c]} is missing or infinite for sample {out.index[r]}; "
+            f"covariates must be complete: impute them or drop the sample"
+        )
+    return xr.Dataset(
+        {
+            "covariate_values": (("samples", "covariates"), vals),
+            "covariate_id": ("covariates", np.array(out.columns, dtype=str)),
+            "sample_id": ("samples", np.array(out.index, dtype=str)),
+        },
+        attrs={"source": source},
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# samples
+
+
+def align_samples(
+    phenotype_samples: Sequence[str],
+    genotype_samples: Sequence[str],
+    covariate_samples: Sequence[str] | None = None,
+    *,
+    intersect: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Align samples by ID across phenotypes, genotypes and covariates.
+
+    The phenotype samples define the analysis (in their order). Extra genotype samples are
+    ignored with a log line. Phenotype samples missing from the genotypes or covariates are an
+    error unless ``intersect=True``, which keeps the common samples and logs how many were dropped.
+
+    Returns
+    -------
+    (phenotype_index, genotype_index, covariate_index)
+        Integer index arrays selecting the analysis samples, in the same order, from each input.
+    """
+    ph = np.asarray(phenotype_samples, dtype=str)
+    ge = np.asarray(genotype_samples, dtype=str)
+    check_unique(ph, what="sample IDs", where="phenotypes")
+    check_unique(ge, what="sample IDs", where="genotypes")
+    keep = np.ones(len(ph), dtype=bool)
+    problems: list[str] = []
+    gpos = pd.Index(ge).get_indexer(ph)
+    if (gpos < 0).any():
+        miss = ph[gpos < 0]
+        problems.append(f"{len(miss)} phenotype samples are not in the genotypes (e.g. {', '.join(miss[:3])})")
+        keep &= gpos >= 0
+    cpos = None
+    if covariate_samples is not None:
+        co = np.asarray(covariate_samples, dtype=str)
+        check_unique(co, what="sample IDs", where="covariates")
+        cpos = pd.Index(co).get_indexer(ph)
+        if (cpos < 0).any():
+            miss = ph[cpos < 0]
+            problems.append(f"{len(miss)} phenotype samples are not in the covariates (e.g. {', '.join(miss[:3])})")
+            keep &= cpos >= 0
+    if problems:
+        if not intersect:
+            raise InputError(
+                "sample IDs do not match: " + "; ".join(problems)
+                + ". Check that the files describe the same samples with the same IDs, or pass "
+                "--allow-sample-intersection to analyse the common samples only"
+            )
+        log.warning("analysing the %d common samples only: %s", int(keep.sum()), "; ".join(problems))
+    if keep.sum() == 0:
+        raise InputError("no sample ID is shared by phenotypes and genotypes (and covariates)")
+    extra = len(ge) - int(keep.sum())
+    if extra > 0:
+        log.info("%d genotype samples have no phenotype and are not used", extra)
+    pidx = np.nonzero(keep)[0]
+    return pidx, gpos[keep], (cpos[keep] if cpos is not None else None)
