@@ -488,11 +488,21 @@ def summarize_counts(parts: Sequence[dict[str, np.ndarray]], plan: CisPlan) -> d
     return totals
 
 
-def compute_parts(tasks: Sequence[Any], *, client: Any = None, progress: bool = False) -> list[dict[str, np.ndarray]]:
-    """Compute delayed kernel tasks on the threaded scheduler or a distributed ``client``."""
-    if not tasks:
-        return []
-    uniq = list({t.key: t for t in tasks}.values())
+def compute_parts(
+    tasks: Sequence[Any],
+    *,
+    client: Any = None,
+    progress: bool = False,
+    cache: dict[Any, dict[str, np.ndarray]] | None = None,
+) -> list[dict[str, np.ndarray]]:
+    """Compute delayed kernel tasks on the threaded scheduler or a distributed ``client``.
+
+    ``cache`` (key -> result) lets a chunk shared by two contigs be computed once.
+    """
+    cache = {} if cache is None else cache
+    uniq = [t for t in {t.key: t for t in tasks}.values() if t.key not in cache]
+    if not uniq:
+        return [cache[t.key] for t in tasks]
     if client is not None:
         futures = client.compute(uniq)
         if progress:
@@ -507,8 +517,8 @@ def compute_parts(tasks: Sequence[Any], *, client: Any = None, progress: bool = 
             results = dask.compute(*uniq, scheduler="threads")
     else:
         results = dask.compute(*uniq, scheduler="threads")
-    by_key = {t.key: r for t, r in zip(uniq, results, strict=True)}
-    return [by_key[t.key] for t in tasks]
+    cache.update({t.key: r for t, r in zip(uniq, results, strict=True)})
+    return [cache[t.key] for t in tasks]
 
 
 def _stderr() -> Any:

@@ -1,0 +1,84 @@
+"""Helpers shared by sub-commands: input loading, scheduler selection, argument types."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+log = logging.getLogger("dqtl")
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        v = int(float(text)) if "e" in text.lower() else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return v
+
+
+def add_scheduler_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--scheduler-address", metavar="ADDR", default=None,
+        help="run on this dask.distributed scheduler (e.g. tcp://host:8786); default: local threads",
+    )
+    p.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+
+
+def add_genotype_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--genotype-format", choices=["vcf", "plink", "pgen", "bgen"], default=None,
+        help="format of GENOTYPES when it is not a VCF Zarr store and its prefix matches several",
+    )
+    p.add_argument(
+        "--variants-chunk-size", type=positive_int, default=None,
+        help="variants per task (default: the store's chunking)",
+    )
+
+
+@contextlib.contextmanager
+def scheduler(address: str | None) -> Iterator[Any]:
+    """Yield a distributed Client connected to ``address``, or None for the threaded scheduler."""
+    if not address:
+        yield None
+        return
+    from distributed import Client
+
+    try:
+        client = Client(address, timeout="30s")
+    except OSError as exc:
+        raise OSError(f"cannot connect to the dask scheduler at {address}: {exc}") from None
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def genotypes_from(path: str, *, fmt: str | None, progress: bool) -> Iterator[xr.Dataset]:
+    """Open a VCF Zarr store, or convert VCF/PLINK/PGEN/BGEN into a temporary store first."""
+    from dqtl.io.genotypes import load_genotypes
+
+    p = Path(path)
+    if not p.exists() and not any(p.parent.glob(p.name + ".*")):
+        raise FileNotFoundError(f"genotypes {path} do not exist (expected a VCF Zarr store, VCF, PLINK 1/2 or BGEN)")
+    with tempfile.TemporaryDirectory(prefix="dqtl-genotypes-") as tmp:
+        yield load_genotypes(path, format=fmt, cache_dir=tmp, show_progress=progress)
