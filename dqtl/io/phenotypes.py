@@ -52,7 +52,19 @@ def _read_table(path: Path) -> pd.DataFrame:
     try:
         if name.endswith(".parquet"):
             return pd.read_parquet(path)
-        return pd.read_csv(path, sep="\t", dtype={0: str}, low_memory=False)
+        # read the header row raw: pandas would silently rename duplicated column names
+        header = pd.read_csv(path, sep="\t", header=None, nrows=1, dtype=str).iloc[0].tolist()
+        try:
+            df = pd.read_csv(path, sep="\t", header=None, skiprows=1, dtype={0: str}, low_memory=False)
+        except pd.errors.EmptyDataError:
+            raise InputError(f"{path} has a header but no data rows") from None
+        if df.shape[1] != len(header):
+            raise InputError(
+                f"cannot parse {path}: the header has {len(header)} columns but the rows have "
+                f"{df.shape[1]}; expected a tab-separated table"
+            )
+        df.columns = [str(h) for h in header]
+        return df
     except FileNotFoundError:
         raise
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
