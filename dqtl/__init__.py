@@ -10,6 +10,22 @@ __version__ = "0.1.0"
 # public name -> module that defines it (imported lazily: no import-time side effects or cost)
 _EXPORTS: dict[str, str] = {
     "InputError": "dqtl.errors",
+    # ingestion
+    "convert": "dqtl.io.convert",
+    "open_genotypes": "dqtl.io.genotypes",
+    "load_genotypes": "dqtl.io.genotypes",
+    "read_phenotype_bed": "dqtl.io.phenotypes",
+    "read_covariates": "dqtl.io.phenotypes",
+    "align_samples": "dqtl.io.phenotypes",
+    "to_tensorqtl_pairs": "dqtl.io.results",
+    # association
+    "Residualizer": "dqtl.association.residualize",
+    "plan_cis": "dqtl.association.cis",
+    "map_cis_nominal": "dqtl.association.cis",
+    "run_cis_nominal": "dqtl.workflows",
+    # simulation
+    "simulate": "dqtl.simulate",
+    "write_simulation": "dqtl.simulate",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
