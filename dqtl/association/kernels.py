@@ -72,9 +72,9 @@ def allele_stats(G: Any, ploidy: int = 2) -> tuple[Any, Any, Any]:
     """ALT allele frequency, minor-allele samples and minor-allele count per variant.
 
     Follows tensorQTL: ``af = sum(g) / (ploidy n)``; if ``af <= 0.5`` the minor allele is ALT:
-    ``ma_samples = #{g > 0.5}``, ``ma_count = sum(g[g > 0.5])``; otherwise REF:
-    ``ma_samples = #{g < ploidy - 0.5}``, ``ma_count = sum(ploidy - g[g < ploidy - 0.5])``; counts
-    truncated to integers. Computed on (mean-imputed) dosages.
+    ``ma_samples = #{g > 0.5}``, ``ma_count = trunc(sum(g[g > 0.5]))``; otherwise REF:
+    ``ma_samples = #{g < ploidy - 0.5}``, ``ma_count = ploidy n - trunc(sum(g[g > 0.5]))``.
+    Computed on (mean-imputed) dosages, so imputed calls contribute fractional counts.
     """
     xp = get_array_module(G)
     n = G.shape[1]
@@ -84,9 +84,8 @@ def allele_stats(G: Any, ploidy: int = 2) -> tuple[Any, Any, Any]:
     m_alt = G > 0.5
     m_ref = G < ploidy - 0.5
     ma_samples = xp.where(alt_minor, m_alt.sum(axis=1), m_ref.sum(axis=1)).astype(xp.int32)
-    c_alt = xp.where(m_alt, G, 0).sum(axis=1, dtype=xp.float64)
-    c_ref = xp.where(m_ref, ploidy - G, 0).sum(axis=1, dtype=xp.float64)
-    ma_count = xp.where(alt_minor, c_alt, c_ref).astype(xp.int32)
+    c_alt = xp.trunc(xp.where(m_alt, G, 0).sum(axis=1, dtype=xp.float64))
+    ma_count = xp.where(alt_minor, c_alt, ploidy * n - c_alt).astype(xp.int32)
     return af, ma_samples, ma_count
 
 
