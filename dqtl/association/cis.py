@@ -34,7 +34,14 @@ from dqtl.association.kernels import (
 from dqtl.association.residualize import Residualizer
 from dqtl.errors import InputError
 
-__all__ = ["CisPlan", "plan_cis", "cis_nominal_graph", "map_cis_nominal", "cis_chunk_kernel"]
+__all__ = [
+    "CisPlan",
+    "plan_cis",
+    "cis_nominal_graph",
+    "map_cis_nominal",
+    "cis_chunk_kernel",
+    "decode_genotype_block",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +78,7 @@ class PhenotypeGroup:
     p_norm: np.ndarray  # (p_g,) residual norms
     Q: np.ndarray  # (n_g, rank) basis of [1, C] on these samples
     dof: int
+    P_raw: np.ndarray | None = None  # (p_g, n_g) phenotype values on these samples (permutations)
 
 
 @dataclass
@@ -92,6 +100,8 @@ class CisPlan:
     contig_id: np.ndarray
     window: int
     ploidy: int
+    covariates: np.ndarray | None = None  # (samples, covariates) aligned to sample_id
+    covariate_id: tuple[str, ...] = ()
     report: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -274,10 +284,10 @@ def plan_cis(
             report["phenotypes_explained_by_covariates"] = (
                 report.get("phenotypes_explained_by_covariates", 0) + int(zero.sum())
             )
-            rows_a, R, norm = rows_a[~zero], R[~zero], norm[~zero]
+            rows_a, R, norm, P = rows_a[~zero], R[~zero], norm[~zero], P[~zero]
             if rows_a.size == 0:
                 continue
-        groups.append(PhenotypeGroup(rows_a, sidx, R / norm[:, None], norm, res.Q, res.dof))
+        groups.append(PhenotypeGroup(rows_a, sidx, R / norm[:, None], norm, res.Q, res.dof, P))
     if len(pattern_rows) > 1:
         log.info("phenotypes fall into %d missing-value patterns; each residualized on its own samples", len(pattern_rows))
 
@@ -298,6 +308,8 @@ def plan_cis(
         contig_id=contig_id,
         window=int(window),
         ploidy=ploidy,
+        covariates=C,
+        covariate_id=tuple(cov_ids),
         report=report,
     )
 
@@ -308,6 +320,50 @@ def _dosage_block(block: np.ndarray, sample_index: np.ndarray, dtype: Any) -> np
         return dosage_from_calls(block[:, sample_index, :], dtype=dtype)
     d = np.asarray(block[:, sample_index], dtype=dtype)
     return d.copy() if d.base is block else d
+
+
+
+@dataclass
+class GenotypeBlock:
+    """A decoded genotype block: mean-imputed dosages, allele statistics and the test mask."""
+
+    G: np.ndarray  # (variants, samples) float64, mean-imputed
+    af: np.ndarray
+    ma_samples: np.ndarray
+    ma_count: np.ndarray
+    valid: np.ndarray  # bool: polymorphic and passing the MAF filter
+    monomorphic: np.ndarray
+    n_maf_filtered: int
+    n_missing: np.ndarray  # missing calls per variant
+
+    def counts(self) -> dict[str, np.ndarray]:
+        return {
+            "n_monomorphic": np.asarray(int(self.monomorphic.sum())),
+            "n_maf_filtered": np.asarray(self.n_maf_filtered),
+            "n_imputed_calls": np.asarray(int(self.n_missing.sum())),
+            "n_variants_imputed": np.asarray(int((self.n_missing > 0).sum())),
+        }
+
+
+def decode_genotype_block(
+    block: np.ndarray, sample_index: np.ndarray, *, ploidy: int, maf_threshold: float
+) -> GenotypeBlock:
+    """Decode calls/dosages for the analysis samples, mean-impute, compute allele stats and filters.
+
+    Monomorphic variants (all imputed dosages equal) and, when ``maf_threshold > 0``, variants
+    with ``min(af, 1 - af) < maf_threshold`` are marked invalid (not tested).
+    """
+    G = _dosage_block(block, sample_index, np.float64)
+    G, n_missing = impute_mean(G)
+    af, ma_samples, ma_count = allele_stats(G, ploidy)
+    monomorphic = G.max(axis=1) == G.min(axis=1) if G.shape[1] else np.ones(G.shape[0], bool)
+    valid = ~monomorphic
+    n_maf = 0
+    if maf_threshold > 0:
+        low = (np.minimum(af, 1.0 - af) < maf_threshold) & valid
+        n_maf = int(low.sum())
+        valid &= ~low
+    return GenotypeBlock(G, af, ma_samples, ma_count, valid, monomorphic, n_maf, n_missing)
 
 
 def cis_chunk_kernel(
@@ -338,17 +394,8 @@ def cis_chunk_kernel(
     ``t_value``, ``p_value``, ``beta``, ``beta_se``, ``af``, ``ma_samples``, ``ma_count``, and
     scalars ``n_monomorphic``, ``n_maf_filtered``, ``n_imputed`` (0-d arrays).
     """
-    G = _dosage_block(block, sample_index, np.float64)
-    G, n_missing = impute_mean(G)
-    af, ma_samples, ma_count = allele_stats(G, ploidy)
-    monomorphic = G.max(axis=1) == G.min(axis=1)
-    valid = ~monomorphic
-    n_maf = 0
-    if maf_threshold > 0:
-        maf = np.minimum(af, 1.0 - af)
-        low = (maf < maf_threshold) & valid
-        n_maf = int(low.sum())
-        valid &= ~low
+    gb = decode_genotype_block(block, sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
+    G, af, ma_samples, ma_count, valid = gb.G, gb.af, gb.ma_samples, gb.ma_count, gb.valid
     vi_all = np.arange(G.shape[0]) + v0
     Gc = G - G.mean(axis=1, keepdims=True)
     Gw = Gc.astype(dtype, copy=False)
@@ -384,10 +431,7 @@ def cis_chunk_kernel(
         "af": af[vloc],
         "ma_samples": ma_samples[vloc],
         "ma_count": ma_count[vloc],
-        "n_monomorphic": np.asarray(int(monomorphic.sum())),
-        "n_maf_filtered": np.asarray(n_maf),
-        "n_imputed_calls": np.asarray(int(n_missing.sum())),
-        "n_variants_imputed": np.asarray(int((n_missing > 0).sum())),
+        **gb.counts(),
     }
 
 
