@@ -103,6 +103,8 @@ class CisPlan:
     covariates: np.ndarray | None = None  # (samples, covariates) aligned to sample_id
     covariate_id: tuple[str, ...] = ()
     report: dict[str, Any] = field(default_factory=dict)
+    phenotype_group_index: np.ndarray | None = None  # (phenotypes,) index into group_id
+    group_id: np.ndarray | None = None
 
     @property
     def n_samples(self) -> int:

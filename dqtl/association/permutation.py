@@ -1,0 +1,434 @@
+"""cis permutation mapping: empirical and beta-approximated gene-level p-values.
+
+One seeded set of sample permutations is shared by all phenotypes (generated exactly as
+tensorQTL does: ``RandomState(seed)``, ``nperm`` calls of ``permutation(n)``, so the same seed gives
+the same permutations as ``tensorqtl --seed``). For each phenotype the raw values are permuted,
+residualized on the covariates and scaled to unit norm; one matrix product per phenotype and
+batch of permutations gives the correlations of every cis variant with every permutation, whose
+maximum ``r^2`` over the window is the permutation statistic. Nothing loops in Python per
+permutation.
+
+Each task owns whole phenotypes (and whole phenotype groups) and reads exactly its phenotypes'
+windows, so results do not depend on chunking or on the number of workers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import numpy as np
+import xarray as xr
+
+from dqtl.association.cis import (
+    CisPlan,
+    _genotype_array,
+    compute_parts,
+    decode_genotype_block,
+    plan_cis,
+)
+from dqtl.association.kernels import residual_norm2, stats_from_r
+from dqtl.association.residualize import Residualizer
+from dqtl.errors import InputError
+
+__all__ = [
+    "sample_permutations",
+    "PermutationSpec",
+    "cis_permutation_graph",
+    "map_cis_permutations",
+    "permutation_gene_kernel",
+]
+
+log = logging.getLogger(__name__)
+
+
+def sample_permutations(n: int, nperm: int, seed: int | None) -> np.ndarray:
+    """(nperm, n) int32 sample permutations, identical to tensorQTL's for the same seed."""
+    rs = np.random.RandomState(seed)
+    return np.array([rs.permutation(n) for _ in range(nperm)], dtype=np.int32).reshape(nperm, n)
+
+
+@dataclass(frozen=True)
+class PermutationSpec:
+    """How many permutations to run.
+
+    ``nperm_min == nperm_max``: a fixed count. Otherwise adaptive (as FastQTL's
+    ``--permute MIN MAX``): permutations run in batches of ``nperm_min``; a phenotype stops once
+    ``stop_hits`` permutation statistics reach its observed statistic (its empirical p-value is
+    then known to be large) or ``nperm_max`` is reached.
+    """
+
+    nperm_min: int = 10_000
+    nperm_max: int = 10_000
+    seed: int | None = 0
+    stop_hits: int = 10
+    batch: int = 2_000
+
+    @classmethod
+    def parse(cls, text: str | int, *, seed: int | None = 0) -> PermutationSpec:
+        """``"10000"`` (fixed) or ``"1000,10000"`` (adaptive)."""
+        parts = [p for p in str(text).replace(" ", "").split(",") if p]
+        try:
+            vals = [int(p) for p in parts]
+        except ValueError:
+            vals = []
+        if len(vals) not in (1, 2) or min(vals) < 1 or (len(vals) == 2 and vals[0] > vals[1]):
+            raise InputError(
+                f"--permutations must be N or MIN,MAX with 1 <= MIN <= MAX (e.g. 10000 or 1000,10000), "
+                f"got {text!r}"
+            )
+        return cls(nperm_min=vals[0], nperm_max=vals[-1], seed=seed)
+
+    @property
+    def adaptive(self) -> bool:
+        return self.nperm_min < self.nperm_max
+
+
+@dataclass
+class GeneInput:
+    """Everything a task needs for one phenotype (small, host arrays)."""
+
+    index: int  # row in CisPlan
+    group: int  # phenotype group id (index into the group table); -1 when ungrouped
+    y: np.ndarray  # (n_g,) raw phenotype values on its samples
+    sample_index: np.ndarray | None
+    covariates: np.ndarray | None  # (n_g, k) covariates on its samples, incl. extra conditioning ones
+    lo: int
+    hi: int
+    dof_shift: int = 0  # extra covariates beyond the plan's
+
+
+def permutation_gene_kernel(
+    G: np.ndarray,
+    valid: np.ndarray,
+    gene: GeneInput,
+    perms: np.ndarray,
+    spec: PermutationSpec,
+    dtype: Any,
+) -> dict[str, Any] | None:
+    """Observed best variant and permutation max-r^2 for one phenotype.
+
+    Parameters
+    ----------
+    G
+        (variants in window, samples) imputed dosages of the gene's window.
+    valid
+        (variants in window,) testable variants.
+    perms
+        (nperm_max, n_g) sample permutations for the gene's sample count.
+
+    Returns
+    -------
+    dict or None (no testable variant)
+    """
+    idx = np.nonzero(valid)[0]
+    if idx.size == 0:
+        return None
+    Gs = G[idx] if gene.sample_index is None else G[idx][:, gene.sample_index]
+    n_g = Gs.shape[1]
+    res = Residualizer.from_covariates(gene.covariates, n_samples=n_g, min_dof=1)
+    Q = res.Q
+    Gc = Gs - Gs.mean(axis=1, keepdims=True)
+    g_norm = np.sqrt(residual_norm2(Gc, Q))
+    ok = g_norm > 1e-10 * np.sqrt(n_g)
+    if not ok.any():
+        return None
+    if not ok.all():
+        idx, Gc, g_norm = idx[ok], Gc[ok], g_norm[ok]
+    y = gene.y
+    yr = y - Q @ (Q.T @ y)
+    p_norm = float(np.linalg.norm(yr))
+    if p_norm <= 1e-12 * max(float(np.linalg.norm(y)), 1e-300):
+        return None
+    r = (Gc @ (yr / p_norm)) / g_norm
+    r2 = r * r
+    top = int(np.argmax(r2))
+    r2_obs = float(r2[top])
+    Gw = Gc.astype(dtype, copy=False)
+    inv_norm = (1.0 / g_norm).astype(dtype)
+    chunks: list[np.ndarray] = []
+    done = 0
+    hits = 0
+    step = spec.nperm_min if spec.adaptive else min(spec.batch, spec.nperm_max)
+    while done < spec.nperm_max:
+        stop = min(done + step, spec.nperm_max)
+        Yp = y[perms[done:stop]]  # (b, n_g)
+        Yp = Yp - (Yp @ Q) @ Q.T
+        Yp /= np.linalg.norm(Yp, axis=1, keepdims=True)
+        R = Gw @ Yp.T.astype(dtype, copy=False)  # (v, b)
+        R *= inv_norm[:, None]
+        m = np.max(R * R, axis=0).astype(np.float64)
+        chunks.append(m)
+        hits += int(np.sum(m >= r2_obs))
+        done = stop
+        if spec.adaptive and hits >= spec.stop_hits:
+            break
+    r2_perm = np.concatenate(chunks)
+    return {
+        "index": gene.index,
+        "group": gene.group,
+        "num_var": int(idx.size),
+        "top": int(idx[top]),  # index within the window
+        "r": float(r[top]),
+        "g_norm": float(g_norm[top]),
+        "p_norm": p_norm,
+        "dof": int(res.dof),
+        "r2_perm": r2_perm,
+    }
+
+
+def _task_kernel(
+    block: np.ndarray,
+    b0: int,
+    sample_index: np.ndarray,
+    genes: Sequence[GeneInput],
+    perms_by_n: dict[int, np.ndarray],
+    spec: PermutationSpec,
+    *,
+    ploidy: int,
+    maf_threshold: float,
+    dtype: Any,
+    group_dof_factor: float,
+) -> list[dict[str, Any]]:
+    """Run all phenotypes of one task; combine grouped phenotypes; fit the beta approximation."""
+    from dqtl.multitest.beta import beta_approx_pval
+
+    gb = decode_genotype_block(block, sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
+    rows: list[dict[str, Any]] = []
+    for gene in genes:
+        a, b = gene.lo - b0, gene.hi - b0
+        n_g = len(gene.y)
+        out = permutation_gene_kernel(gb.G[a:b], gb.valid[a:b], gene, perms_by_n[n_g], spec, dtype)
+        if out is None:
+            rows.append({"index": gene.index, "group": gene.group, "skipped": True})
+            continue
+        v = a + out["top"]
+        out.update(variant_index=b0 + v, af=float(gb.af[v]), ma_samples=int(gb.ma_samples[v]),
+                   ma_count=int(gb.ma_count[v]), skipped=False)
+        rows.append(out)
+    # grouped phenotypes: the strongest member represents the group; max over members per permutation
+    final: list[dict[str, Any]] = []
+    by_group: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["group"] < 0:
+            final.append(r)
+        else:
+            by_group.setdefault(r["group"], []).append(r)
+    for gid, members in by_group.items():
+        ok = [m for m in members if not m["skipped"]]
+        if not ok:
+            final.append({**members[0], "group_size": len(members)})
+            continue
+        best = max(ok, key=lambda m: abs(m["r"]))
+        k = min(len(m["r2_perm"]) for m in ok)
+        r2p = np.max(np.stack([m["r2_perm"][:k] for m in ok]), axis=0)
+        final.append({**best, "r2_perm": r2p, "group_size": len(members), "group_dof_factor": group_dof_factor})
+    for r in final:
+        if r.get("skipped"):
+            continue
+        r2p = r["r2_perm"]
+        r2_obs = r["r"] ** 2
+        r["n_perm"] = int(len(r2p))
+        r["pval_perm"] = (np.sum(r2p >= r2_obs) + 1.0) / (len(r2p) + 1.0)
+        dof_init = r["dof"] * r.get("group_dof_factor", 1.0)
+        if np.ptp(r2p) == 0 or len(r2p) < 2:
+            fit = {"true_df": np.nan, "pval_true_df": np.nan, "beta_shape1": np.nan,
+                   "beta_shape2": np.nan, "pval_beta": np.nan, "converged": False}
+        else:
+            fit = beta_approx_pval(r2p, r2_obs, dof_init)
+        r.update(fit)
+        t, p, slope, se = stats_from_r(np.array([r["r"]]), r["dof"], np.array([r["g_norm"]]), np.array([r["p_norm"]]))
+        r.update(pval_nominal=float(p[0]), t_value=float(t[0]), slope=float(slope[0]), slope_se=float(se[0]))
+        del r["r2_perm"]
+    return final
+
+
+def _gene_inputs(plan: CisPlan, extra: dict[int, np.ndarray] | None = None) -> list[GeneInput]:
+    """Per-phenotype inputs from the plan; ``extra[i]`` (n, m) adds conditioning covariates."""
+    genes: list[GeneInput] = []
+    C = plan.covariates
+    for grp in plan.groups:
+        for j, i in enumerate(grp.index):
+            i = int(i)
+            cov = None if C is None else (C if grp.sample_index is None else C[grp.sample_index])
+            shift = 0
+            if extra is not None and i in extra:
+                e = extra[i] if grp.sample_index is None else extra[i][grp.sample_index]
+                cov = e if cov is None else np.column_stack([cov, e])
+                shift = e.shape[1]
+            genes.append(GeneInput(
+                index=i, group=int(plan.phenotype_group_index[i]) if plan.phenotype_group_index is not None else -1,
+                y=grp.P_raw[j], sample_index=grp.sample_index, covariates=cov,
+                lo=int(plan.window_lo[i]), hi=int(plan.window_hi[i]), dof_shift=shift,
+            ))
+    genes.sort(key=lambda g: (g.lo, g.index))
+    return genes
+
+
+def cis_permutation_graph(
+    plan: CisPlan,
+    genotypes: xr.Dataset,
+    spec: PermutationSpec,
+    *,
+    maf_threshold: float = 0.0,
+    dtype: Any = np.float64,
+    variants_per_task: int = 20_000,
+    genes_per_task: int = 64,
+    extra_covariates: dict[int, np.ndarray] | None = None,
+    only: np.ndarray | None = None,
+) -> list[Any]:
+    """Delayed tasks, each owning whole phenotypes (groups kept together) and their windows."""
+    arr = _genotype_array(genotypes, None)
+    genes = _gene_inputs(plan, extra_covariates)
+    if only is not None:
+        keep = set(np.asarray(only).tolist())
+        genes = [g for g in genes if g.index in keep]
+    perms_by_n = {n: sample_permutations(n, spec.nperm_max, spec.seed) for n in {len(g.y) for g in genes}}
+    # keep group members adjacent and in the same task
+    units: list[list[GeneInput]] = []
+    by_group: dict[int, list[GeneInput]] = {}
+    for g in genes:
+        if g.group < 0:
+            units.append([g])
+        else:
+            if g.group not in by_group:
+                by_group[g.group] = []
+                units.append(by_group[g.group])
+            by_group[g.group].append(g)
+    tasks = []
+    kernel = dask.delayed(_task_kernel, pure=True)
+    cur: list[GeneInput] = []
+
+    def flush() -> None:
+        if not cur:
+            return
+        b0 = min(g.lo for g in cur)
+        b1 = max(g.hi for g in cur)
+        block = arr[b0:b1]
+        tasks.append(kernel(
+            block, b0, plan.genotype_sample_index, list(cur),
+            {n: perms_by_n[n] for n in {len(g.y) for g in cur}}, spec,
+            ploidy=plan.ploidy, maf_threshold=maf_threshold, dtype=dtype,
+            group_dof_factor=0.25,
+        ))
+        cur.clear()
+
+    for unit in units:
+        if cur:
+            lo = min(min(g.lo for g in cur), min(g.lo for g in unit))
+            hi = max(max(g.hi for g in cur), max(g.hi for g in unit))
+            if hi - lo > variants_per_task or len(cur) + len(unit) > genes_per_task:
+                flush()
+        cur.extend(unit)
+    flush()
+    return tasks
+
+
+def results_table(plan: CisPlan, rows: Sequence[dict[str, Any]]) -> Any:
+    """pandas DataFrame in tensorQTL ``cis_qtl.txt.gz`` column order (before q-values)."""
+    import pandas as pd
+
+    rows = sorted((r for r in rows if not r.get("skipped")), key=lambda r: r["index"])
+    if not rows:
+        raise InputError("no phenotype had a testable cis variant")
+    idx = np.array([r["index"] for r in rows])
+    vi = np.array([r["variant_index"] for r in rows])
+    pos = plan.variant_position[vi]
+    df = pd.DataFrame({
+        "phenotype_id": plan.phenotype_id[idx],
+        "num_var": [r["num_var"] for r in rows],
+        "beta_shape1": [r["beta_shape1"] for r in rows],
+        "beta_shape2": [r["beta_shape2"] for r in rows],
+        "true_df": [r["true_df"] for r in rows],
+        "pval_true_df": [r["pval_true_df"] for r in rows],
+        "variant_id": plan.variant_id[vi],
+        "start_distance": pos - (plan.phenotype_start[idx] + 1),
+        "end_distance": pos - plan.phenotype_end[idx],
+        "ma_samples": [r["ma_samples"] for r in rows],
+        "ma_count": [r["ma_count"] for r in rows],
+        "af": [r["af"] for r in rows],
+        "pval_nominal": [r["pval_nominal"] for r in rows],
+        "slope": [r["slope"] for r in rows],
+        "slope_se": [r["slope_se"] for r in rows],
+        "pval_perm": [r["pval_perm"] for r in rows],
+        "pval_beta": [r["pval_beta"] for r in rows],
+        "n_permutations": [r["n_perm"] for r in rows],
+        "beta_converged": [bool(r["converged"]) for r in rows],
+    })
+    if plan.phenotype_group_index is not None:
+        df.insert(1, "group_id", plan.group_id[plan.phenotype_group_index[idx]])
+        df.insert(2, "group_size", [r.get("group_size", 1) for r in rows])
+    return df
+
+
+def map_cis_permutations(
+    genotypes: xr.Dataset,
+    phenotypes: xr.Dataset,
+    covariates: xr.Dataset | None = None,
+    *,
+    permutations: PermutationSpec | str | int = 10_000,
+    seed: int | None = 0,
+    window: int = 1_000_000,
+    maf_threshold: float = 0.0,
+    fdr: float = 0.05,
+    qvalue_lambda: float | None = None,
+    phenotype_groups: Any = None,
+    dtype: Any = np.float64,
+    client: Any = None,
+    progress: bool = False,
+    allow_sample_intersection: bool = False,
+) -> Any:
+    """cis permutation pass: one row per phenotype (or group) with empirical and beta p-values,
+    Storey q-values and the per-gene nominal threshold (tensorQTL ``cis_qtl.txt.gz`` columns).
+
+    Parameters
+    ----------
+    permutations
+        A :class:`PermutationSpec`, ``10000`` (fixed) or ``"1000,10000"`` (adaptive).
+    phenotype_groups
+        Mapping/Series phenotype_id -> group_id (e.g. isoforms of a gene): the strongest member per
+        permutation represents the group (``group_id``, ``group_size`` columns).
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
+    from dqtl.multitest.significance import add_significance
+
+    spec = permutations if isinstance(permutations, PermutationSpec) else PermutationSpec.parse(permutations, seed=seed)
+    plan = plan_cis(genotypes, phenotypes, covariates, window=window,
+                    allow_sample_intersection=allow_sample_intersection)
+    if phenotype_groups is not None:
+        plan = with_groups(plan, phenotype_groups)
+    tasks = cis_permutation_graph(plan, genotypes, spec, maf_threshold=maf_threshold, dtype=dtype)
+    parts = compute_parts(tasks, client=client, progress=progress)
+    rows = [r for part in parts for r in part]
+    df = results_table(plan, rows)
+    return add_significance(df, fdr=fdr, qvalue_lambda=qvalue_lambda)
+
+
+def with_groups(plan: CisPlan, groups: Any) -> CisPlan:
+    """Attach phenotype groups (phenotype_id -> group_id) to a plan."""
+    import pandas as pd
+
+    s = groups if isinstance(groups, pd.Series) else pd.Series(dict(groups))
+    s.index = s.index.astype(str)
+    missing = [p for p in plan.phenotype_id if p not in s.index]
+    if missing:
+        raise InputError(
+            f"phenotype groups: {len(missing)} phenotypes have no group (e.g. {', '.join(missing[:3])}); "
+            f"the groups file must list every phenotype"
+        )
+    gid = s.loc[plan.phenotype_id].astype(str).to_numpy()
+    uniq, inv = np.unique(gid, return_inverse=True)
+    # members of a group must share contig (their windows are unioned in one task)
+    for u in range(len(uniq)):
+        contigs = set(plan.phenotype_contig[inv == u].tolist())
+        if len(contigs) > 1:
+            raise InputError(f"phenotype group {uniq[u]} spans contigs {sorted(contigs)}; groups must be on one contig")
+    plan.phenotype_group_index = inv.astype(np.int64)
+    plan.group_id = uniq
+    return plan
