@@ -217,7 +217,7 @@ def _task_kernel(
             final.append(r)
         else:
             by_group.setdefault(r["group"], []).append(r)
-    for gid, members in by_group.items():
+    for members in by_group.values():
         ok = [m for m in members if not m["skipped"]]
         if not ok:
             final.append({**members[0], "group_size": len(members)})
