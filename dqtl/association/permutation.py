@@ -99,6 +99,7 @@ class GeneInput:
     lo: int
     hi: int
     dof_shift: int = 0  # extra covariates beyond the plan's
+    tag: Any = None  # caller's label, returned with the result (conditional passes)
 
 
 def permutation_gene_kernel(
@@ -169,6 +170,7 @@ def permutation_gene_kernel(
     r2_perm = np.concatenate(chunks)
     return {
         "index": gene.index,
+        "tag": gene.tag,
         "group": gene.group,
         "num_var": int(idx.size),
         "top": int(idx[top]),  # index within the window
@@ -203,7 +205,7 @@ def _task_kernel(
         n_g = len(gene.y)
         out = permutation_gene_kernel(gb.G[a:b], gb.valid[a:b], gene, perms_by_n[n_g], spec, dtype)
         if out is None:
-            rows.append({"index": gene.index, "group": gene.group, "skipped": True})
+            rows.append({"index": gene.index, "tag": gene.tag, "group": gene.group, "skipped": True})
             continue
         v = a + out["top"]
         out.update(variant_index=b0 + v, af=float(gb.af[v]), ma_samples=int(gb.ma_samples[v]),
@@ -211,12 +213,12 @@ def _task_kernel(
         rows.append(out)
     # grouped phenotypes: the strongest member represents the group; max over members per permutation
     final: list[dict[str, Any]] = []
-    by_group: dict[int, list[dict[str, Any]]] = {}
+    by_group: dict[Any, list[dict[str, Any]]] = {}
     for r in rows:
         if r["group"] < 0:
             final.append(r)
         else:
-            by_group.setdefault(r["group"], []).append(r)
+            by_group.setdefault((r["group"], repr(r["tag"])), []).append(r)
     for members in by_group.values():
         ok = [m for m in members if not m["skipped"]]
         if not ok:
@@ -246,24 +248,37 @@ def _task_kernel(
     return final
 
 
-def _gene_inputs(plan: CisPlan, extra: dict[int, np.ndarray] | None = None) -> list[GeneInput]:
-    """Per-phenotype inputs from the plan; ``extra[i]`` (n, m) adds conditioning covariates."""
-    genes: list[GeneInput] = []
+def gene_inputs(
+    plan: CisPlan, jobs: Sequence[tuple[int, np.ndarray | None, Any]] | None = None
+) -> list[GeneInput]:
+    """Per-phenotype task inputs from the plan.
+
+    ``jobs``: ``(phenotype index, extra covariates (samples, m) or None, tag)``; default one job
+    per tested phenotype without extra covariates. Extra covariates condition the scan (e.g. on
+    already selected variants) and reduce the dof accordingly.
+    """
     C = plan.covariates
+    where: dict[int, tuple[Any, int]] = {}
     for grp in plan.groups:
         for j, i in enumerate(grp.index):
-            i = int(i)
-            cov = None if C is None else (C if grp.sample_index is None else C[grp.sample_index])
-            shift = 0
-            if extra is not None and i in extra:
-                e = extra[i] if grp.sample_index is None else extra[i][grp.sample_index]
-                cov = e if cov is None else np.column_stack([cov, e])
-                shift = e.shape[1]
-            genes.append(GeneInput(
-                index=i, group=int(plan.phenotype_group_index[i]) if plan.phenotype_group_index is not None else -1,
-                y=grp.P_raw[j], sample_index=grp.sample_index, covariates=cov,
-                lo=int(plan.window_lo[i]), hi=int(plan.window_hi[i]), dof_shift=shift,
-            ))
+            where[int(i)] = (grp, j)
+    if jobs is None:
+        jobs = [(i, None, None) for i in sorted(where)]
+    genes: list[GeneInput] = []
+    for i, extra, tag in jobs:
+        grp, j = where[int(i)]
+        cov = None if C is None else (C if grp.sample_index is None else C[grp.sample_index])
+        shift = 0
+        if extra is not None and extra.size:
+            e = extra if grp.sample_index is None else extra[grp.sample_index]
+            cov = e if cov is None else np.column_stack([cov, e])
+            shift = e.shape[1]
+        gidx = plan.phenotype_group_index
+        genes.append(GeneInput(
+            index=int(i), group=int(gidx[i]) if gidx is not None else -1,
+            y=grp.P_raw[j], sample_index=grp.sample_index, covariates=cov,
+            lo=int(plan.window_lo[i]), hi=int(plan.window_hi[i]), dof_shift=shift, tag=tag,
+        ))
     genes.sort(key=lambda g: (g.lo, g.index))
     return genes
 
@@ -277,27 +292,27 @@ def cis_permutation_graph(
     dtype: Any = np.float64,
     variants_per_task: int = 20_000,
     genes_per_task: int = 64,
-    extra_covariates: dict[int, np.ndarray] | None = None,
-    only: np.ndarray | None = None,
+    jobs: Sequence[tuple[int, np.ndarray | None, Any]] | None = None,
 ) -> list[Any]:
-    """Delayed tasks, each owning whole phenotypes (groups kept together) and their windows."""
+    """Delayed tasks, each owning whole phenotypes (groups kept together) and their windows.
+
+    ``jobs`` as in :func:`gene_inputs` (default: every tested phenotype, unconditioned).
+    """
     arr = _genotype_array(genotypes, None)
-    genes = _gene_inputs(plan, extra_covariates)
-    if only is not None:
-        keep = set(np.asarray(only).tolist())
-        genes = [g for g in genes if g.index in keep]
+    genes = gene_inputs(plan, jobs)
     perms_by_n = {n: sample_permutations(n, spec.nperm_max, spec.seed) for n in {len(g.y) for g in genes}}
     # keep group members adjacent and in the same task
     units: list[list[GeneInput]] = []
-    by_group: dict[int, list[GeneInput]] = {}
+    by_group_key: dict[Any, list[GeneInput]] = {}
     for g in genes:
         if g.group < 0:
             units.append([g])
         else:
-            if g.group not in by_group:
-                by_group[g.group] = []
-                units.append(by_group[g.group])
-            by_group[g.group].append(g)
+            key = (g.group, repr(g.tag))
+            if key not in by_group_key:
+                by_group_key[key] = []
+                units.append(by_group_key[key])
+            by_group_key[key].append(g)
     tasks = []
     kernel = dask.delayed(_task_kernel, pure=True)
     cur: list[GeneInput] = []

@@ -1,0 +1,178 @@
+"""Conditionally independent cis-eQTLs by forward-backward stepwise selection (as tensorQTL
+``map_independent``).
+
+For each eGene (q-value <= FDR in the permutation pass) the top variant seeds the model. Forward:
+add the latest selected variant's dosage as a covariate and rescan the window with the same
+permutations; keep the new top variant while its ``pval_beta`` <= the global threshold (the
+largest ``pval_beta`` among eGenes). Backward: rescan each selected variant's signal conditioned on
+all the others; it is kept (with ``rank`` = its forward position) if it passes the threshold and
+its top variant is not already kept. Each round runs every still-active gene in one parallel graph.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from dqtl.association.cis import (
+    CisPlan,
+    _genotype_array,
+    compute_parts,
+    decode_genotype_block,
+    plan_cis,
+)
+from dqtl.association.permutation import (
+    PermutationSpec,
+    cis_permutation_graph,
+    results_table,
+    with_groups,
+)
+from dqtl.errors import InputError
+
+__all__ = ["map_cis_independent"]
+
+log = logging.getLogger(__name__)
+
+
+def _dosages(plan: CisPlan, genotypes: xr.Dataset, variant_index: list[int]) -> dict[int, np.ndarray]:
+    """Mean-imputed dosages (analysis samples) of the given variants, read from the store."""
+    arr = _genotype_array(genotypes, None)
+    uniq = sorted(set(variant_index))
+    if not uniq:
+        return {}
+    block = np.asarray(arr[np.asarray(uniq)].compute())
+    gb = decode_genotype_block(block, plan.genotype_sample_index, ploidy=plan.ploidy, maf_threshold=0.0)
+    return {v: gb.G[k] for k, v in enumerate(uniq)}
+
+
+def _run(plan: CisPlan, genotypes: xr.Dataset, spec: PermutationSpec, jobs: list, **kw: Any) -> list[dict]:
+    tasks = cis_permutation_graph(plan, genotypes, spec, jobs=jobs, **{k: v for k, v in kw.items() if k in ("maf_threshold", "dtype")})
+    parts = compute_parts(tasks, client=kw.get("client"), progress=kw.get("progress", False))
+    return [r for part in parts for r in part if not r.get("skipped")]
+
+
+def map_cis_independent(
+    genotypes: xr.Dataset,
+    phenotypes: xr.Dataset,
+    covariates: xr.Dataset | None,
+    cis_df: pd.DataFrame,
+    *,
+    fdr: float = 0.05,
+    permutations: PermutationSpec | str | int = 10_000,
+    seed: int | None = 0,
+    window: int = 1_000_000,
+    maf_threshold: float = 0.0,
+    phenotype_groups: Any = None,
+    dtype: Any = np.float64,
+    client: Any = None,
+    progress: bool = False,
+    allow_sample_intersection: bool = False,
+    max_signals: int = 20,
+) -> pd.DataFrame:
+    """Forward-backward conditionally independent cis-eQTLs for the eGenes of ``cis_df``.
+
+    Parameters
+    ----------
+    cis_df
+        Output of :func:`dqtl.association.permutation.map_cis_permutations` (with ``qval``).
+    permutations, seed
+        Must be those of the permutation pass (the same permutations are reused).
+
+    Returns
+    -------
+    pandas.DataFrame
+        tensorQTL ``cis_independent_qtl`` columns: the permutation columns plus ``rank``.
+    """
+    spec = permutations if isinstance(permutations, PermutationSpec) else PermutationSpec.parse(permutations, seed=seed)
+    if "qval" not in cis_df:
+        raise InputError("the permutation results have no 'qval' column: run cis --mode permute first")
+    key = "group_id" if phenotype_groups is not None else "phenotype_id"
+    signif = cis_df[cis_df["qval"] <= fdr]
+    if signif.empty:
+        raise InputError(f"no significant phenotypes at FDR <= {fdr}: nothing to condition on")
+    threshold = float(signif["pval_beta"].max())
+    plan = plan_cis(genotypes, phenotypes, covariates, window=window,
+                    allow_sample_intersection=allow_sample_intersection)
+    if phenotype_groups is not None:
+        plan = with_groups(plan, phenotype_groups)
+    pid_index = {p: i for i, p in enumerate(plan.phenotype_id)}
+    vid_index = {v: i for i, v in enumerate(plan.variant_id)}
+    log.info("independent: %d significant %ss, pval_beta threshold %.4g", len(signif), key.split("_")[0], threshold)
+
+    # members (phenotype indices) of each significant unit
+    units: dict[str, list[int]] = {}
+    for _, row in signif.iterrows():
+        if key == "group_id":
+            members = [i for i, g in enumerate(plan.phenotype_group_index) if plan.group_id[g] == row["group_id"]]
+        else:
+            if row["phenotype_id"] not in pid_index:
+                raise InputError(f"phenotype {row['phenotype_id']} of the permutation results is not tested with these inputs")
+            members = [pid_index[row["phenotype_id"]]]
+        units[str(row[key])] = members
+    selected: dict[str, list[int]] = {u: [vid_index[str(r)]] for u, r in zip(signif[key].astype(str), signif["variant_id"], strict=True)}
+    first_rows = {str(u): r for u, (_, r) in zip(signif[key].astype(str), signif.iterrows(), strict=True)}
+    forward_rows: dict[str, list[Any]] = {u: [first_rows[u]] for u in units}
+    kw = dict(maf_threshold=maf_threshold, dtype=dtype, client=client, progress=progress)
+
+    active = set(units)
+    while active:
+        doses = _dosages(plan, genotypes, [v for u in active for v in selected[u]])
+        jobs = []
+        for u in sorted(active):
+            extra = np.column_stack([doses[v] for v in selected[u]])
+            jobs += [(i, extra, u) for i in units[u]]
+        rows = _run(plan, genotypes, spec, jobs, **kw)
+        got = {r["tag"]: r for r in rows}
+        nxt = set()
+        for u in active:
+            r = got.get(u)
+            if r is None or not np.isfinite(r["pval_beta"]) or r["pval_beta"] > threshold:
+                continue
+            if r["variant_index"] in selected[u] or len(selected[u]) >= max_signals:
+                continue
+            selected[u].append(int(r["variant_index"]))
+            forward_rows[u].append(r)
+            nxt.add(u)
+        active = nxt
+
+    # backward pass
+    out_rows: list[dict[str, Any]] = []
+    multi = [u for u in units if len(selected[u]) > 1]
+    single = [u for u in units if len(selected[u]) == 1]
+    if multi:
+        doses = _dosages(plan, genotypes, [v for u in multi for v in selected[u]])
+        jobs = []
+        for u in multi:
+            for k, v in enumerate(selected[u], 1):
+                others = [w for w in selected[u] if w != v]
+                extra = np.column_stack([doses[w] for w in others])
+                jobs += [(i, extra, (u, k)) for i in units[u]]
+        rows = _run(plan, genotypes, spec, jobs, **kw)
+        by_tag = {r["tag"]: r for r in rows}
+        for u in multi:
+            kept: set[int] = set()
+            for k in range(1, len(selected[u]) + 1):
+                r = by_tag.get((u, k))
+                if r is None or not np.isfinite(r["pval_beta"]) or r["pval_beta"] > threshold:
+                    continue
+                if r["variant_index"] in kept:
+                    continue
+                kept.add(int(r["variant_index"]))
+                out_rows.append({**r, "rank": k})
+    table_rows = pd.DataFrame()
+    if out_rows:
+        table_rows = results_table(plan, out_rows)
+        table_rows.insert(len(table_rows.columns), "rank", [r["rank"] for r in sorted(out_rows, key=lambda r: r["index"])])
+    singles = cis_df[cis_df[key].astype(str).isin(single)].copy()
+    singles["rank"] = 1
+    res = pd.concat([singles, table_rows], ignore_index=True, sort=False)
+    order = {p: i for i, p in enumerate(plan.phenotype_id)}
+    res["_o"] = res["phenotype_id"].map(order)
+    res = res.sort_values(["_o", "rank"], kind="stable").drop(columns="_o").reset_index(drop=True)
+    keep_cols = [c for c in cis_df.columns if c not in ("qval", "pval_nominal_threshold")] + ["rank"]
+    log.info("independent: %d signals in %d %ss", len(res), len(units), key.split("_")[0])
+    return res[keep_cols]
