@@ -1,0 +1,396 @@
+"""Open VCF Zarr / sgkit genotype stores as lazy xarray Datasets in dqtl's data model.
+
+The Dataset returned by :func:`open_genotypes` has dims ``variants``, ``samples``, ``ploidy``,
+``alleles``, ``contigs`` and the variables
+
+- ``call_genotype`` (variants, samples, ploidy) int, -1 = missing, -2 = not present (dask),
+- ``call_dosage`` (variants, samples) float32 ALT dosage, NaN = missing (optional, dask),
+- ``variant_allele`` (variants, alleles) str, REF first; ``variant_id`` (variants,) str (dask),
+- ``variant_contig`` (variants,) int index into ``contig_id`` (contigs,) str,
+  ``variant_position`` (variants,) int64 (1-based) and ``sample_id`` (samples,) str, in memory.
+
+Variants are sorted by contig (each contig one contiguous block) and position.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from dqtl.errors import InputError
+
+__all__ = [
+    "open_genotypes",
+    "load_genotypes",
+    "contig_names",
+    "normalize_contig",
+    "is_zarr_store",
+    "check_variant_order",
+]
+
+log = logging.getLogger(__name__)
+
+# variable -> (dims, dtype kinds); all required
+_REQUIRED: dict[str, tuple[tuple[str, ...], str]] = {
+    "call_genotype": (("variants", "samples", "ploidy"), "iu"),
+    "variant_contig": (("variants",), "iu"),
+    "variant_position": (("variants",), "iu"),
+    "variant_allele": (("variants", "alleles"), "OUST"),
+    "contig_id": (("contigs",), "OUST"),
+    "sample_id": (("samples",), "OUST"),
+}
+_EAGER = ("sample_id", "contig_id", "variant_contig", "variant_position")
+# bio2zarr marks "no value here" (e.g. a DS entry for an absent ALT) with this NaN payload
+_FLOAT32_FILL_BITS = np.int32(0x7F800002)
+
+
+def is_zarr_store(path: str | os.PathLike[str]) -> bool:
+    """True if ``path`` is a local directory holding a Zarr (format 2 or 3) group."""
+    p = Path(path)
+    return p.is_dir() and ((p / ".zgroup").is_file() or (p / "zarr.json").is_file())
+
+
+def normalize_contig(name: Any) -> str:
+    """Contig name without a leading ``chr`` (any case); ``M``/``MT`` become ``MT``.
+
+    >>> [normalize_contig(c) for c in ["chr1", "1", "CHRX", "chrM", "MT", "Chr2"]]
+    ['1', '1', 'X', 'MT', 'MT', '2']
+    """
+    s = str(name).strip()
+    if len(s) > 3 and s[:3].lower() == "chr":
+        s = s[3:]
+    up = s.upper()
+    if up in ("M", "MT"):
+        return "MT"
+    if up in ("X", "Y"):
+        return up
+    return s
+
+
+def contig_names(ds: xr.Dataset) -> np.ndarray:
+    """The contig names of a genotype Dataset, as a str array indexed by ``variant_contig``."""
+    if "contig_id" not in ds:
+        raise InputError("genotype Dataset has no variable contig_id (contigs,): open it with "
+                         "dqtl.io.genotypes.open_genotypes")
+    return _str_array(ds["contig_id"].values)
+
+
+def check_variant_order(
+    variant_contig: np.ndarray,
+    variant_position: np.ndarray,
+    contig_id: np.ndarray,
+    *,
+    source: str,
+) -> None:
+    """Raise :class:`InputError` unless variants are grouped by contig and sorted by position.
+
+    Parameters
+    ----------
+    variant_contig : (variants,) int array
+    variant_position : (variants,) int array
+    contig_id : (contigs,) str array
+    source : str
+        Name of the input, for the message.
+    """
+    c = np.asarray(variant_contig)
+    p = np.asarray(variant_position, dtype=np.int64)
+    if c.size < 2:
+        return
+    fix = "sort it ('bcftools sort', or 'plink2 --sort-vars' then --make-pgen/--make-bed)"
+    starts = np.r_[0, np.flatnonzero(c[1:] != c[:-1]) + 1]
+    block_contigs = c[starts]
+    if len(np.unique(block_contigs)) != len(block_contigs):
+        seen: set[int] = set()
+        for start, code in zip(starts, block_contigs, strict=True):
+            if code in seen:
+                raise InputError(
+                    f"genotypes {source!r}: the variants of contig {str(contig_id[code])!r} are not "
+                    f"contiguous (it starts again at variant {start}); variants must be sorted by "
+                    f"contig and position: {fix}"
+                )
+            seen.add(int(code))
+    bad = np.flatnonzero((c[1:] == c[:-1]) & (p[1:] < p[:-1]))
+    if bad.size:
+        i = int(bad[0]) + 1
+        raise InputError(
+            f"genotypes {source!r}: variant {i} on contig {str(contig_id[c[i]])!r} at position {p[i]} "
+            f"comes after position {p[i - 1]}; variants must be sorted by position within each "
+            f"contig: {fix}"
+        )
+
+
+def _str_array(values: Any) -> np.ndarray:
+    """A fixed-width str array from str, bytes, object or numpy StringDType values."""
+    v = np.asarray(values)
+    if v.dtype.kind in "US":
+        return v.astype(str)
+    items = [x.decode() if isinstance(x, bytes) else str(x) for x in v.ravel().tolist()]
+    return np.array(items, dtype=str).reshape(v.shape)
+
+
+def _sum_alt_dosages(values: np.ndarray) -> np.ndarray:
+    """Sum per-ALT dosages over the last axis, treating bio2zarr's fill value as absent."""
+    v = np.asarray(values, dtype=np.float32)
+    fill = v.view(np.int32) == _FLOAT32_FILL_BITS
+    return np.where(fill, np.float32(0), v).sum(-1, dtype=np.float32)
+
+
+def _is_dask(var: xr.DataArray) -> bool:
+    return var.chunks is not None
+
+
+def _finalize(ds: xr.Dataset, name: str, chunks: int | None) -> xr.Dataset:
+    """Validate a genotype Dataset and bring it into the data model (see module docstring)."""
+    for var, (dims, kinds) in _REQUIRED.items():
+        if var not in ds.variables:
+            raise InputError(
+                f"{name} has no variable {var}: is it a VCF Zarr store written by "
+                "bio2zarr/dqtl convert (or an sgkit genotype Dataset)?"
+            )
+        if tuple(ds[var].dims) != dims:
+            raise InputError(
+                f"{name}: variable {var} has dims {tuple(ds[var].dims)}, expected {dims}"
+            )
+        kind = ds[var].dtype.kind
+        if kind not in kinds:
+            expected = "integers" if "i" in kinds else "strings"
+            raise InputError(f"{name}: variable {var} has dtype {ds[var].dtype}, expected {expected}")
+    if ds.sizes["variants"] == 0 or ds.sizes["samples"] == 0:
+        raise InputError(
+            f"{name} has {ds.sizes['variants']} variants and {ds.sizes['samples']} samples"
+        )
+    out = ds.copy()
+    # small 1-D variables, in memory (a dask-backed in-memory Dataset is computed here)
+    for var in _EAGER:
+        values = np.asarray(out[var].values)
+        if var in ("sample_id", "contig_id"):
+            values = _str_array(values)
+        elif var == "variant_position":
+            values = values.astype(np.int64)
+        out[var] = (out[var].dims, values, out[var].attrs)
+    samples = out["sample_id"].values
+    uniq, counts = np.unique(samples, return_counts=True)
+    if (counts > 1).any():
+        dup = uniq[counts > 1]
+        raise InputError(
+            f"{name}: sample_id is not unique ({len(dup)} duplicated, e.g. {dup[0]!r}); sample "
+            "IDs must be unique to align genotypes with phenotypes"
+        )
+    vc = out["variant_contig"].values
+    n_contigs = out.sizes["contigs"]
+    if vc.min() < 0 or vc.max() >= n_contigs:
+        raise InputError(
+            f"{name}: variant_contig holds indices {vc.min()}..{vc.max()} but contig_id has "
+            f"{n_contigs} entries"
+        )
+    check_variant_order(vc, out["variant_position"].values, out["contig_id"].values, source=name)
+
+    if "call_dosage" not in out and "call_DS" in out:
+        ds_var = out["call_DS"]
+        if ds_var.dims[:2] != ("variants", "samples") or ds_var.ndim > 3:
+            raise InputError(f"{name}: call_DS has dims {ds_var.dims}, expected (variants, samples"
+                             "[, alt_alleles])")
+        if ds_var.ndim == 3:
+            ds_var = xr.apply_ufunc(
+                _sum_alt_dosages, ds_var, input_core_dims=[[ds_var.dims[2]]],
+                dask="parallelized", output_dtypes=[np.float32],
+            )
+        out["call_dosage"] = ds_var.astype(np.float32)
+        out = out.drop_vars("call_DS")
+    if "call_dosage" in out:
+        dos = out["call_dosage"]
+        if tuple(dos.dims) != ("variants", "samples") or dos.dtype.kind != "f":
+            raise InputError(
+                f"{name}: call_dosage has dims {dos.dims} and dtype {dos.dtype}, expected "
+                "(variants, samples) float"
+            )
+        if dos.dtype != np.float32:
+            out["call_dosage"] = dos.astype(np.float32)
+
+    # everything else lazily, chunked along variants; numpy StringDType -> object (sgkit model)
+    for var in list(out.data_vars):
+        if var in _EAGER:
+            continue
+        da_ = out[var]
+        if da_.dtype.kind == "T":
+            da_ = out[var] = da_.astype(object)
+        if not _is_dask(da_):
+            if "variants" in da_.dims or "samples" in da_.dims:
+                vchunk = chunks or min(10_000, out.sizes["variants"])
+                out[var] = da_.chunk({d: (vchunk if d == "variants" else -1) for d in da_.dims})
+        elif chunks is not None and "variants" in da_.dims:
+            out[var] = da_.chunk({"variants": chunks})
+    return out
+
+
+def _zarr_group_info(path: str) -> tuple[int, bool, Any]:
+    """Zarr format, whether metadata is consolidated, and the call_genotype array (or None)."""
+    import zarr
+
+    p = Path(path)
+    if "://" not in path and not p.exists():
+        raise InputError(f"genotype store {path!r} does not exist")
+    if "://" not in path and not is_zarr_store(p):
+        raise InputError(
+            f"genotype store {path!r} is not a Zarr store (no .zgroup or zarr.json): convert "
+            "VCF/PLINK/BGEN input first with 'dqtl convert INPUT OUTPUT'"
+        )
+    if "://" not in path:
+        if (p / "zarr.json").is_file():
+            meta = json.loads((p / "zarr.json").read_text())
+            fmt, consolidated = 3, meta.get("consolidated_metadata") is not None
+        else:
+            fmt, consolidated = 2, (p / ".zmetadata").is_file()
+        group = zarr.open_group(str(p), mode="r", zarr_format=fmt, use_consolidated=consolidated)
+    else:
+        group = zarr.open_group(path, mode="r")
+        fmt = group.metadata.zarr_format
+        consolidated = group.metadata.consolidated_metadata is not None
+    cg = group.get("call_genotype")
+    return fmt, consolidated, cg
+
+
+def open_genotypes(source: str | os.PathLike[str] | xr.Dataset, *, chunks: int | None = None
+                   ) -> xr.Dataset:
+    """Open a VCF Zarr / sgkit genotype store (or take a Dataset) as a lazy genotype Dataset.
+
+    Parameters
+    ----------
+    source : str, path-like or xarray.Dataset
+        A Zarr store (format 2 or 3, consolidated or not; as written by bio2zarr or
+        :func:`dqtl.io.convert.convert`; a URL is passed to zarr) or an in-memory Dataset in
+        the sgkit genotype model.
+    chunks : int, optional
+        Variants per dask chunk. Default: the store's (outer, i.e. shard) chunk.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``call_genotype`` (variants, samples, ploidy) and every other variants-sized variable
+        dask-backed; ``sample_id``, ``contig_id`` (str), ``variant_contig`` and
+        ``variant_position`` (int64) in memory; ``call_DS`` becomes ``call_dosage`` float32
+        (summed over ALT alleles when it has an ALT dim).
+
+    Raises
+    ------
+    InputError
+        Not a store, missing variables, wrong dims/dtypes, duplicated sample IDs, or variants
+        not sorted by contig and position.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> ds = xr.Dataset({
+    ...     "call_genotype": (("variants", "samples", "ploidy"), np.zeros((3, 2, 2), np.int8)),
+    ...     "variant_contig": ("variants", np.array([0, 0, 1])),
+    ...     "variant_position": ("variants", np.array([10, 20, 5], np.int32)),
+    ...     "variant_allele": (("variants", "alleles"), np.array([["A", "C"]] * 3)),
+    ...     "contig_id": ("contigs", np.array(["1", "2"])),
+    ...     "sample_id": ("samples", np.array(["s1", "s2"]))})
+    >>> out = open_genotypes(ds)
+    >>> out.call_genotype.chunks is not None, out.variant_position.dtype
+    (True, dtype('int64'))
+    """
+    if chunks is not None and (isinstance(chunks, bool) or not isinstance(chunks, int)
+                               or chunks < 1):
+        raise InputError(f"chunks must be a positive number of variants, got {chunks!r}")
+    if isinstance(source, xr.Dataset):
+        return _finalize(source, "genotype Dataset", chunks)
+    if not isinstance(source, (str, os.PathLike)):
+        raise InputError(
+            f"genotype source must be a Zarr store path or an xarray.Dataset, got "
+            f"{type(source).__name__}"
+        )
+    path = os.fspath(source)
+    name = f"genotype store {path!r}"
+    fmt, consolidated, cg = _zarr_group_info(path)
+    if cg is None:
+        raise InputError(
+            f"{name} has no variable call_genotype: is it a VCF Zarr store written by "
+            "bio2zarr/dqtl convert?"
+        )
+    outer = getattr(cg, "shards", None) or cg.chunks
+    dask_chunks: dict[str, int] = {"variants": chunks or outer[0]}
+    if len(outer) > 1:
+        dask_chunks["samples"] = outer[1]
+    kwargs: dict[str, Any] = dict(consolidated=consolidated, zarr_format=fmt, mask_and_scale=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*separate the stored chunks.*")
+        try:
+            ds = xr.open_zarr(path, chunks=dask_chunks, **kwargs)
+            ds = ds.chunk({d: -1 for d in ds.dims if d not in dask_chunks}) if ds.dims else ds
+            eager = [v for v in _EAGER if v in ds.variables]
+            small = xr.open_zarr(path, chunks=None, **kwargs)[eager].load()
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{name} could not be opened: {exc}") from exc
+    for var in eager:
+        ds[var] = small[var]
+    return _finalize(ds, name, None)
+
+
+def load_genotypes(
+    source: str | os.PathLike[str] | xr.Dataset,
+    *,
+    format: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    chunks: int | None = None,
+    show_progress: bool = False,
+) -> xr.Dataset:
+    """Open genotypes from a store, a Dataset, or VCF/PLINK/PGEN/BGEN files (converted first).
+
+    Parameters
+    ----------
+    source : str, path-like or xarray.Dataset
+        A Zarr store or Dataset (opened with :func:`open_genotypes`), or a genotype file or
+        prefix (converted with :func:`dqtl.io.convert.convert`).
+    format : {"vcf", "plink", "pgen", "bgen"}, optional
+        Input format of a file or prefix that several formats share.
+    cache_dir : str or path-like, optional
+        Where converted stores live (default: a new temporary directory). A store converted
+        earlier from the same, unchanged files is reused.
+    chunks : int, optional
+        Variants per dask chunk.
+    show_progress : bool, default False
+        Show conversion progress.
+
+    Returns
+    -------
+    xarray.Dataset
+        As :func:`open_genotypes`.
+    """
+    if isinstance(source, xr.Dataset):
+        return open_genotypes(source, chunks=chunks)
+    path = os.fspath(source)
+    if "://" in path or is_zarr_store(path):
+        return open_genotypes(path, chunks=chunks)
+    from dqtl.io.convert import _source_signature, convert, resolve_input
+
+    gi = resolve_input(path, format=format)
+    cache = (
+        Path(cache_dir) if cache_dir is not None else Path(tempfile.mkdtemp(prefix="dqtl-geno-"))
+    )
+    cache.mkdir(parents=True, exist_ok=True)
+    stem = gi.path.name
+    for suffix in (".gz", ".bgz", ".vcf", ".bcf", ".bed", ".pgen", ".bgen"):
+        stem = stem.removesuffix(suffix)
+    store = cache / f"{stem}.{gi.format}.vcz"
+    if is_zarr_store(store):
+        import zarr
+
+        try:
+            stamp = zarr.open_group(str(store), mode="r").attrs.get("dqtl_source")
+        except Exception:  # a damaged cache entry is simply rebuilt
+            stamp = None
+        if stamp == _source_signature(gi):
+            log.info("using cached genotype store %s", store)
+            return open_genotypes(store, chunks=chunks)
+    convert(gi.path, store, format=gi.format, force=True, show_progress=show_progress)
+    return open_genotypes(store, chunks=chunks)
