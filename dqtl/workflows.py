@@ -26,7 +26,7 @@ from dqtl.association.cis import (
 from dqtl.io.atomic import atomic_path
 from dqtl.io.results import to_tensorqtl_pairs, write_parquet
 
-__all__ = ["CisNominalSummary", "run_cis_nominal"]
+__all__ = ["CisNominalSummary", "run_cis_nominal", "run_cis_permute", "run_cis_independent"]
 
 log = logging.getLogger(__name__)
 
@@ -93,3 +93,138 @@ def run_cis_nominal(
         counts["n_variants_imputed"],
     )
     return summary
+
+
+def _write_table_gz(df: Any, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, sep="\t", index=False, float_format="%.6g", compression="gzip")
+
+
+def run_cis_permute(
+    genotypes: xr.Dataset,
+    phenotypes: xr.Dataset,
+    covariates: xr.Dataset | None,
+    output_prefix: str,
+    *,
+    permutations: Any = 10_000,
+    seed: int | None = 0,
+    fdr: float = 0.05,
+    qvalue_lambda: float | None = None,
+    window: int = 1_000_000,
+    maf_threshold: float = 0.0,
+    phenotype_groups: Any = None,
+    dtype: Any = np.float64,
+    client: Any = None,
+    allow_sample_intersection: bool = False,
+    progress: bool = False,
+) -> Any:
+    """Permutation pass; writes ``{prefix}.cis_qtl.txt.gz`` and ``{prefix}.cis_qtl_signif_pairs.parquet``.
+
+    The significant pairs are the nominal pairs of significant phenotypes (or of every member of a
+    significant group) with ``pval_nominal <= pval_nominal_threshold`` of their gene. Both files
+    appear only when both are complete.
+    """
+    import pandas as pd
+
+    from dqtl.association.cis import map_cis_nominal
+    from dqtl.association.permutation import map_cis_permutations
+
+    t0 = time.perf_counter()
+    cis_df = map_cis_permutations(
+        genotypes, phenotypes, covariates, permutations=permutations, seed=seed, window=window,
+        maf_threshold=maf_threshold, fdr=fdr, qvalue_lambda=qvalue_lambda,
+        phenotype_groups=phenotype_groups, dtype=dtype, client=client, progress=progress,
+        allow_sample_intersection=allow_sample_intersection,
+    )
+    sig = cis_df[cis_df["qval"] <= fdr]
+    if phenotype_groups is not None:
+        groups = pd.Series(dict(phenotype_groups)) if not isinstance(phenotype_groups, pd.Series) else phenotype_groups
+        groups.index = groups.index.astype(str)
+        thr = sig.set_index("group_id")["pval_nominal_threshold"]
+        members = groups[groups.astype(str).isin(thr.index.astype(str))]
+        gene_thr = pd.Series(thr.loc[members.astype(str)].to_numpy(), index=members.index)
+    else:
+        gene_thr = sig.set_index("phenotype_id")["pval_nominal_threshold"]
+    if len(gene_thr):
+        sel = np.isin(phenotypes["phenotype_id"].values.astype(str), gene_thr.index.to_numpy(dtype=str))
+        pairs = map_cis_nominal(
+            genotypes, phenotypes.isel(phenotypes=np.nonzero(sel)[0]), covariates, window=window,
+            maf_threshold=maf_threshold, dtype=dtype, client=client,
+            allow_sample_intersection=allow_sample_intersection,
+        )
+        pdf = to_tensorqtl_pairs(pairs)
+        pdf = pdf[pdf["pval_nominal"].to_numpy() <= gene_thr.reindex(pdf["phenotype_id"]).to_numpy()]
+        pdf = pdf.merge(cis_df[["phenotype_id", "pval_nominal_threshold"]] if phenotype_groups is None
+                        else gene_thr.rename("pval_nominal_threshold").rename_axis("phenotype_id").reset_index(),
+                        on="phenotype_id", how="left")
+    else:
+        pdf = pd.DataFrame(columns=[*to_tensorqtl_pairs(xr.Dataset({k: ("pairs", np.zeros(0)) for k in (
+            "phenotype_id", "variant_id", "start_distance", "af", "ma_samples", "ma_count",
+            "p_value", "beta", "beta_se")})).columns, "pval_nominal_threshold"])
+    with contextlib.ExitStack() as stack:
+        _write_table_gz(cis_df, stack.enter_context(atomic_path(Path(f"{output_prefix}.cis_qtl.txt.gz"))))
+        write_parquet(pdf.reset_index(drop=True), stack.enter_context(atomic_path(Path(f"{output_prefix}.cis_qtl_signif_pairs.parquet"))))
+    log.info(
+        "permutations: %d phenotypes, %d significant at FDR %.2g (pi0 %.3f, p threshold %.4g), "
+        "%d significant pairs, %.1f s", len(cis_df), len(sig), fdr, cis_df.attrs.get("pi0", np.nan),
+        cis_df.attrs.get("pval_threshold", np.nan), len(pdf), time.perf_counter() - t0,
+    )
+    return cis_df
+
+
+def run_cis_independent(
+    genotypes: xr.Dataset,
+    phenotypes: xr.Dataset,
+    covariates: xr.Dataset | None,
+    output_prefix: str,
+    *,
+    cis_results: str | None = None,
+    permutations: Any = 10_000,
+    seed: int | None = 0,
+    fdr: float = 0.05,
+    qvalue_lambda: float | None = None,
+    window: int = 1_000_000,
+    maf_threshold: float = 0.0,
+    phenotype_groups: Any = None,
+    dtype: Any = np.float64,
+    client: Any = None,
+    allow_sample_intersection: bool = False,
+    progress: bool = False,
+) -> Any:
+    """Independent signals; writes ``{prefix}.cis_independent_qtl.txt.gz``.
+
+    ``cis_results`` is a ``cis_qtl.txt.gz`` from a permutation pass with the same seed and
+    permutations; without it the permutation pass runs first (and is written too).
+    """
+    import pandas as pd
+
+    from dqtl.association.independent import map_cis_independent
+    from dqtl.errors import InputError
+
+    if cis_results:
+        try:
+            cis_df = pd.read_csv(cis_results, sep="\t")
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise FileNotFoundError(f"permutation results {cis_results} do not exist") from None
+            raise InputError(f"cannot read permutation results {cis_results}: {exc}") from None
+        need = {"phenotype_id", "variant_id", "pval_beta", "qval"}
+        if not need <= set(cis_df.columns):
+            raise InputError(
+                f"{cis_results} lacks columns {sorted(need - set(cis_df.columns))}; expected the "
+                f"cis_qtl.txt.gz of 'dqtl cis --mode permute' (or tensorQTL with q-values)"
+            )
+    else:
+        cis_df = run_cis_permute(
+            genotypes, phenotypes, covariates, output_prefix, permutations=permutations, seed=seed,
+            fdr=fdr, qvalue_lambda=qvalue_lambda, window=window, maf_threshold=maf_threshold,
+            phenotype_groups=phenotype_groups, dtype=dtype, client=client,
+            allow_sample_intersection=allow_sample_intersection, progress=progress,
+        )
+    ind = map_cis_independent(
+        genotypes, phenotypes, covariates, cis_df, fdr=fdr, permutations=permutations, seed=seed,
+        window=window, maf_threshold=maf_threshold, phenotype_groups=phenotype_groups, dtype=dtype,
+        client=client, progress=progress, allow_sample_intersection=allow_sample_intersection,
+    )
+    _write_table_gz(ind, Path(f"{output_prefix}.cis_independent_qtl.txt.gz"))
+    return ind

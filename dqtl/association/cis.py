@@ -478,7 +478,7 @@ def cis_nominal_graph(
                 parts.append((rows, grp, lo[rows], hi[rows]))
         if not parts:
             continue
-        contigs = {plan.phenotype_contig[grp.index[rows[0]]] for rows, grp, _, _ in parts}
+        contigs = {str(c) for rows, grp, _, _ in parts for c in plan.phenotype_contig[grp.index[rows]]}
         task = kernel(
             blk, v0, plan.genotype_sample_index, parts,
             ploidy=plan.ploidy, maf_threshold=maf_threshold, dtype=dtype,

@@ -6,6 +6,7 @@ import argparse
 import logging
 
 import numpy as np
+import pandas as pd
 
 from dqtl.cli._common import (
     add_genotype_args,
@@ -24,13 +25,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="cis-eQTL mapping",
         description=(
             "cis-eQTL mapping. --mode nominal writes every variant-phenotype pair within the window "
-            "as OUTPUT_PREFIX.cis_qtl_pairs.<chr>.parquet (tensorQTL's columns)."
+            "as OUTPUT_PREFIX.cis_qtl_pairs.<chr>.parquet; --mode permute writes "
+            "OUTPUT_PREFIX.cis_qtl.txt.gz and OUTPUT_PREFIX.cis_qtl_signif_pairs.parquet; "
+            "--mode independent writes OUTPUT_PREFIX.cis_independent_qtl.txt.gz (tensorQTL's columns)."
         ),
     )
     p.add_argument("genotypes", metavar="GENOTYPES", help="VCF Zarr store, or VCF/BCF, PLINK 1/2 prefix, BGEN")
     p.add_argument("phenotypes", metavar="PHENOTYPES", help="phenotype BED (.bed, .bed.gz, .bed.parquet)")
     p.add_argument("output_prefix", metavar="OUTPUT_PREFIX")
-    p.add_argument("--mode", choices=["nominal"], default="nominal")
+    p.add_argument("--mode", choices=["nominal", "permute", "independent"], default="nominal",
+                   help="nominal: all pairs; permute: gene-level empirical/beta p-values and q-values; "
+                        "independent: forward-backward conditionally independent signals of eGenes")
+    p.add_argument("--permutations", default="10000", metavar="N|MIN,MAX",
+                   help="permutations per phenotype: N fixed, or MIN,MAX adaptive (default 10000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the shared sample permutations (default 0)")
+    p.add_argument("--fdr", type=float, default=0.05, help="FDR for eGenes (default 0.05)")
+    p.add_argument("--qvalue-lambda", type=float, default=None, metavar="L",
+                   help="fixed lambda for Storey's pi0 (default: smoother over 0.05..0.95)")
+    p.add_argument("--phenotype-groups", metavar="FILE", default=None,
+                   help="two columns, no header: phenotype_id, group_id (e.g. isoforms of a gene)")
+    p.add_argument("--cis-results", metavar="FILE", default=None,
+                   help="--mode independent: the cis_qtl.txt.gz of a permute run with the same seed")
     p.add_argument("--covariates", metavar="FILE", default=None, help="covariates (tensorQTL layout or samples x covariates)")
     p.add_argument("--window", type=non_negative_int, default=1_000_000, help="cis window half-width in bp (default 1000000)")
     p.add_argument("--maf-threshold", type=float, default=0.0, help="skip variants with MAF below this (default 0)")
@@ -43,21 +58,58 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def read_phenotype_groups(path: str) -> pd.Series:
+    """Two-column phenotype -> group table (tab-separated, no header), as tensorQTL's."""
+    from dqtl.errors import InputError
+    from dqtl.io.phenotypes import check_unique
+
+    try:
+        df = pd.read_csv(path, sep="\t", header=None, dtype=str)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"phenotype groups file {path} does not exist") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read phenotype groups {path}: {exc}") from None
+    if df.shape[1] != 2 or df.isna().any().any():
+        raise InputError(
+            f"{path}: expected two tab-separated columns (phenotype_id, group_id) and no header, "
+            f"found {df.shape[1]} columns"
+        )
+    check_unique(df[0].to_numpy(), what="phenotype IDs", where=path)
+    return pd.Series(df[1].to_numpy(), index=df[0].to_numpy())
+
+
 def run(args: argparse.Namespace) -> int:
+    from dqtl.association.permutation import PermutationSpec
+    from dqtl.errors import InputError
     from dqtl.io.phenotypes import read_covariates, read_phenotype_bed
-    from dqtl.workflows import run_cis_nominal
+    from dqtl.workflows import run_cis_independent, run_cis_nominal, run_cis_permute
 
     progress = not args.no_progress
+    if not 0 < args.fdr < 1:
+        raise InputError(f"--fdr must be in (0, 1), got {args.fdr}")
+    if args.qvalue_lambda is not None and not 0 <= args.qvalue_lambda < 1:
+        raise InputError(f"--qvalue-lambda must be in [0, 1), got {args.qvalue_lambda}")
+    spec = PermutationSpec.parse(args.permutations, seed=args.seed) if args.mode != "nominal" else None
+    if args.cis_results and args.mode != "independent":
+        raise InputError("--cis-results is only used with --mode independent")
     phen = read_phenotype_bed(args.phenotypes)
     cov = read_covariates(args.covariates, sample_ids=phen["sample_id"].values) if args.covariates else None
+    groups = read_phenotype_groups(args.phenotype_groups) if args.phenotype_groups else None
+    if groups is not None and args.mode == "nominal":
+        raise InputError("--phenotype-groups applies to --mode permute and independent")
+    dtype = np.float32 if args.precision == "float32" else np.float64
     with genotypes_from(args.genotypes, fmt=args.genotype_format, progress=progress) as geno, \
             scheduler(args.scheduler_address) as client:
-        run_cis_nominal(
-            geno, phen, cov, args.output_prefix,
-            window=args.window, maf_threshold=args.maf_threshold,
-            variants_chunk_size=args.variants_chunk_size,
-            dtype=np.float32 if args.precision == "float32" else np.float64,
-            client=client, allow_sample_intersection=args.allow_sample_intersection,
-            progress=progress,
-        )
+        common = dict(window=args.window, maf_threshold=args.maf_threshold, dtype=dtype, client=client,
+                      allow_sample_intersection=args.allow_sample_intersection, progress=progress)
+        if args.mode == "nominal":
+            run_cis_nominal(geno, phen, cov, args.output_prefix,
+                            variants_chunk_size=args.variants_chunk_size, **common)
+        elif args.mode == "permute":
+            run_cis_permute(geno, phen, cov, args.output_prefix, permutations=spec, seed=args.seed,
+                            fdr=args.fdr, qvalue_lambda=args.qvalue_lambda, phenotype_groups=groups, **common)
+        else:
+            run_cis_independent(geno, phen, cov, args.output_prefix, cis_results=args.cis_results,
+                                permutations=spec, seed=args.seed, fdr=args.fdr,
+                                qvalue_lambda=args.qvalue_lambda, phenotype_groups=groups, **common)
     return 0

@@ -233,3 +233,41 @@ def test_plan_cis__sample_mismatch_is_error_unless_intersection_allowed():
         plan_cis(G, P, Cv2)
     plan = plan_cis(G, P, Cv2, allow_sample_intersection=True)
     assert plan.n_samples == 70
+
+
+def two_contig_data(chunks):
+    G1, P1, Cv, *_ = make_data(seed=8, v=200, p=5, chunks=chunks)
+    G2, P2, *_ = make_data(seed=9, v=150, p=4, chunks=chunks)
+    G = xr.concat([G1.drop_vars("contig_id"), G2.drop_vars("contig_id")], dim="variants")
+    G["variant_contig"] = ("variants", np.r_[np.zeros(200, int), np.ones(150, int)])
+    G["contig_id"] = ("contigs", np.array(["1", "2"]))
+    G["variant_id"] = ("variants", np.array([f"v{i}" for i in range(350)]))
+    G["sample_id"] = G1.sample_id
+    G["call_genotype"] = G.call_genotype.chunk({"variants": chunks})
+    P2 = P2.assign(phenotype_contig=("phenotypes", np.array(["chr2"] * 4)),
+                   phenotype_id=("phenotypes", np.array([f"h{i}" for i in range(4)])))
+    P = xr.concat([P1, P2], dim="phenotypes")
+    P["sample_id"] = P1.sample_id
+    return G, P, Cv
+
+
+@pytest.mark.parametrize("chunks", [1000, 64])
+def test_map_cis_nominal__chunks_spanning_contigs_serve_both(chunks, tmp_path):
+    from dqtl.workflows import run_cis_nominal
+
+    G, P, Cv = two_contig_data(chunks)
+    w = 500_000
+    res = map_cis_nominal(G, P, Cv, window=w)
+    pos = G.variant_position.values.astype(np.int64)
+    con = G.variant_contig.values
+    for j, gene in enumerate(P.phenotype_id.values):
+        c = 0 if str(P.phenotype_contig.values[j]) == "chr1" else 1
+        s, e = P.phenotype_start.values[j], P.phenotype_end.values[j]
+        expected = {f"v{i}" for i in np.nonzero((con == c) & (pos >= s + 1 - w) & (pos <= e + w))[0]}
+        assert set(res.variant_id.values[res.phenotype_id.values == gene]) == expected, gene
+    summary = run_cis_nominal(G, P, Cv, str(tmp_path / "x"), window=w)
+    assert [f.name for f in summary.files] == ["x.cis_qtl_pairs.1.parquet", "x.cis_qtl_pairs.2.parquet"]
+    import pandas as pd
+
+    both = pd.concat([pd.read_parquet(f) for f in summary.files])
+    assert len(both) == res.sizes["pairs"]
