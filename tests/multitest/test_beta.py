@@ -1,0 +1,195 @@
+"""Tests for dqtl.multitest.beta (beta approximation of cis permutation p-values).
+
+The tensorQTL comparison uses tests/reference/tensorqtl_beta (see its README). tensorQTL finds
+true_df with a secant iteration (tol 1e-4 on log df) and the Beta shapes with Nelder-Mead
+(tol 1e-4); dqtl solves both to far tighter tolerances, so the tolerances below are set by
+tensorQTL's optimisers (measured: true_df 1e-7, shapes 2e-5, pval_beta 8e-5 relative).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import special, stats
+
+from dqtl.multitest import (
+    beta_approx_pval,
+    fit_beta_mle,
+    fit_true_df,
+    min_pvalue_threshold,
+    nominal_threshold,
+    pval_from_r2,
+)
+from tests.multitest._reference import REFERENCE, read_tsv
+
+
+@pytest.fixture(scope="module")
+def tensorqtl_ref():
+    base = REFERENCE / "tensorqtl_beta"
+    with np.load(base / "inputs.npz") as npz:
+        inputs = {k: npz[k] for k in npz.files}
+    return inputs, read_tsv(base / "expected.tsv")
+
+
+def test_beta_approx_pval__matches_tensorqtl(tensorqtl_ref):
+    inputs, expected = tensorqtl_ref
+    res = beta_approx_pval(inputs["r2_perm"], inputs["r2_obs"], inputs["dof"])
+    assert res["converged"].all()
+    np.testing.assert_allclose(res["true_df"], expected["true_df"], rtol=1e-5)
+    np.testing.assert_allclose(res["pval_true_df"], expected["pval_true_df"], rtol=1e-4)
+    np.testing.assert_allclose(res["beta_shape1"], expected["beta_shape1"], rtol=5e-4)
+    np.testing.assert_allclose(res["beta_shape2"], expected["beta_shape2"], rtol=5e-4)
+    np.testing.assert_allclose(res["pval_beta"], expected["pval_beta"], rtol=1e-3)
+
+
+def _negloglik(x, a, b):
+    return -np.sum(stats.beta.logpdf(x, a, b))
+
+
+def test_fit_beta_mle__at_least_as_good_as_tensorqtl(tensorqtl_ref):
+    inputs, expected = tensorqtl_ref
+    for i in range(len(expected["true_df"])):
+        pv = pval_from_r2(inputs["r2_perm"][i], expected["true_df"][i])
+        a, b, conv = fit_beta_mle(pv)
+        assert conv
+        theirs = _negloglik(pv, expected["beta_shape1"][i], expected["beta_shape2"][i])
+        assert _negloglik(pv, a, b) <= theirs + 1e-9 * abs(theirs)
+
+
+def test_fit_beta_mle__solves_score_equations():
+    rng = np.random.default_rng(2)
+    x = rng.beta(0.9, 40.0, size=3000)
+    a, b, conv = fit_beta_mle(x)
+    assert conv
+    dab = special.digamma(a + b)
+    assert abs(special.digamma(a) - dab - np.mean(np.log(x))) < 1e-9
+    assert abs(special.digamma(b) - dab - np.mean(np.log1p(-x))) < 1e-9
+    assert a == pytest.approx(0.9, rel=0.1) and b == pytest.approx(40.0, rel=0.1)
+
+
+def test_fit_beta_mle__vectorised_rows_equal_single_fits():
+    rng = np.random.default_rng(4)
+    x = rng.beta(1.2, 5.0, size=(4, 500))
+    x[2, 10:40] = np.nan
+    a, b, conv = fit_beta_mle(x)
+    assert a.shape == (4,) and conv.all()
+    for i in range(4):
+        ai, bi, _ = fit_beta_mle(x[i])
+        assert a[i] == pytest.approx(ai, rel=1e-9) and b[i] == pytest.approx(bi, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "x",
+    [
+        np.full(10, 0.3),
+        np.array([0.4]),
+        np.array([]),
+        np.array([0.0, 1.0, 0.0, 1.0]),
+        np.full(5, np.nan),
+    ],
+    ids=["all_equal", "one_value", "empty", "only_0_and_1", "all_nan"],
+)
+def test_fit_beta_mle__degenerate_input_gives_nan_not_error(x):
+    a, b, conv = fit_beta_mle(x)
+    assert np.isnan(a) and np.isnan(b) and conv is False
+
+
+def test_fit_beta_mle__exact_zero_falls_back_to_moments():
+    x = np.array([0.0, 0.1, 0.2, 0.5, 0.05])
+    a, b, conv = fit_beta_mle(x)
+    m, v = x.mean(), x.var()
+    assert conv is False
+    assert a == pytest.approx(m * (m * (1 - m) / v - 1)) and b == pytest.approx(a * (1 / m - 1))
+
+
+def test_pval_from_r2__equals_two_sided_t_test():
+    rng = np.random.default_rng(8)
+    r = rng.uniform(-0.9, 0.9, size=100)
+    dof = 37.5
+    t = r * np.sqrt(dof / (1 - r * r))
+    np.testing.assert_allclose(pval_from_r2(r * r, dof), 2 * stats.t.sf(np.abs(t), dof), rtol=1e-11)
+    assert pval_from_r2(0.0, 10) == 1.0 and pval_from_r2(1.0, 10) == 0.0
+
+
+def _null_permutations(rng, n_genes, n, m, nperm):
+    g = rng.standard_normal((m, n))
+    g -= g.mean(axis=1, keepdims=True)
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    r2_perm = np.empty((n_genes, nperm))
+    r2_obs = np.empty(n_genes)
+    for i in range(n_genes):
+        y = rng.standard_normal(n)
+        y -= y.mean()
+        y /= np.linalg.norm(y)
+        r2_obs[i] = np.max((g @ y) ** 2)
+        yp = y[np.argsort(rng.random((nperm, n)), axis=1)]
+        r2_perm[i] = np.max((yp @ g.T) ** 2, axis=1)
+    return r2_perm, r2_obs
+
+
+def test_beta_approx_pval__uniform_under_the_null():
+    rng = np.random.default_rng(12345)
+    r2_perm, r2_obs = _null_permutations(rng, n_genes=300, n=60, m=25, nperm=400)
+    res = beta_approx_pval(r2_perm, r2_obs, 58)
+    assert res["converged"].all()
+    assert stats.kstest(res["pval_beta"], "uniform").pvalue > 1e-3
+    # and it agrees with the empirical permutation p-value
+    pval_perm = ((r2_perm >= r2_obs[:, None]).sum(axis=1) + 1) / (400 + 1)
+    assert np.corrcoef(pval_perm, res["pval_beta"])[0, 1] > 0.99
+    # shape1 is near 1 by construction of true_df
+    assert np.all(np.abs(res["beta_shape1"] - 1) < 0.2)
+
+
+def test_beta_approx_pval__single_gene_returns_scalars():
+    rng = np.random.default_rng(1)
+    r2_perm, r2_obs = _null_permutations(rng, n_genes=1, n=40, m=10, nperm=300)
+    res = beta_approx_pval(r2_perm[0], r2_obs[0], 38)
+    assert isinstance(res["pval_beta"], float) and isinstance(res["converged"], bool)
+    assert res["true_df"] == pytest.approx(fit_true_df(r2_perm[0], 38), rel=1e-12)
+
+
+def test_fit_true_df__constant_permutations_fall_back_to_dof():
+    assert fit_true_df(np.full(100, 0.1), 50) == 50.0
+    res = beta_approx_pval(np.full(100, 0.1), 0.2, 50)
+    assert res["converged"] is False and np.isnan(res["pval_beta"])
+
+
+def test_fit_true_df__per_gene_dof_and_start_independence():
+    rng = np.random.default_rng(21)
+    r2_perm, _ = _null_permutations(rng, n_genes=2, n=50, m=15, nperm=300)
+    df_a = fit_true_df(r2_perm, np.array([48.0, 48.0]))
+    df_b = fit_true_df(r2_perm, np.array([10.0, 200.0]))  # different start, same root
+    np.testing.assert_allclose(df_a, df_b, rtol=1e-6)
+
+
+def test_nominal_threshold__inverts_beta_cdf():
+    a = np.array([0.9, 1.0, 1.1])
+    b = np.array([50.0, 200.0, 900.0])
+    thr = nominal_threshold(0.01, a, b)
+    np.testing.assert_allclose(stats.beta.cdf(thr, a, b), 0.01, rtol=1e-10)
+    assert np.isnan(nominal_threshold(0.01, np.nan, 3.0))
+
+
+def test_min_pvalue_threshold__midpoint_between_significant_and_not():
+    pb = np.array([1e-6, 1e-4, 0.02, 0.5, np.nan])
+    q = np.array([1e-4, 0.01, 0.2, 0.6, np.nan])
+    assert min_pvalue_threshold(pb, q, 0.05) == pytest.approx((1e-4 + 0.02) / 2)
+    assert np.isnan(min_pvalue_threshold(pb, q, 1e-6))
+    assert min_pvalue_threshold(pb[:2], q[:2], 0.05) == 1e-4
+
+
+def test_fit_true_df__no_root_in_range_is_flagged_not_converged():
+    rng = np.random.default_rng(30)
+    r2 = 0.1 + rng.uniform(0, 1e-7, size=200)  # p-values nearly constant: shape1 >> 1 for any df
+    res = beta_approx_pval(r2, 0.2, 40)
+    assert res["converged"] is False
+    assert 40 / 1e4 <= res["true_df"] <= 40 * 1e4
+
+
+def test_beta_approx_pval__rejects_mismatched_lengths():
+    from dqtl.errors import InputError
+
+    with pytest.raises(InputError, match="r2_obs"):
+        beta_approx_pval(np.full((3, 10), 0.1), np.array([0.1, 0.2]), 20)
+    with pytest.raises(InputError, match="dof"):
+        beta_approx_pval(np.random.default_rng(0).uniform(size=(3, 10)), 0.1, np.array([20, 30]))
