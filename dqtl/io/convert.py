@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -195,7 +195,7 @@ def _complete(fmt: str, main: Path, prefix: str) -> GenotypeInput:
         return next((Path(prefix + s) for s in suffixes if Path(prefix + s).is_file()), None)
 
     files: dict[str, Path] = {}
-    need: dict[str, tuple[str, ...]] = {
+    need: tuple[str, ...] = {
         "vcf": (),
         "plink": (".bed", ".bim", ".fam"),
         "pgen": (".pgen",),
@@ -647,15 +647,18 @@ def _write_chunk(
     import zarr
 
     block = source.read_block(v0, v1, max_alleles)
-    root = zarr.open_group(store, mode="r+")
-    root["variant_id"][v0:v1] = block.variant_id
-    root["variant_id_mask"][v0:v1] = np.isin(block.variant_id, ["", "."])
-    root["variant_allele"][v0:v1] = block.variant_allele
-    root["call_genotype"][v0:v1] = block.call_genotype
-    root["call_genotype_mask"][v0:v1] = block.call_genotype < 0
-    root["call_genotype_phased"][v0:v1] = block.call_genotype_phased
+    values = {
+        "variant_id": block.variant_id,
+        "variant_id_mask": np.isin(block.variant_id, ["", "."]),
+        "variant_allele": block.variant_allele,
+        "call_genotype": block.call_genotype,
+        "call_genotype_mask": block.call_genotype < 0,
+        "call_genotype_phased": block.call_genotype_phased,
+    }
     if with_dosage and block.call_dosage is not None:
-        root["call_dosage"][v0:v1] = block.call_dosage
+        values["call_dosage"] = block.call_dosage
+    for name, value in values.items():
+        zarr.open_array(store, path=name, mode="r+")[v0:v1] = value
     return block.dosage_informative
 
 
@@ -706,7 +709,7 @@ def _write_from(
 
     from dqtl import __version__
 
-    root = zarr.open_group(store, mode="w-", zarr_format=zarr_format)
+    root = zarr.open_group(store, mode="w-", zarr_format=cast(Literal[2, 3], zarr_format))
     root.attrs.update({"vcf_zarr_version": "0.5", "source": f"dqtl-{__version__}"})
     fmt = zarr_format
     contig_dtype = np.int8 if len(scan.contig_id) < 128 else np.int32

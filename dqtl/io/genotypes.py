@@ -7,7 +7,8 @@ The Dataset returned by :func:`open_genotypes` has dims ``variants``, ``samples`
 - ``call_dosage`` (variants, samples) float32 ALT dosage, NaN = missing (optional, dask),
 - ``variant_allele`` (variants, alleles) str, REF first; ``variant_id`` (variants,) str (dask),
 - ``variant_contig`` (variants,) int index into ``contig_id`` (contigs,) str,
-  ``variant_position`` (variants,) int64 (1-based) and ``sample_id`` (samples,) str, in memory.
+  ``variant_position`` (variants,) int64 (1-based) and ``sample_id`` (samples,) str, in memory
+  (strings are numpy object arrays of Python ``str``, as in sgkit).
 
 Variants are sorted by contig (each contig one contiguous block) and position.
 """
@@ -20,7 +21,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 import xarray as xr
@@ -172,7 +173,7 @@ def _finalize(ds: xr.Dataset, name: str, chunks: int | None) -> xr.Dataset:
     for var in _EAGER:
         values = np.asarray(out[var].values)
         if var in ("sample_id", "contig_id"):
-            values = _str_array(values)
+            values = _str_array(values).astype(object)  # python str, as in sgkit
         elif var == "variant_position":
             values = values.astype(np.int64)
         out[var] = (out[var].dims, values, out[var].attrs)
@@ -216,18 +217,18 @@ def _finalize(ds: xr.Dataset, name: str, chunks: int | None) -> xr.Dataset:
             out["call_dosage"] = dos.astype(np.float32)
 
     # everything else lazily, chunked along variants; numpy StringDType -> object (sgkit model)
-    for var in list(out.data_vars):
-        if var in _EAGER:
+    for key in list(out.data_vars):
+        if key in _EAGER:
             continue
-        da_ = out[var]
+        da_ = out[key]
         if da_.dtype.kind == "T":
-            da_ = out[var] = da_.astype(object)
+            da_ = out[key] = da_.astype(object)
         if not _is_dask(da_):
             if "variants" in da_.dims or "samples" in da_.dims:
                 vchunk = chunks or min(10_000, out.sizes["variants"])
-                out[var] = da_.chunk({d: (vchunk if d == "variants" else -1) for d in da_.dims})
+                out[key] = da_.chunk({d: (vchunk if d == "variants" else -1) for d in da_.dims})
         elif chunks is not None and "variants" in da_.dims:
-            out[var] = da_.chunk({"variants": chunks})
+            out[key] = da_.chunk({"variants": chunks})
     return out
 
 
@@ -249,7 +250,9 @@ def _zarr_group_info(path: str) -> tuple[int, bool, Any]:
             fmt, consolidated = 3, meta.get("consolidated_metadata") is not None
         else:
             fmt, consolidated = 2, (p / ".zmetadata").is_file()
-        group = zarr.open_group(str(p), mode="r", zarr_format=fmt, use_consolidated=consolidated)
+        group = zarr.open_group(
+            str(p), mode="r", zarr_format=cast(Literal[2, 3], fmt), use_consolidated=consolidated
+        )
     else:
         group = zarr.open_group(path, mode="r")
         fmt = group.metadata.zarr_format
@@ -333,6 +336,9 @@ def open_genotypes(source: str | os.PathLike[str] | xr.Dataset, *, chunks: int |
             raise InputError(f"{name} could not be opened: {exc}") from exc
     for var in eager:
         ds[var] = small[var]
+    for var in ds.variables.values():  # raw values are kept (mask_and_scale=False): no masking
+        var.attrs.pop("_FillValue", None)
+        var.attrs.pop("missing_value", None)
     return _finalize(ds, name, None)
 
 
