@@ -33,6 +33,7 @@ from dqtl.association.kernels import (
 )
 from dqtl.association.residualize import Residualizer
 from dqtl.errors import InputError
+from dqtl.io.genotypes import normalize_contig
 
 __all__ = [
     "CisPlan",
@@ -58,14 +59,6 @@ PAIR_VARIABLES = (
     "beta",
     "beta_se",
 )
-
-
-def normalize_contig(name: str) -> str:
-    """Contig name without a ``chr`` prefix, with ``M``/``MT`` unified (``chr1`` == ``1``)."""
-    s = str(name)
-    if s[:3].lower() == "chr":
-        s = s[3:]
-    return "MT" if s.upper() in ("M", "MT") else s
 
 
 @dataclass
@@ -124,6 +117,103 @@ def _covariate_matrix(
         return None, []
     C = np.asarray(covariates["covariate_values"].values, dtype=np.float64)[cidx]
     return C, [str(x) for x in covariates["covariate_id"].values]
+
+
+
+def prepare_phenotype_groups(
+    vals: np.ndarray,
+    C: np.ndarray | None,
+    cov_ids: Sequence[str],
+    *,
+    keep: np.ndarray,
+    phenotype_ids: np.ndarray,
+) -> tuple[np.ndarray, list[PhenotypeGroup], Residualizer, dict[str, Any]]:
+    """Skip untestable phenotypes and residualize the rest, grouped by missingness pattern.
+
+    Parameters
+    ----------
+    vals
+        (phenotypes, samples) float64 values on the analysis samples, NaN = missing.
+    C
+        (samples, covariates) aligned covariates, or None.
+    keep
+        (phenotypes,) bool: phenotypes still candidates (e.g. with a non-empty cis window).
+
+    Returns
+    -------
+    (kept, groups, base, report)
+        ``kept``: indices of tested phenotypes into ``vals``; ``groups`` index into ``kept``;
+        ``base``: the residualizer on all samples; ``report``: counts of skipped phenotypes.
+    """
+    n = vals.shape[1]
+    report: dict[str, Any] = {}
+    keep = np.asarray(keep, dtype=bool).copy()
+    obs = ~np.isnan(vals)
+    n_obs = obs.sum(axis=1)
+    with np.errstate(invalid="ignore"):
+        vmax = np.where(obs, vals, -np.inf).max(axis=1)
+        vmin = np.where(obs, vals, np.inf).min(axis=1)
+    constant = keep & (n_obs > 0) & (vmax == vmin)
+    if constant.any():
+        log.warning(
+            "%d phenotypes are constant across samples and are skipped (e.g. %s)",
+            int(constant.sum()), ", ".join(map(str, phenotype_ids[constant][:5])),
+        )
+    report["phenotypes_constant"] = int(constant.sum())
+    keep &= ~constant
+    # the residualizer on all samples also validates covariates / dof up front
+    base = Residualizer.from_covariates(C, n_samples=n, covariate_ids=cov_ids, where="covariates")
+    too_few = keep & (n_obs < base.rank + 2)
+    if too_few.any():
+        log.warning(
+            "%d phenotypes have too few non-missing samples for the model and are skipped",
+            int(too_few.sum()),
+        )
+    report["phenotypes_too_few_samples"] = int(too_few.sum())
+    keep &= ~too_few
+    kept = np.nonzero(keep)[0]
+    if kept.size == 0:
+        raise InputError(
+            "no phenotype can be tested: check that phenotype and genotype contigs match (chr1 vs 1 "
+            "is handled), that the phenotypes lie within the window of some variant, and that they "
+            "are not constant"
+        )
+    report["phenotypes_tested"] = int(kept.size)
+    report["covariates_dropped"] = list(base.dropped)
+    report["dof"] = base.dof
+
+    groups: list[PhenotypeGroup] = []
+    pattern_rows: dict[bytes, list[int]] = {}
+    for j, i in enumerate(kept):
+        pattern_rows.setdefault(np.packbits(obs[i]).tobytes(), []).append(j)
+    for rows in pattern_rows.values():
+        rows_a = np.asarray(rows)
+        mask = obs[kept[rows_a[0]]]
+        if mask.all():
+            res, sidx = base, None
+        else:
+            sidx = np.nonzero(mask)[0]
+            res = Residualizer.from_covariates(
+                None if C is None else C[sidx], n_samples=len(sidx), covariate_ids=cov_ids,
+                where=f"covariates on the {len(sidx)} samples observed for some phenotypes",
+            )
+        P = vals[kept[rows_a]] if sidx is None else vals[kept[rows_a]][:, sidx]
+        R = res.transform(P)
+        norm = np.linalg.norm(R, axis=1)
+        zero = norm <= 1e-12 * np.maximum(np.linalg.norm(P, axis=1), 1e-300)
+        if zero.any():
+            # phenotype fully explained by covariates: nothing left to test
+            log.warning("%d phenotypes are fully explained by the covariates; skipped", int(zero.sum()))
+            report["phenotypes_explained_by_covariates"] = (
+                report.get("phenotypes_explained_by_covariates", 0) + int(zero.sum())
+            )
+            rows_a, R, norm, P = rows_a[~zero], R[~zero], norm[~zero], P[~zero]
+            if rows_a.size == 0:
+                continue
+        groups.append(PhenotypeGroup(rows_a, sidx, R / norm[:, None], norm, res.Q, res.dof, P))
+    if len(pattern_rows) > 1:
+        log.info("phenotypes fall into %d missing-value patterns; each residualized on its own samples", len(pattern_rows))
+    return kept, groups, base, report
 
 
 def plan_cis(
@@ -226,72 +316,11 @@ def plan_cis(
     # --- phenotype values: constant / too sparse phenotypes, missingness groups
     vals = np.asarray(phenotypes["phenotype_values"].values, dtype=np.float64)[:, pidx]
     C, cov_ids = _covariate_matrix(covariates, cidx)
-    keep = (~no_contig) & (~empty)
-    obs = ~np.isnan(vals)
-    n_obs = obs.sum(axis=1)
-    with np.errstate(invalid="ignore"):
-        vmax = np.where(obs, vals, -np.inf).max(axis=1)
-        vmin = np.where(obs, vals, np.inf).min(axis=1)
-    constant = keep & (n_obs > 0) & (vmax == vmin)
-    if constant.any():
-        ids = np.asarray(phenotypes["phenotype_id"].values)[constant]
-        log.warning(
-            "%d phenotypes are constant across samples and are skipped (e.g. %s)",
-            int(constant.sum()), ", ".join(map(str, ids[:5])),
-        )
-    report["phenotypes_constant"] = int(constant.sum())
-    keep &= ~constant
-    # the residualizer on all samples also validates covariates / dof up front
-    base = Residualizer.from_covariates(C, n_samples=n, covariate_ids=cov_ids, where="covariates")
-    too_few = keep & (n_obs < base.rank + 2)
-    if too_few.any():
-        log.warning(
-            "%d phenotypes have too few non-missing samples for the model and are skipped",
-            int(too_few.sum()),
-        )
-    report["phenotypes_too_few_samples"] = int(too_few.sum())
-    keep &= ~too_few
-    kept = np.nonzero(keep)[0]
-    if kept.size == 0:
-        raise InputError(
-            "no phenotype can be tested: check that phenotype and genotype contigs match (chr1 vs 1 "
-            "is handled) and that the phenotypes lie within the window of some variant"
-        )
-    report["phenotypes_tested"] = int(kept.size)
-    report["covariates_dropped"] = list(base.dropped)
-    report["dof"] = base.dof
-
-    groups: list[PhenotypeGroup] = []
-    pattern_rows: dict[bytes, list[int]] = {}
-    for j, i in enumerate(kept):
-        pattern_rows.setdefault(np.packbits(obs[i]).tobytes(), []).append(j)
-    for rows in pattern_rows.values():
-        rows_a = np.asarray(rows)
-        mask = obs[kept[rows_a[0]]]
-        if mask.all():
-            res, sidx = base, None
-        else:
-            sidx = np.nonzero(mask)[0]
-            res = Residualizer.from_covariates(
-                None if C is None else C[sidx], n_samples=len(sidx), covariate_ids=cov_ids,
-                where=f"covariates on the {len(sidx)} samples observed for some phenotypes",
-            )
-        P = vals[kept[rows_a]] if sidx is None else vals[kept[rows_a]][:, sidx]
-        R = res.transform(P)
-        norm = np.linalg.norm(R, axis=1)
-        zero = norm <= 1e-12 * np.maximum(np.linalg.norm(P, axis=1), 1e-300)
-        if zero.any():
-            # phenotype fully explained by covariates: nothing left to test
-            log.warning("%d phenotypes are fully explained by the covariates; skipped", int(zero.sum()))
-            report["phenotypes_explained_by_covariates"] = (
-                report.get("phenotypes_explained_by_covariates", 0) + int(zero.sum())
-            )
-            rows_a, R, norm, P = rows_a[~zero], R[~zero], norm[~zero], P[~zero]
-            if rows_a.size == 0:
-                continue
-        groups.append(PhenotypeGroup(rows_a, sidx, R / norm[:, None], norm, res.Q, res.dof, P))
-    if len(pattern_rows) > 1:
-        log.info("phenotypes fall into %d missing-value patterns; each residualized on its own samples", len(pattern_rows))
+    kept, groups, base, prep_report = prepare_phenotype_groups(
+        vals, C, cov_ids, keep=(~no_contig) & (~empty),
+        phenotype_ids=np.asarray(phenotypes["phenotype_id"].values),
+    )
+    report.update(prep_report)
 
     ploidy = int(genotypes.sizes.get("ploidy", 2))
     return CisPlan(
