@@ -20,6 +20,11 @@ from dqtl import __version__
 COMMAND_MODULES = [
     "dqtl.cli.convert",
     "dqtl.cli.cis",
+    "dqtl.cli.trans",
+    "dqtl.cli.prepare_expression",
+    "dqtl.cli.genotype_qc",
+    "dqtl.cli.factors",
+    "dqtl.cli.covariates",
     "dqtl.cli.simulate",
     "dqtl.cli.example",
 ]
