@@ -33,7 +33,12 @@ log = logging.getLogger("dqtl")
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse parser whose usage errors exit with code 2 and one line (argparse's default)."""
+    """argparse parser whose usage errors are one line on stderr (no usage block) and exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        msg = " ".join(message.split())
+        print(f"{self.prog}: error: {msg} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +75,10 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
