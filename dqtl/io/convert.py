@@ -20,7 +20,6 @@ import dataclasses
 import functools
 import logging
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -332,6 +331,28 @@ def _check_plink1(gi: GenotypeInput) -> None:
     check_variant_order(codes, positions, np.array(names), source=str(gi.files["bim"]))
 
 
+def _check_vcf(gi: GenotypeInput) -> None:
+    """Check that a VCF/BCF header can be read and names unique samples."""
+    try:
+        import cyvcf2
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise ImportError("VCF/BCF input needs cyvcf2: pip install 'bio2zarr[vcf]'") from exc
+    try:
+        reader = cyvcf2.VCF(str(gi.path), lazy=True)
+    except Exception as exc:  # cyvcf2 raises a bare Exception for a bad header
+        raise InputError(
+            f"VCF/BCF {str(gi.path)!r} could not be read ({exc}): check its header (e.g. with "
+            "'bcftools view -h'); duplicated sample names are one cause"
+        ) from None
+    try:
+        samples = np.array(reader.samples, dtype=str)
+    finally:
+        reader.close()
+    if samples.size == 0:
+        raise InputError(f"VCF/BCF {str(gi.path)!r} has no samples (no genotype columns)")
+    _check_unique_samples(samples, gi.path)
+
+
 # --------------------------------------------------------------------------------------------
 # sources written by dqtl itself (pgen, bgen)
 # --------------------------------------------------------------------------------------------
@@ -344,7 +365,6 @@ class _Block:
     call_genotype: np.ndarray  # (m, n, 2) int8
     call_genotype_phased: np.ndarray  # (m, n) bool
     call_dosage: np.ndarray | None  # (m, n) float32
-    dosage_informative: bool = True
 
 
 @dataclasses.dataclass
@@ -354,7 +374,7 @@ class _Scan:
     variant_contig: np.ndarray
     variant_position: np.ndarray
     max_alleles: int
-    has_dosage: bool  # write call_dosage (dropped at the end if never informative)
+    has_dosage: bool  # write call_dosage
 
 
 class _PgenSource:
@@ -399,9 +419,23 @@ class _PgenSource:
         chrom = np.array([pv.get_variant_chrom(i).decode() for i in range(m)], dtype=str)
         pos = np.fromiter((pv.get_variant_pos(i) for i in range(m)), dtype=np.int64, count=m)
         names, codes = _contig_codes(chrom)
-        return _Scan(samples, names, codes, pos, max(2, pv.get_max_allele_ct()), True)
+        return _Scan(samples, names, codes, pos, max(2, pv.get_max_allele_ct()), self._has_dosage())
 
-    def read_block(self, v0: int, v1: int, max_alleles: int) -> _Block:
+    def _has_dosage(self) -> bool:
+        """True if any dosage differs from its hard call (a fast pass, no decoding to Zarr)."""
+        n = self.n_samples
+        step = max(1, min(self.n_variants, _READ_BUFFER_BYTES // (5 * n)))
+        for a in range(0, self.n_variants, step):
+            b = min(a + step, self.n_variants)
+            hard = np.empty((b - a, n), dtype=np.int8)
+            dose = np.empty((b - a, n), dtype=np.float32)
+            self.reader.read_range(a, b, hard)
+            self.reader.read_dosages_range(a, b, dose)
+            if (dose != hard).any():  # missing is -9 in both
+                return True
+        return False
+
+    def read_block(self, v0: int, v1: int, max_alleles: int, with_dosage: bool) -> _Block:
         m, n, pv = v1 - v0, self.n_samples, self.pvar
         ids = np.array([pv.get_variant_id(i).decode() for i in range(v0, v1)], dtype=object)
         alleles = np.full((m, max_alleles), "", dtype=object)
@@ -424,13 +458,12 @@ class _PgenSource:
             gt[a - v0 : b - v0] = buf.reshape(b - a, n, 2)
         # PLINK 2 records phase for heterozygous calls only
         phased &= gt[:, :, 0] != gt[:, :, 1]
-        ref = np.empty((m, n), dtype=np.float32)
-        self.reader.read_dosages_range(v0, v1, ref, allele_idx=0)
-        dosage = np.where(ref < 0, np.float32(np.nan), np.float32(2) - ref).astype(np.float32)
-        hard = (gt > 0).sum(-1, dtype=np.int8).astype(np.float32)
-        hard[(gt < 0).any(-1)] = np.nan
-        informative = not np.array_equal(dosage, hard, equal_nan=True)
-        return _Block(ids, alleles, gt, phased, dosage, informative)
+        dosage = None
+        if with_dosage:
+            ref = np.empty((m, n), dtype=np.float32)
+            self.reader.read_dosages_range(v0, v1, ref, allele_idx=0)
+            dosage = np.where(ref < 0, np.float32(np.nan), np.float32(2) - ref)
+        return _Block(ids, alleles, gt, phased, dosage)
 
 
 def _bgen_sample_ids(gi: GenotypeInput, bgen: Any) -> np.ndarray:
@@ -513,7 +546,7 @@ class _BgenSource:
         names, codes = _contig_codes(np.concatenate(chrom))
         return _Scan(samples, names, codes, np.concatenate(pos), max_alleles, True)
 
-    def read_block(self, v0: int, v1: int, max_alleles: int) -> _Block:
+    def read_block(self, v0: int, v1: int, max_alleles: int, with_dosage: bool) -> _Block:
         m, n = v1 - v0, self.n_samples
         v = self._variants(v0, v1)
         rsid = v["rsid"].astype(str)
@@ -636,17 +669,17 @@ def _init_worker(gi: GenotypeInput, metafile: str) -> None:
     _worker_source = _open_source(gi, metafile)
 
 
-def _write_chunk_in_worker(*args: Any) -> bool:
-    return _write_chunk(_worker_source, *args)
+def _write_chunk_in_worker(*args: Any) -> None:
+    _write_chunk(_worker_source, *args)
 
 
 def _write_chunk(
     source: Any, store: str, v0: int, v1: int, max_alleles: int, with_dosage: bool
-) -> bool:
-    """Read variants [v0, v1) and write them into the store; True if the dosage is informative."""
+) -> None:
+    """Read variants [v0, v1) and write them into the store."""
     import zarr
 
-    block = source.read_block(v0, v1, max_alleles)
+    block = source.read_block(v0, v1, max_alleles, with_dosage)
     values = {
         "variant_id": block.variant_id,
         "variant_id_mask": np.isin(block.variant_id, ["", "."]),
@@ -659,7 +692,6 @@ def _write_chunk(
         values["call_dosage"] = block.call_dosage
     for name, value in values.items():
         zarr.open_array(store, path=name, mode="r+")[v0:v1] = value
-    return block.dosage_informative
 
 
 def _write_store(
@@ -741,7 +773,9 @@ def _write_from(
     _create_array(
         root, "call_genotype_phased", gdims[:2], (m, n), (vc, sc), bool, fmt, "Call is phased"
     )
-    if scan.has_dosage:
+    if not scan.has_dosage:
+        log.info("%s has no dosages beyond its hard calls: call_dosage not written", gi.path)
+    else:
         _create_array(
             root, "call_dosage", gdims[:2], (m, n), (vc, sc), np.float32, fmt,
             "Expected ALT (non-REF) allele count; NaN = missing",
@@ -749,7 +783,6 @@ def _write_from(
 
     starts = list(range(0, m, vc))
     args = [(str(store), s, min(s + vc, m), scan.max_alleles, scan.has_dosage) for s in starts]
-    informative = False
     progress = Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
         TimeRemainingColumn(), disable=not show_progress, transient=False,
@@ -762,15 +795,12 @@ def _write_from(
             ) as pool:
                 futures = {pool.submit(_write_chunk_in_worker, *a): a for a in args}
                 for fut in concurrent.futures.as_completed(futures):
-                    informative |= fut.result()
+                    fut.result()
                     progress.advance(task, futures[fut][2] - futures[fut][1])
         else:
             for a in args:
-                informative |= _write_chunk(source, *a)
+                _write_chunk(source, *a)
                 progress.advance(task, a[2] - a[1])
-    if scan.has_dosage and gi.format == "pgen" and not informative:
-        log.info("%s has no dosages beyond its hard calls: call_dosage not written", gi.path)
-        shutil.rmtree(store / "call_dosage")
 
 
 # --------------------------------------------------------------------------------------------
@@ -878,6 +908,8 @@ def convert(
     _check_output(output, force)
     if gi.format == "plink":
         _check_plink1(gi)
+    elif gi.format == "vcf":
+        _check_vcf(gi)
     t0 = time.perf_counter()
     log.info("converting %s (%s) to %s", gi.path, gi.format, output)
     with atomic_dir(output) as tmp, _workdir(output) as work:

@@ -194,6 +194,13 @@ def _finalize(ds: xr.Dataset, name: str, chunks: int | None) -> xr.Dataset:
         )
     check_variant_order(vc, out["variant_position"].values, out["contig_id"].values, source=name)
 
+    if "variant_id" not in out:
+        names = out["contig_id"].values[vc]
+        ids = np.array([f"{c}:{q}" for c, q in zip(names, out["variant_position"].values,
+                                                     strict=True)], dtype=object)
+        log.info("%s has no variant_id: naming variants CONTIG:POSITION", name)
+        out["variant_id"] = ("variants", ids)
+
     if "call_dosage" not in out and "call_DS" in out:
         ds_var = out["call_DS"]
         if ds_var.dims[:2] != ("variants", "samples") or ds_var.ndim > 3:

@@ -281,6 +281,21 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[dict, str]]:
     d.mkdir()
     shutil.copy(f"{GEUV}.vcf.gz", d / "g.vcf.gz")
     cases["vcf_without_index"] = ({"input": d / "g.vcf.gz"}, "has no index")
+    d = tmp / "pvar_short"
+    d.mkdir()
+    for ext in (".pgen", ".psam"):
+        shutil.copy(f"{GEUV}{ext}", d / f"g{ext}")
+    (d / "g.pvar").write_text("".join(Path(f"{GEUV}.pvar").read_text().splitlines(True)[:-3]))
+    cases["pgen_pvar_mismatch"] = ({"input": d / "g.pgen"}, "could not be read")
+    d = tmp / "vcfdup"
+    d.mkdir()
+    (d / "g.vcf").write_text(
+        "##fileformat=VCFv4.2\n##contig=<ID=1>\n"
+        '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\ts1\ts1\n"
+        "1\t100\trs1\tA\tG\t.\t.\t.\tGT\t0/1\t1/1\n"
+    )
+    cases["vcf_duplicated_samples"] = ({"input": d / "g.vcf"}, "duplicated sample names")
     d = tmp / "garbage_bgen"
     d.mkdir()
     (d / "g.bgen").write_bytes(b"\x00garbage" * 100)
@@ -292,7 +307,7 @@ BAD = [
     "missing_file", "missing_prefix", "truncated_bed", "garbage_bed", "fam_bim_mismatch",
     "bim_fam_mismatch", "duplicated_samples",
     "unsorted_bim", "ambiguous_prefix", "unknown_format", "format_not_found",
-    "vcf_without_index", "garbage_bgen",
+    "vcf_without_index", "vcf_duplicated_samples", "garbage_bgen", "pgen_pvar_mismatch",
 ]
 
 
