@@ -169,7 +169,7 @@ def resolve_input(input: str | os.PathLike[str], *, format: str | None = None) -
             if len(found) > 1:
                 raise InputError(
                     f"genotype prefix {str(input)!r} is ambiguous: found {listing}; "
-                    f"choose one with format= (--format) {' or '.join(found)}"
+                    f"choose one with format= (--format for convert, --genotype-format for cis/trans) {' or '.join(found)}"
                 )
             fmt = next(iter(found))
         elif fmt not in found:
