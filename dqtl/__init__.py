@@ -24,8 +24,8 @@ _EXPORTS: dict[str, str] = {
     "map_cis_nominal": "dqtl.association.cis",
     "run_cis_nominal": "dqtl.workflows",
     # simulation
-    "simulate": "dqtl.simulate",
-    "write_simulation": "dqtl.simulate",
+    "simulate": "dqtl.simulation",
+    "write_simulation": "dqtl.simulation",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

@@ -363,7 +363,7 @@ def simulate(
 
     Examples
     --------
-    >>> from dqtl.simulate import simulate
+    >>> from dqtl.simulation import simulate
     >>> ds = simulate(n_samples=10, n_variants=50, n_phenotypes=4, n_contigs=1, seed=1)
     >>> ds.call_genotype.shape, ds.phenotype_values.shape
     ((50, 10, 2), (4, 10))
@@ -498,7 +498,7 @@ def simulate(
             "phenotype_effect_size": ("phenotypes", beta),
         },
         attrs={
-            "source": "dqtl.simulate",
+            "source": "dqtl.simulation",
             "seed": seed,
             "simulation": {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()},
         },
@@ -763,7 +763,7 @@ def write_simulation(
         if missing:
             raise InputError(
                 f"ds: format {f!r} needs variables {missing} that the Dataset lacks; "
-                "pass the output of dqtl.simulate.simulate or drop the format"
+                "pass the output of dqtl.simulation.simulate or drop the format"
             )
     if "pgen" in formats and ds.sizes.get("ploidy", 2) != 2:
         raise InputError(

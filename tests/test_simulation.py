@@ -14,9 +14,9 @@ import pytest
 import xarray as xr
 from scipy import stats
 
-import dqtl.simulate as sim_module
+import dqtl.simulation as sim_module
 from dqtl.errors import InputError
-from dqtl.simulate import GENOTYPE_BLOCK, simulate, write_simulation
+from dqtl.simulation import GENOTYPE_BLOCK, simulate, write_simulation
 
 SMALL = dict(n_samples=40, n_variants=600, n_phenotypes=30, n_contigs=2, contig_length=2_000_000)
 

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from dqtl.errors import InputError
-from dqtl.simulate import (
+from dqtl.simulation import (
     SIMULATION_FORMATS,
     check_simulation_parameters,
     simulate,
@@ -49,8 +49,8 @@ def register(subparsers: Any) -> None:
         help="write a simulated eQTL data set with planted truth",
         description=(
             "Simulate genotypes with LD and expression with planted cis-eQTLs, covariates and "
-            "hidden confounders (dqtl.simulate.simulate), and write them to OUTDIR "
-            "(dqtl.simulate.write_simulation)."
+            "hidden confounders (dqtl.simulation.simulate), and write them to OUTDIR "
+            "(dqtl.simulation.write_simulation)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

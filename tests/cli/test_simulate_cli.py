@@ -8,7 +8,7 @@ import pytest
 import xarray as xr
 
 from dqtl.cli.main import main
-from dqtl.simulate import simulate
+from dqtl.simulation import simulate
 
 TINY = ["--samples", "12", "--variants", "150", "--phenotypes", "10", "--contig-length",
         "1000000", "--seed", "4"]
