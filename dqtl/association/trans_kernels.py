@@ -1,0 +1,516 @@
+"""Pure array kernels of the trans scan (numpy, or cupy through the same calls).
+
+No xarray, no dask, no I/O. One call of :func:`trans_block` tests one variant block against one
+block of phenotypes:
+
+1. decode the int8 calls (or dosages) of the analysis samples, mean-impute, allele frequency,
+   monomorphic and MAF filters (:func:`decode_block`, the xp-generic twin of
+   :func:`dqtl.association.cis.decode_genotype_block`);
+2. per missing-value group of phenotypes: centre the genotypes on the group's samples, take their
+   residual norms (:func:`dqtl.association.kernels.residual_norm2`) and scale each row to unit
+   residual norm, in float32;
+3. one float32 GEMM per tile, ``R = G_hat @ P_hat^T``: ``R`` approximates the partial correlation
+   ``r`` (phenotype rows are residualized and unit norm, so ``G P^T = G_res P^T``);
+4. keep the candidates ``|R| >= r* - tol``, where ``tol`` bounds the float32 error of any
+   product of unit vectors (:func:`float32_tolerance`), so no hit is lost at the boundary;
+5. recompute ``r`` of every candidate exactly in float64 (one row-wise dot product per pair,
+   the same arithmetic whatever the blocking) and keep ``|r| >= r*`` outside the cis window;
+6. statistics in float64 from ``r`` (:func:`dqtl.association.kernels.stats_from_r`), and the
+   per-phenotype count of tests (valid variants outside the phenotype's cis window).
+
+Shapes are written ``(variants, samples)`` for genotypes and ``(phenotypes, samples)`` for
+phenotypes. Everything a block returns is a typed 1-D or 2-D numpy array on the host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.stats
+
+from dqtl.association.kernels import (
+    dosage_from_calls,
+    get_array_module,
+    impute_mean,
+    residual_norm2,
+    stats_from_r,
+)
+
+__all__ = [
+    "r_threshold",
+    "float32_tolerance",
+    "DecodedBlock",
+    "decode_block",
+    "GroupTile",
+    "PhenotypeBlock",
+    "PermutationBlock",
+    "group_genotypes",
+    "candidate_pairs",
+    "exact_r",
+    "count_tests",
+    "max_abs_r",
+    "trans_block",
+    "bh_by_phenotype",
+    "permutation_null_columns",
+    "HIT_FIELDS",
+]
+
+#: float32 unit roundoff
+_U32 = float(np.finfo(np.float32).eps) / 2.0
+#: candidate pairs recomputed in float64 per batch (bounds the (pairs, samples) gather)
+_EXACT_BATCH = 4096
+#: phenotype columns per GEMM tile inside a block (the tile is scanned while it is in cache)
+TILE_PHENOTYPES = 2048
+
+#: per-hit arrays returned by :func:`trans_block`, with their dtypes
+HIT_FIELDS: dict[str, Any] = {
+    "variant_index": np.int64,
+    "phenotype_index": np.int64,
+    "r": np.float64,
+    "t_value": np.float64,
+    "p_value": np.float64,
+    "beta": np.float64,
+    "beta_se": np.float64,
+    "af": np.float64,
+}
+
+
+def _host(x: Any) -> np.ndarray:
+    return x.get() if type(x).__module__.startswith("cupy") else np.asarray(x)
+
+
+def r_threshold(pval_threshold: float, dof: Any) -> np.ndarray:
+    """Correlation threshold of a two-sided t-test p-value threshold.
+
+    ``t* = t.isf(p / 2, dof)`` and ``r* = t* / sqrt(dof + t*^2)``: ``|r| >= r*`` if and only if
+    ``p <= pval_threshold`` (float64; one value per ``dof``).
+
+    >>> round(float(r_threshold(1e-5, 83)), 6)
+    0.464154
+    """
+    dof = np.asarray(dof, dtype=np.float64)
+    t = scipy.stats.t.isf(pval_threshold / 2.0, dof)
+    return t / np.sqrt(dof + t * t)
+
+
+def float32_tolerance(n_samples: int) -> float:
+    """Bound on ``|r32 - r|`` for a float32 product of two float64 unit vectors of length ``n``.
+
+    Rounding both inputs to float32 changes the product by at most ``2u + u^2``, and any
+    summation order of ``n`` float32 products errs by at most ``gamma_n = n u / (1 - n u)``
+    times ``sum |a_i b_i| <= 1`` (Cauchy-Schwarz), with ``u = 2^-24`` (Higham, *Accuracy and
+    Stability of Numerical Algorithms*, 2nd ed., section 3.1, DOI 10.1137/1.9780898718027).
+    The bound holds for blocked, pairwise, FMA or GPU summation alike, so relaxing the float32
+    hit test by it never loses a hit; candidates are then re-checked exactly in float64.
+    """
+    nu = (n_samples + 3) * _U32
+    if nu >= 0.5:
+        return float("inf")
+    return 1.01 * (nu / (1.0 - nu) + 2.0 * _U32)
+
+
+@dataclass
+class DecodedBlock:
+    """A decoded variant block (arrays of the block's array module).
+
+    Attributes
+    ----------
+    G : (variants, samples) float64
+        Mean-imputed ALT dosages of the analysis samples.
+    af : (variants,) float64
+        ALT allele frequency ``sum(g) / (ploidy n)`` (after imputation).
+    valid : (variants,) bool
+        Polymorphic and passing the MAF filter.
+    n_monomorphic, n_maf_filtered, n_imputed_calls, n_variants_imputed : int
+    """
+
+    G: Any
+    af: Any
+    valid: Any
+    n_monomorphic: int
+    n_maf_filtered: int
+    n_imputed_calls: int
+    n_variants_imputed: int
+
+
+def decode_block(block: Any, sample_index: Any, *, ploidy: int, maf_threshold: float) -> DecodedBlock:
+    """Decode calls (variants, samples, ploidy) int8 or dosages (variants, samples) of a block.
+
+    Selects the analysis samples, mean-imputes missing calls per variant, computes the ALT
+    allele frequency and the filters (monomorphic; ``min(af, 1 - af) < maf_threshold`` when
+    ``maf_threshold > 0``), exactly as :func:`dqtl.association.cis.decode_genotype_block`, on
+    numpy or cupy arrays.
+    """
+    xp = get_array_module(block)
+    idx = xp.asarray(sample_index)
+    if block.ndim == 3:
+        G = dosage_from_calls(block[:, idx, :], dtype=xp.float64)
+    else:
+        G = block[:, idx].astype(xp.float64)  # fancy indexing copies
+    G, n_missing = impute_mean(G)
+    n = G.shape[1]
+    af = G.sum(axis=1) / (ploidy * n) if n else xp.zeros(G.shape[0])
+    if n:
+        monomorphic = G.max(axis=1) == G.min(axis=1)
+    else:
+        monomorphic = xp.ones(G.shape[0], dtype=bool)
+    valid = ~monomorphic
+    n_maf = 0
+    if maf_threshold > 0:
+        low = (xp.minimum(af, 1.0 - af) < maf_threshold) & valid
+        n_maf = int(low.sum())
+        valid &= ~low
+    return DecodedBlock(
+        G=G, af=af, valid=valid, n_monomorphic=int(monomorphic.sum()), n_maf_filtered=n_maf,
+        n_imputed_calls=int(n_missing.sum()), n_variants_imputed=int((n_missing > 0).sum()),
+    )
+
+
+@dataclass(frozen=True)
+class GroupTile:
+    """Phenotypes of one missing-value group within a phenotype block (host numpy arrays).
+
+    Attributes
+    ----------
+    index : (p,) int64
+        Indices of these phenotypes among the tested phenotypes.
+    sample_index : (n_g,) int64 or None
+        The group's samples among the analysis samples (None: all).
+    P : (p, n_g) float64
+        Residualized phenotypes scaled to unit norm.
+    p_norm : (p,) float64
+        Their residual norms.
+    Q : (n_g, k) float64
+        Orthonormal basis of ``[1, C]`` on the group's samples.
+    dof : int
+        Residual degrees of freedom.
+    r_star : float
+        Correlation threshold at this ``dof`` (:func:`r_threshold`).
+    cis_lo, cis_hi : (p,) int64
+        Global variant index range ``[lo, hi)`` excluded as cis for each phenotype (empty if
+        ``lo >= hi``).
+    """
+
+    index: np.ndarray
+    sample_index: np.ndarray | None
+    P: np.ndarray
+    p_norm: np.ndarray
+    Q: np.ndarray
+    dof: int
+    r_star: float
+    cis_lo: np.ndarray
+    cis_hi: np.ndarray
+
+
+@dataclass(frozen=True)
+class PhenotypeBlock:
+    """The tested phenotypes ``start:stop`` (contiguous), split by missing-value group."""
+
+    start: int
+    stop: int
+    groups: tuple[GroupTile, ...]
+
+
+@dataclass(frozen=True)
+class PermutationBlock:
+    """Synthetic permuted phenotypes, one set per missing-value group (host numpy arrays).
+
+    ``P[g]`` is (permutations, n_g) float64, residualized on ``Q[g]`` and unit norm.
+    """
+
+    sample_index: tuple[np.ndarray | None, ...]
+    P: tuple[np.ndarray, ...]
+    Q: tuple[np.ndarray, ...]
+
+
+def group_genotypes(G: Any, valid: Any, sample_index: Any, Q: Any) -> tuple[Any, Any, Any, Any]:
+    """Genotypes of one group: centred rows, residual norms, testable mask, float32 unit rows.
+
+    Parameters
+    ----------
+    G : (variants, samples) float64
+        Decoded dosages of the analysis samples.
+    valid : (variants,) bool
+    sample_index : (n_g,) int or None
+    Q : (n_g, k) float64, same array module as ``G``
+
+    Returns
+    -------
+    (Gc, g_norm, ok, Gn32)
+        ``Gc`` (variants, n_g) float64 centred on the group's samples; ``g_norm`` (variants,)
+        float64 residual norms; ``ok`` = valid and not constant on these samples; ``Gn32``
+        (variants, n_g) float32 rows ``Gc / g_norm`` (zero rows where not ``ok``).
+    """
+    xp = get_array_module(G)
+    Gs = G if sample_index is None else G[:, xp.asarray(sample_index)]
+    Gc = Gs - Gs.mean(axis=1, keepdims=True)
+    g_norm = xp.sqrt(residual_norm2(Gc, Q))
+    ok = valid & (g_norm > 1e-10 * np.sqrt(max(Gc.shape[1], 1)))
+    scale = xp.where(ok, 1.0 / xp.where(ok, g_norm, 1.0), 0.0)
+    Gn32 = (Gc * scale[:, None]).astype(xp.float32)
+    return Gc, g_norm, ok, Gn32
+
+
+def candidate_pairs(Gn32: Any, P32: Any, threshold: float) -> tuple[Any, Any]:
+    """Pairs ``(variant, phenotype)`` of the tile with ``|Gn32 @ P32^T| >= threshold``.
+
+    One float32 GEMM; the product is overwritten by its absolute value, rows whose maximum is
+    below the threshold are skipped, and only the remaining rows are searched.
+    """
+    xp = get_array_module(Gn32)
+    R = Gn32 @ P32.T
+    xp.abs(R, out=R)
+    rows = xp.flatnonzero(R.max(axis=1) >= threshold) if R.shape[1] else xp.zeros(0, dtype=np.int64)
+    if rows.size == 0:
+        z = xp.zeros(0, dtype=np.int64)
+        return z, z
+    sub = R[rows] >= threshold
+    vv, pp = xp.nonzero(sub)
+    return rows[vv], pp
+
+
+def exact_r(Gc: Any, g_norm: Any, P: Any, vv: Any, pp: Any) -> Any:
+    """float64 ``r`` of pairs ``(vv[i], pp[i])``: ``(Gc[vv] . P[pp]) / g_norm[vv]``.
+
+    One row-wise product per pair, in batches: the same arithmetic for a pair whatever the
+    block it was found in, so results do not depend on chunking.
+    """
+    xp = get_array_module(Gc)
+    out = xp.empty(int(vv.shape[0]), dtype=xp.float64)
+    for s in range(0, int(vv.shape[0]), _EXACT_BATCH):
+        v = vv[s : s + _EXACT_BATCH]
+        p = pp[s : s + _EXACT_BATCH]
+        out[s : s + _EXACT_BATCH] = (Gc[v] * P[p]).sum(axis=1) / g_norm[v]
+    return out
+
+
+def count_tests(ok: Any, v0: int, cis_lo: np.ndarray, cis_hi: np.ndarray) -> np.ndarray:
+    """Tests per phenotype in a block: testable variants outside the phenotype's cis range.
+
+    Parameters
+    ----------
+    ok : (variants,) bool
+        Testable variants of the block (global indices ``v0 ...``).
+    cis_lo, cis_hi : (p,) int64
+        Global cis index ranges ``[lo, hi)``.
+
+    Returns
+    -------
+    (p,) int64
+    """
+    okh = _host(ok).astype(np.int64)
+    cs = np.concatenate([[0], np.cumsum(okh)])
+    nv = okh.size
+    lo = np.clip(np.asarray(cis_lo, dtype=np.int64) - v0, 0, nv)
+    hi = np.clip(np.asarray(cis_hi, dtype=np.int64) - v0, 0, nv)
+    inside = np.where(hi > lo, cs[hi] - cs[lo], 0)
+    return cs[-1] - inside
+
+
+def max_abs_r(Gc: Any, g_norm: Any, Gn32: Any, P: Any, tol: float) -> np.ndarray:
+    """Exact float64 maximum of ``|r|`` over the rows of a block, for each row of ``P``.
+
+    The float32 product finds, per column, every row within ``2 tol`` of the float32 maximum;
+    those are recomputed in float64 (:func:`exact_r`), so the maximum does not depend on the
+    blocking. Rows of ``Gn32`` that are zero (untestable) give ``r = 0``.
+
+    Returns
+    -------
+    (P rows,) float64 on the host (0 for an empty block).
+    """
+    xp = get_array_module(Gc)
+    npm = P.shape[0]
+    if Gn32.shape[0] == 0 or npm == 0:
+        return np.zeros(npm)
+    R = xp.abs(Gn32 @ P.astype(xp.float32).T)
+    m32 = R.max(axis=0)
+    vv, pp = xp.nonzero(R >= (m32 - 2.0 * tol)[None, :])
+    ok = g_norm[vv] > 0
+    vv, pp = vv[ok], pp[ok]
+    r = xp.abs(exact_r(Gc, xp.where(g_norm > 0, g_norm, 1.0), P, vv, pp))
+    out = np.zeros(npm)
+    np.maximum.at(out, _host(pp), _host(r))
+    return out
+
+
+def _empty_hits() -> dict[str, np.ndarray]:
+    return {k: np.zeros(0, dtype=t) for k, t in HIT_FIELDS.items()}
+
+
+def _concat_hits(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if not parts:
+        return _empty_hits()
+    out = {k: np.concatenate([p[k] for p in parts]).astype(t, copy=False) for k, t in HIT_FIELDS.items()}
+    order = np.lexsort((out["phenotype_index"], out["variant_index"]))
+    return {k: v[order] for k, v in out.items()}
+
+
+def trans_block(
+    block: Any,
+    v0: int,
+    sample_index: np.ndarray,
+    phenotypes: PhenotypeBlock | None,
+    *,
+    ploidy: int,
+    maf_threshold: float,
+    permutations: PermutationBlock | None = None,
+) -> dict[str, Any]:
+    """Test one variant block against one phenotype block (or the permutation block).
+
+    Parameters
+    ----------
+    block
+        (variants, samples, ploidy) int8 calls or (variants, samples) float dosages (numpy or
+        cupy) of all genotype samples; the analysis samples are ``sample_index``.
+    v0
+        Global index of the block's first variant.
+    phenotypes
+        The phenotype block, or None with ``permutations`` given.
+    permutations
+        Synthetic permuted phenotypes: returns their per-group maxima of ``|r|`` instead.
+
+    Returns
+    -------
+    dict
+        Hits (arrays of :data:`HIT_FIELDS`, sorted by variant then phenotype, host numpy),
+        ``n_tests`` ((stop - start,) int64 tests per phenotype of the block), the scalars
+        ``n_variants``, ``n_valid``, ``n_monomorphic``, ``n_maf_filtered``, ``n_imputed_calls``,
+        ``n_variants_imputed`` and, for the permutation block, ``perm_max_abs_r``
+        ((groups, permutations) float64).
+    """
+    xp = get_array_module(block)
+    dec = decode_block(block, sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
+    nv = int(dec.G.shape[0])
+    out: dict[str, Any] = {
+        "n_variants": nv,
+        "n_valid": int(dec.valid.sum()),
+        "n_monomorphic": dec.n_monomorphic,
+        "n_maf_filtered": dec.n_maf_filtered,
+        "n_imputed_calls": dec.n_imputed_calls,
+        "n_variants_imputed": dec.n_variants_imputed,
+    }
+    if permutations is not None:
+        maxima = []
+        for sidx, P, Q in zip(permutations.sample_index, permutations.P, permutations.Q, strict=True):
+            Gc, g_norm, ok, Gn32 = group_genotypes(dec.G, dec.valid, sidx, xp.asarray(Q))
+            tol = float32_tolerance(int(Gc.shape[1]))
+            g_ok = xp.where(ok, g_norm, 0.0)
+            maxima.append(np.concatenate([
+                max_abs_r(Gc, g_ok, Gn32, xp.asarray(P[s : s + TILE_PHENOTYPES]), tol)
+                for s in range(0, P.shape[0], TILE_PHENOTYPES)
+            ]) if P.shape[0] else np.zeros(0))
+        out["perm_max_abs_r"] = np.stack(maxima) if maxima else np.zeros((0, 0))
+        out.update(_empty_hits())
+        out["n_tests"] = np.zeros(0, dtype=np.int64)
+        return out
+    if phenotypes is None:
+        raise ValueError("trans_block: pass a phenotype block or a permutation block")
+    n_tests = np.zeros(phenotypes.stop - phenotypes.start, dtype=np.int64)
+    parts: list[dict[str, np.ndarray]] = []
+    af_host = _host(dec.af)
+    for grp in phenotypes.groups:
+        Gc, g_norm, ok, Gn32 = group_genotypes(dec.G, dec.valid, grp.sample_index, xp.asarray(grp.Q))
+        n_tests[grp.index - phenotypes.start] = count_tests(ok, v0, grp.cis_lo, grp.cis_hi)
+        if nv == 0 or not bool(ok.any()):
+            continue
+        thr = grp.r_star - float32_tolerance(int(Gc.shape[1]))
+        for s in range(0, grp.P.shape[0], TILE_PHENOTYPES):
+            P64 = xp.asarray(grp.P[s : s + TILE_PHENOTYPES])
+            vv, pp = candidate_pairs(Gn32, P64.astype(xp.float32), thr)
+            if vv.size == 0:
+                continue
+            r = exact_r(Gc, g_norm, P64, vv, pp)
+            vv_h, pp_h, r_h = _host(vv), _host(pp) + s, _host(r)
+            lo, hi = grp.cis_lo[pp_h], grp.cis_hi[pp_h]
+            gv = vv_h + v0
+            keep = (np.abs(r_h) >= grp.r_star) & ~((gv >= lo) & (gv < hi))
+            if not keep.any():
+                continue
+            vv_h, pp_h, r_h = vv_h[keep], pp_h[keep], r_h[keep]
+            g_norm_h = _host(g_norm)[vv_h]
+            t, p, b, se = stats_from_r(r_h, grp.dof, g_norm_h, grp.p_norm[pp_h])
+            parts.append({
+                "variant_index": vv_h.astype(np.int64) + v0,
+                "phenotype_index": grp.index[pp_h].astype(np.int64),
+                "r": r_h, "t_value": t, "p_value": p, "beta": b, "beta_se": se,
+                "af": af_host[vv_h],
+            })
+    out.update(_concat_hits(parts))
+    out["n_tests"] = n_tests
+    return out
+
+
+def bh_by_phenotype(p: np.ndarray, phenotype_index: np.ndarray, n_tests: np.ndarray) -> np.ndarray:
+    """BH q-values within each phenotype over its own test count ``n_tests[phenotype]``.
+
+    ``p`` are the hits of all phenotypes; each phenotype's hits are adjusted with
+    :func:`dqtl.multitest.bh` and ``n_tests=n_tests[phenotype]`` (blockwise BH, see
+    :mod:`dqtl.multitest.bh`). Returns float64 q-values aligned with ``p``.
+    """
+    from dqtl.multitest import bh
+
+    p = np.asarray(p, dtype=np.float64)
+    ph = np.asarray(phenotype_index, dtype=np.int64)
+    q = np.full(p.shape, np.nan)
+    if p.size == 0:
+        return q
+    order = np.argsort(ph, kind="stable")
+    bounds = np.flatnonzero(np.diff(ph[order])) + 1
+    for idx in np.split(order, bounds):
+        q[idx] = bh(p[idx], n_tests=max(int(n_tests[ph[idx[0]]]), idx.size))
+    return q
+
+
+def permutation_null_columns(
+    max_abs_r_perm: np.ndarray,
+    p: np.ndarray,
+    r: np.ndarray,
+    group: np.ndarray,
+    group_dof: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """Empirical and beta-approximated p-values of hits from a genome-wide permutation null.
+
+    Parameters
+    ----------
+    max_abs_r_perm : (groups, permutations) float64
+        Genome-wide maximum ``|r|`` of each synthetic permuted phenotype of each group.
+    p, r : (hits,) float64
+        Nominal p-values and correlations of the hits.
+    group : (hits,) int
+        Missing-value group of each hit's phenotype.
+    group_dof : (groups,) int
+
+    Returns
+    -------
+    (pval_perm, pval_beta, fits)
+        ``pval_perm = (#{minp_perm <= p} + 1) / (permutations + 1)``; ``pval_beta =
+        BetaCDF(p(r^2; true_df); a, b)`` with ``true_df, a, b`` fitted to the minimum p-values
+        (:func:`dqtl.multitest.beta_approx_pval`); ``fits``: one dict per group.
+    """
+    from scipy import special
+
+    from dqtl.multitest import beta_approx_pval, pval_from_r2
+
+    pval_perm = np.full(p.shape, np.nan)
+    pval_beta = np.full(p.shape, np.nan)
+    fits = []
+    for g in range(max_abs_r_perm.shape[0]):
+        r2 = np.minimum(np.asarray(max_abs_r_perm[g], dtype=np.float64) ** 2, 1.0)
+        dof = float(group_dof[g])
+        minp = np.sort(pval_from_r2(r2, dof))
+        fit = beta_approx_pval(r2, float(r2.max()), dof)
+        sel = np.asarray(group) == g
+        if sel.any():
+            pval_perm[sel] = (np.searchsorted(minp, p[sel], side="right") + 1) / (r2.size + 1)
+            pval_beta[sel] = special.betainc(
+                fit["beta_shape1"], fit["beta_shape2"], pval_from_r2(r[sel] ** 2, fit["true_df"])
+            )
+        fits.append({
+            "group": g, "dof": dof, "permutations": int(r2.size), "true_df": float(fit["true_df"]),
+            "beta_shape1": float(fit["beta_shape1"]), "beta_shape2": float(fit["beta_shape2"]),
+            "converged": bool(fit["converged"]), "min_pval_median": float(np.median(minp)),
+        })
+    return pval_perm, pval_beta, fits

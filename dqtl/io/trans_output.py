@@ -1,0 +1,454 @@
+"""Output of the trans scan: a resumable store of block results and the final, atomic files.
+
+Block store
+-----------
+``OUTPUT_PREFIX.trans_blocks/`` holds ``manifest.json`` (the run's fingerprint: a hash of the
+inputs and of every parameter that changes a result, block sizes included) and one ``.npz``
+file per completed block, named by its key ``(variant block, phenotype block)``. A block file
+is written to a temporary name in the same folder and renamed into place, so it exists only
+when complete, and writing it twice (a task retried after a lost worker) is harmless. A rerun
+with the same fingerprint skips the recorded blocks; a different fingerprint (other inputs or
+parameters) empties the folder first, so stale blocks are never reused. Workers write blocks
+themselves: on a cluster the folder must be on a file system every worker can reach.
+
+Final files (all published together, each through a temporary sibling and a rename)
+----------------------------------------------------------------------------------
+- ``OUTPUT_PREFIX.trans_qtl_pairs.parquet``: ``variant_id, phenotype_id, pval, b, b_se, af,
+  qval`` (+ ``qval_phenotype``, ``pval_perm``, ``pval_beta`` when asked for), one row group per
+  variant block, rows ordered by variant then phenotype. Streamed block by block: memory holds
+  one variant block's hits plus the p-values of all hits (for BH), never a whole table.
+- ``OUTPUT_PREFIX.trans_qtl_pairs.zarr`` (optional): the same columns as 1-D arrays along
+  ``pairs`` (xarray-readable), written chunk by chunk.
+- ``OUTPUT_PREFIX.trans_phenotype_tests.parquet``: ``phenotype_id, n_tests, n_hits``.
+- ``OUTPUT_PREFIX.trans_summary.json``: total tests, hits, thresholds, counts, null fits.
+
+q-values
+--------
+``qval`` is Benjamini-Hochberg over *all* tests performed: ``dqtl.multitest.bh(p_hits,
+n_tests=m)`` with ``m`` the total test count. Every q-value ``<= pval_threshold`` is exactly the
+one BH gives on the full ``m`` p-values; a q-value above the p threshold is an upper bound of
+the full-data value (and is itself above the threshold), so discoveries at any FDR level up to
+the p threshold are exact. ``qval_phenotype`` is the same per phenotype with its own test count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dqtl.errors import InputError
+from dqtl.io.atomic import atomic_dir, atomic_path
+
+__all__ = [
+    "TransBlockStore",
+    "TRANS_PAIR_COLUMNS",
+    "input_signature",
+    "write_trans_results",
+    "trans_output_paths",
+]
+
+log = logging.getLogger(__name__)
+
+#: columns of tensorQTL's trans output, plus the BH q-value
+TRANS_PAIR_COLUMNS = ["variant_id", "phenotype_id", "pval", "b", "b_se", "af", "qval"]
+
+_FORMAT = "dqtl-trans-blocks-1"
+_BLOCK_RE = re.compile(r"^b(\d{7})_(\d{4})\.npz$")
+
+
+def trans_output_paths(output_prefix: str | os.PathLike[str]) -> dict[str, Path]:
+    """The files a trans run writes (``pairs``, ``zarr``, ``phenotypes``, ``summary``, ``blocks``)."""
+    p = str(output_prefix)
+    return {
+        "pairs": Path(f"{p}.trans_qtl_pairs.parquet"),
+        "zarr": Path(f"{p}.trans_qtl_pairs.zarr"),
+        "phenotypes": Path(f"{p}.trans_phenotype_tests.parquet"),
+        "summary": Path(f"{p}.trans_summary.json"),
+        "blocks": Path(f"{p}.trans_blocks"),
+    }
+
+
+def input_signature(path: str | os.PathLike[str]) -> str:
+    """A cheap signature of an input file, file set or directory: names, sizes, mtimes.
+
+    For a directory (a Zarr store) every file below it counts; for a prefix (PLINK, pgen) every
+    sibling file starting with the prefix. Changing, adding or removing a file changes it.
+    """
+    p = Path(path)
+    entries: list[str] = []
+    if p.is_dir():
+        for root, _dirs, files in os.walk(p):
+            for f in files:
+                fp = Path(root) / f
+                st = fp.stat()
+                entries.append(f"{fp.relative_to(p)}:{st.st_size}:{st.st_mtime_ns}")
+    else:
+        cands = [p] if p.exists() else sorted(p.parent.glob(p.name + ".*"))
+        for fp in cands:
+            if fp.is_file():
+                st = fp.stat()
+                entries.append(f"{fp.name}:{st.st_size}:{st.st_mtime_ns}")
+    entries.sort()
+    h = hashlib.sha256(str(p.resolve()).encode())
+    for e in entries:
+        h.update(e.encode())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class TransBlockStore:
+    """Folder of completed block results of one trans run (picklable: a path and a hash).
+
+    Use :meth:`open` to create or resume it.
+    """
+
+    path: Path
+    fingerprint: str
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, fingerprint: str, manifest: dict[str, Any]) -> TransBlockStore:
+        """Create the folder, or resume it when its manifest has the same fingerprint.
+
+        A folder with another fingerprint (other inputs or parameters) is emptied first.
+        """
+        path = Path(path)
+        mpath = path / "manifest.json"
+        if path.exists():
+            old = None
+            with contextlib.suppress(OSError, ValueError):
+                old = json.loads(mpath.read_text())
+            if not isinstance(old, dict) or old.get("fingerprint") != fingerprint:
+                if any(path.iterdir()):
+                    log.warning(
+                        "%s holds blocks of a run with other inputs or parameters; they are "
+                        "discarded and the scan starts afresh", path,
+                    )
+                shutil.rmtree(path)
+        path.mkdir(parents=True, exist_ok=True)
+        if not mpath.exists():
+            body = {"format": _FORMAT, "fingerprint": fingerprint, **manifest}
+            with atomic_path(mpath) as tmp:
+                tmp.write_text(json.dumps(body, indent=1, default=_json_default))
+        return cls(path=path, fingerprint=fingerprint)
+
+    def block_path(self, key: tuple[int, int]) -> Path:
+        return self.path / f"b{int(key[0]):07d}_{int(key[1]):04d}.npz"
+
+    def completed(self) -> set[tuple[int, int]]:
+        """Keys of the blocks recorded on disk."""
+        out = set()
+        if self.path.exists():
+            for name in os.listdir(self.path):
+                m = _BLOCK_RE.match(name)
+                if m:
+                    out.add((int(m.group(1)), int(m.group(2))))
+        return out
+
+    def write(self, key: tuple[int, int], arrays: dict[str, Any]) -> None:
+        """Record one block atomically (temporary file in the folder, then rename)."""
+        final = self.block_path(key)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=self.path)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, fingerprint=np.array(self.fingerprint), **{
+                    k: np.asarray(v) for k, v in arrays.items()
+                })
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def read(self, key: tuple[int, int], fields: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Arrays of one recorded block (all, or only ``fields``)."""
+        path = self.block_path(key)
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["fingerprint"]) != self.fingerprint:
+                raise InputError(
+                    f"{path} belongs to another run (fingerprint mismatch); delete {self.path} "
+                    f"and run again"
+                )
+            names = z.files if fields is None else [f for f in fields if f in z.files]
+            return {k: z[k] for k in names if k != "fingerprint"}
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+# ----------------------------------------------------------------------------------------------
+# final files
+# ----------------------------------------------------------------------------------------------
+_HIT_READ = ("variant_index", "phenotype_index", "variant_id", "r", "p_value", "beta", "beta_se", "af")
+
+
+def _variant_block_hits(
+    store: TransBlockStore, keys: Sequence[tuple[int, int]], fields: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """Hits of one variant block (all its phenotype blocks), sorted by variant then phenotype."""
+    parts = [store.read(k, ["variant_index", "phenotype_index", *fields]) for k in keys]
+    parts = [p for p in parts if "variant_index" in p and p["variant_index"].size]
+    if not parts:
+        return {}
+    cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    order = np.lexsort((cat["phenotype_index"], cat["variant_index"]))
+    return {k: v[order] for k, v in cat.items()}
+
+
+class _ZarrColumns:
+    """Write 1-D columns of known total length into a Zarr group, one full chunk at a time."""
+
+    def __init__(self, path: Path, columns: dict[str, Any], n: int, chunk: int, attrs: dict[str, Any]) -> None:
+        import zarr
+
+        self.group = zarr.open_group(str(path), mode="w", zarr_format=3)
+        self.group.attrs.update(json.loads(json.dumps(attrs, default=_json_default)))
+        self.chunk = max(1, min(chunk, max(n, 1)))
+        self.arrays = {}
+        for name, dtype in columns.items():
+            kw: dict[str, Any] = {"fill_value": np.nan} if np.dtype(dtype).kind == "f" else {}
+            self.arrays[name] = self.group.create_array(
+                name, shape=(n,), chunks=(self.chunk,), dtype=str if dtype is str else dtype,
+                dimension_names=["pairs"], **kw,
+            )
+        self.buf: dict[str, list[np.ndarray]] = {k: [] for k in columns}
+        self.buffered = 0
+        self.offset = 0
+
+    def append(self, cols: dict[str, np.ndarray]) -> None:
+        n = len(next(iter(cols.values())))
+        for k, v in cols.items():
+            self.buf[k].append(np.asarray(v))
+        self.buffered += n
+        while self.buffered >= self.chunk:
+            self._flush(self.chunk)
+
+    def _flush(self, n: int) -> None:
+        if n == 0:
+            return
+        for k, parts in self.buf.items():
+            cat = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            self.arrays[k][self.offset : self.offset + n] = cat[:n]
+            self.buf[k] = [cat[n:]] if cat.size > n else []
+        self.offset += n
+        self.buffered -= n
+
+    def close(self) -> None:
+        self._flush(self.buffered)
+
+
+def write_trans_results(
+    store: TransBlockStore,
+    *,
+    output_prefix: str | os.PathLike[str],
+    variant_blocks: Sequence[Sequence[tuple[int, int]]],
+    permutation_keys: Sequence[tuple[int, int]] = (),
+    phenotype_id: np.ndarray,
+    phenotype_group: np.ndarray,
+    group_dof: np.ndarray,
+    summary: dict[str, Any],
+    formats: Iterable[str] = ("parquet",),
+    phenotype_qvalues: bool = False,
+    zarr_chunk: int = 1 << 20,
+) -> dict[str, Any]:
+    """Stream the recorded blocks into the final files (see the module docstring).
+
+    Parameters
+    ----------
+    store
+        The completed block store (every key of ``variant_blocks`` recorded).
+    variant_blocks
+        Block keys grouped by variant block, in variant order.
+    permutation_keys
+        Keys of the permutation blocks (empty without permutations).
+    phenotype_id
+        (phenotypes,) IDs of the tested phenotypes (``phenotype_index`` refers to these).
+    phenotype_group, group_dof
+        Missing-value group of each tested phenotype and each group's dof (for the null fit).
+    summary
+        Run metadata merged into ``trans_summary.json``.
+    formats
+        ``"parquet"`` and/or ``"zarr"``.
+
+    Returns
+    -------
+    dict
+        The summary written (tests, hits, ...), with ``files``.
+    """
+    from dqtl.association.trans_kernels import bh_by_phenotype
+    from dqtl.multitest import bh
+
+    formats = list(dict.fromkeys(formats))
+    bad = [f for f in formats if f not in ("parquet", "zarr")]
+    if bad or not formats:
+        raise InputError(f"output formats: expected parquet and/or zarr, got {formats}")
+    paths = trans_output_paths(output_prefix)
+    n_ph = len(phenotype_id)
+    missing = [k for ks in variant_blocks for k in ks if not store.block_path(k).exists()]
+    missing += [k for k in permutation_keys if not store.block_path(k).exists()]
+    if missing:
+        raise RuntimeError(f"trans: {len(missing)} blocks are not recorded yet (e.g. {missing[0]})")
+
+    # ---- pass 1: p-values of every hit (in output order), test counts, permutation maxima
+    n_tests = np.zeros(n_ph, dtype=np.int64)
+    counters = {k: 0 for k in ("n_variants", "n_valid", "n_monomorphic", "n_maf_filtered",
+                               "n_imputed_calls", "n_variants_imputed")}
+    p_parts, ph_parts, r_parts = [], [], []
+    for b, keys in enumerate(variant_blocks):
+        for k in keys:
+            z = store.read(k, ["n_tests", "phenotype_start", *counters])
+            s = int(z["phenotype_start"])
+            n_tests[s : s + z["n_tests"].size] += z["n_tests"]
+            if k == keys[0]:
+                for c in counters:
+                    counters[c] += int(z[c])
+        hits = _variant_block_hits(store, keys, ["p_value", "r"])
+        if hits:
+            p_parts.append(hits["p_value"])
+            ph_parts.append(hits["phenotype_index"])
+            r_parts.append(hits["r"])
+        log.debug("trans output: read variant block %d", b)
+    p_all = np.concatenate(p_parts) if p_parts else np.zeros(0)
+    ph_all = np.concatenate(ph_parts) if ph_parts else np.zeros(0, dtype=np.int64)
+    m = int(n_tests.sum())
+    q_all = bh(p_all, n_tests=max(m, p_all.size)) if p_all.size else p_all.copy()
+    q_ph = bh_by_phenotype(p_all, ph_all, n_tests) if phenotype_qvalues else None
+    n_hits = np.bincount(ph_all, minlength=n_ph).astype(np.int64)
+
+    extra: dict[str, np.ndarray] = {}
+    null_fit: list[dict[str, Any]] = []
+    if permutation_keys:
+        extra, null_fit = _permutation_columns(
+            store, permutation_keys, p_all, np.concatenate(r_parts) if r_parts else np.zeros(0),
+            ph_all, phenotype_group, group_dof,
+        )
+    del r_parts, p_parts, ph_parts
+
+    columns: dict[str, Any] = {
+        "variant_id": str, "phenotype_id": str, "pval": np.float64, "b": np.float64,
+        "b_se": np.float64, "af": np.float64, "qval": np.float64,
+    }
+    if q_ph is not None:
+        columns["qval_phenotype"] = np.float64
+    for k in extra:
+        columns[k] = np.float64
+    schema = pa.schema([(k, pa.string() if t is str else pa.from_numpy_dtype(np.dtype(t)))
+                        for k, t in columns.items()])
+    out_summary = {
+        **summary,
+        "n_tests": m,
+        "n_hits": int(p_all.size),
+        "n_phenotypes_with_hits": int((n_hits > 0).sum()),
+        **counters,
+        "qvalue_note": (
+            "qval = BH over all n_tests tests (hits + tests above the p threshold); exact for "
+            "q <= pval_threshold, an upper bound above it"
+        ),
+    }
+    if null_fit:
+        out_summary["permutation_null"] = null_fit
+    pid_arrow = pa.array(np.asarray(phenotype_id).astype(str))
+
+    written: list[Path] = []
+    with contextlib.ExitStack() as stack:
+        writer = None
+        zw = None
+        if "parquet" in formats:
+            tmp = stack.enter_context(atomic_path(paths["pairs"]))
+            writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+            written.append(paths["pairs"])
+        if "zarr" in formats:
+            ztmp = stack.enter_context(atomic_dir(paths["zarr"]))
+            zw = _ZarrColumns(ztmp / "pairs", columns, int(p_all.size), zarr_chunk, out_summary)
+            written.append(paths["zarr"])
+        # ---- pass 2: stream each variant block's hits into the outputs
+        off = 0
+        for keys in variant_blocks:
+            hits = _variant_block_hits(store, keys, ["variant_id", "p_value", "beta", "beta_se", "af"])
+            if not hits:
+                continue
+            n = hits["p_value"].size
+            sl = slice(off, off + n)
+            cols: dict[str, Any] = {
+                "variant_id": pa.array(hits["variant_id"].astype(str)),
+                "phenotype_id": pid_arrow.take(pa.array(hits["phenotype_index"])),
+                "pval": hits["p_value"], "b": hits["beta"], "b_se": hits["beta_se"],
+                "af": hits["af"], "qval": q_all[sl],
+            }
+            if q_ph is not None:
+                cols["qval_phenotype"] = q_ph[sl]
+            for k, v in extra.items():
+                cols[k] = v[sl]
+            if writer is not None:
+                writer.write_table(pa.table(cols, schema=schema))
+            if zw is not None:
+                zw.append({k: (np.asarray(v.to_numpy(zero_copy_only=False)).astype(str)
+                               if isinstance(v, pa.Array) else v) for k, v in cols.items()})
+            off += n
+        if writer is not None:
+            if off == 0:
+                writer.write_table(schema.empty_table())
+            writer.close()
+        if zw is not None:
+            zw.close()
+            _move_zarr_group(ztmp)
+        ptab = pa.table({"phenotype_id": pid_arrow, "n_tests": n_tests, "n_hits": n_hits})
+        pq.write_table(ptab, stack.enter_context(atomic_path(paths["phenotypes"])), compression="zstd")
+        written.append(paths["phenotypes"])
+        out_summary["files"] = [str(p) for p in [*written, paths["summary"]]]
+        stmp = stack.enter_context(atomic_path(paths["summary"]))
+        stmp.write_text(json.dumps(out_summary, indent=1, default=_json_default))
+    return out_summary
+
+
+def _move_zarr_group(tmp: Path) -> None:
+    """The Zarr group was built in ``tmp/pairs``; make ``tmp`` itself the group."""
+    inner = tmp / "pairs"
+    for child in list(inner.iterdir()):
+        os.replace(child, tmp / child.name)
+    inner.rmdir()
+
+
+def _permutation_columns(
+    store: TransBlockStore,
+    keys: Sequence[tuple[int, int]],
+    p: np.ndarray,
+    r: np.ndarray,
+    ph: np.ndarray,
+    phenotype_group: np.ndarray,
+    group_dof: np.ndarray,
+) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+    """``pval_perm`` and ``pval_beta`` of each hit from its group's genome-wide null."""
+    from dqtl.association.trans_kernels import permutation_null_columns
+
+    mx = np.max(np.stack([store.read(k, ["perm_max_abs_r"])["perm_max_abs_r"] for k in keys]), axis=0)
+    grp = np.asarray(phenotype_group)[ph] if p.size else np.zeros(0, dtype=np.int64)
+    pval_perm, pval_beta, fits = permutation_null_columns(mx, p, r, grp, group_dof)
+    return {"pval_perm": pval_perm, "pval_beta": pval_beta}, fits
