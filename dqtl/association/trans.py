@@ -131,7 +131,7 @@ def choose_block_sizes(
     *,
     n_samples: int,
     n_genotype_samples: int,
-    ploidy: int,
+    genotype_bytes_per_sample: int,
     n_phenotypes: int,
     memory_limit: int,
     store_chunk: int | None = None,
@@ -141,10 +141,12 @@ def choose_block_sizes(
 
     A task holds its phenotype block (float64, ``p_b n`` values) and a float32 tile of
     :data:`~dqtl.association.trans_kernels.TILE_PHENOTYPES` rows, and per variant the raw
-    calls (twice: read and rechunk), the decoded, centred and scaled rows (8 + 8 + 4 bytes per
-    sample, twice with missing-value groups) and one row of the float32 product tile. The
-    phenotype block takes at most 40 % of the budget. Variant blocks are whole multiples (or
-    even divisions) of the store's chunk, so each stored chunk is read once.
+    genotypes (``genotype_bytes_per_sample`` per genotype sample: ploidy for int8 calls, 4 for
+    float32 dosages; counted twice: read and rechunk), the decoded, centred and scaled rows
+    (8 + 8 + 4 bytes per sample, plus temporaries; more with missing-value groups) and one row
+    of the float32 product tile (and its mask). The phenotype block takes at most 40 % of the
+    budget. Variant blocks are whole multiples (or even divisions) of the store's chunk, so
+    each stored chunk is read once. The budget covers block data, not the interpreter.
 
     Returns
     -------
@@ -159,8 +161,9 @@ def choose_block_sizes(
     p_row = 8 * n
     p_b = int(min(max(n_phenotypes, 1), max(1, (0.4 * memory_limit) // p_row)))
     tile = min(p_b, TILE_PHENOTYPES)
-    fixed = p_b * p_row + tile * 4 * n + (64 << 20)  # + interpreter/dask slack
-    per_variant = 2 * n_genotype_samples * ploidy + (20 + (20 if n_groups > 1 else 0)) * n + 8 * n + 5 * tile
+    fixed = p_b * p_row + tile * 4 * n
+    per_variant = (2 * n_genotype_samples * genotype_bytes_per_sample
+                   + (28 + (20 if n_groups > 1 else 0)) * n + 5 * tile)
     v_b = int((memory_limit - fixed) // per_variant)
     if v_b < 16:
         need = fixed + 16 * per_variant
@@ -331,7 +334,8 @@ def plan_trans(
     store_chunk = int(max(chunks[0])) if chunks else None
     v_b, p_b = choose_block_sizes(
         n_samples=n, n_genotype_samples=int(genotypes.sizes["samples"]),
-        ploidy=ploidy if garr.ndim == 3 else 4, n_phenotypes=n_tested, memory_limit=mem,
+        genotype_bytes_per_sample=ploidy * garr.dtype.itemsize if garr.ndim == 3 else garr.dtype.itemsize,
+        n_phenotypes=n_tested, memory_limit=mem,
         store_chunk=store_chunk, n_groups=len(groups),
     )
     v_b = int(variants_per_block or min(v_b, n_variants))

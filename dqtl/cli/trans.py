@@ -1,0 +1,101 @@
+"""``dqtl trans``: genome-wide trans-eQTL scan (resumable, out-of-core, distributed, CPU or GPU)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from dqtl.cli._common import (
+    add_genotype_args,
+    add_scheduler_args,
+    genotypes_from,
+    non_negative_int,
+    positive_int,
+    scheduler,
+)
+
+log = logging.getLogger("dqtl")
+
+
+def _probability(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a p-value in (0, 1], got {text!r}") from None
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"expected a p-value in (0, 1], got {text!r}")
+    return v
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "trans",
+        help="trans-eQTL mapping (all variants x all phenotypes)",
+        description=(
+            "trans-eQTL scan: every variant against every phenotype; writes the pairs with "
+            "p <= --pval-threshold outside the cis window to OUTPUT_PREFIX.trans_qtl_pairs.parquet "
+            "(variant_id, phenotype_id, pval, b, b_se, af, qval; qval = BH over all tests), "
+            "OUTPUT_PREFIX.trans_phenotype_tests.parquet (tests and hits per phenotype) and "
+            "OUTPUT_PREFIX.trans_summary.json. Completed blocks are recorded in "
+            "OUTPUT_PREFIX.trans_blocks/: rerunning the same command after a crash skips them."
+        ),
+    )
+    p.add_argument("genotypes", metavar="GENOTYPES", help="VCF Zarr store, or VCF/BCF, PLINK 1/2 prefix, BGEN")
+    p.add_argument("phenotypes", metavar="PHENOTYPES", help="phenotype BED (.bed, .bed.gz, .bed.parquet)")
+    p.add_argument("output_prefix", metavar="OUTPUT_PREFIX")
+    p.add_argument("--covariates", metavar="FILE", default=None,
+                   help="covariates (tensorQTL layout or samples x covariates)")
+    p.add_argument("--pval-threshold", type=_probability, default=1e-5,
+                   help="keep pairs with p <= this (default 1e-5)")
+    p.add_argument("--maf-threshold", type=float, default=0.0,
+                   help="skip variants with minor allele frequency below this (default 0)")
+    p.add_argument("--cis-window", type=non_negative_int, default=5_000_000,
+                   help="exclude pairs within this many bp of the phenotype's TSS/body; 0 disables "
+                        "(default 5000000)")
+    p.add_argument("--memory-limit", default="1GiB", metavar="SIZE",
+                   help="memory budget of one block task, e.g. 2GiB; sets the block sizes (default 1GiB)")
+    p.add_argument("--phenotypes-per-block", type=positive_int, default=None,
+                   help="phenotypes per block task (default: from --memory-limit)")
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
+                   help="run the block kernels on the CPU (numpy) or a CUDA GPU (CuPy)")
+    p.add_argument("--output-format", choices=["parquet", "zarr", "both"], default="parquet",
+                   help="pairs as parquet, as a Zarr store OUTPUT_PREFIX.trans_qtl_pairs.zarr, or both")
+    p.add_argument("--phenotype-qvalues", action="store_true",
+                   help="also write qval_phenotype: BH within each phenotype over its own tests")
+    p.add_argument("--permutations", type=non_negative_int, default=0,
+                   help="synthetic permuted phenotypes for pval_perm/pval_beta columns "
+                        "(genome-wide null of a gene's minimum p; assumes normal-transformed "
+                        "phenotypes; default 0 = off)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the permutations (default 0)")
+    p.add_argument("--allow-sample-intersection", action="store_true",
+                   help="analyse the samples shared by all inputs instead of failing on a mismatch")
+    p.add_argument("--keep-blocks", action="store_true",
+                   help="keep OUTPUT_PREFIX.trans_blocks/ after writing the final files")
+    add_genotype_args(p)
+    add_scheduler_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dqtl.association.trans import run_trans
+    from dqtl.io.phenotypes import read_covariates, read_phenotype_bed
+    from dqtl.io.trans_output import input_signature
+
+    progress = not args.no_progress
+    phen = read_phenotype_bed(args.phenotypes)
+    cov = read_covariates(args.covariates, sample_ids=phen["sample_id"].values) if args.covariates else None
+    formats = ("parquet", "zarr") if args.output_format == "both" else (args.output_format,)
+    token = input_signature(args.genotypes)
+    with genotypes_from(args.genotypes, fmt=args.genotype_format, progress=progress) as geno, \
+            scheduler(args.scheduler_address) as client:
+        run_trans(
+            geno, phen, cov, args.output_prefix, pval_threshold=args.pval_threshold,
+            maf_threshold=args.maf_threshold, cis_window=args.cis_window,
+            memory_limit=args.memory_limit, variants_per_block=args.variants_chunk_size,
+            phenotypes_per_block=args.phenotypes_per_block, permutations=args.permutations,
+            seed=args.seed, device=args.device, client=client, output_formats=formats,
+            phenotype_qvalues=args.phenotype_qvalues,
+            allow_sample_intersection=args.allow_sample_intersection, input_token=token,
+            progress=progress, keep_blocks=args.keep_blocks,
+        )
+    return 0
