@@ -82,7 +82,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     root = logging.getLogger("dqtl")
     root.handlers[:] = [handler]
     root.setLevel(level)
-    root.propagate = False
+    root.propagate = True  # tests (caplog) and embedding applications still see the records
 
 
 def main(argv: Sequence[str] | None = None) -> int:

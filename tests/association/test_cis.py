@@ -238,7 +238,8 @@ def test_plan_cis__sample_mismatch_is_error_unless_intersection_allowed():
 def two_contig_data(chunks):
     G1, P1, Cv, *_ = make_data(seed=8, v=200, p=5, chunks=chunks)
     G2, P2, *_ = make_data(seed=9, v=150, p=4, chunks=chunks)
-    G = xr.concat([G1.drop_vars("contig_id"), G2.drop_vars("contig_id")], dim="variants")
+    G = xr.concat([G1.drop_vars("contig_id"), G2.drop_vars("contig_id")], dim="variants",
+                  data_vars="minimal", coords="minimal", compat="override")
     G["variant_contig"] = ("variants", np.r_[np.zeros(200, int), np.ones(150, int)])
     G["contig_id"] = ("contigs", np.array(["1", "2"]))
     G["variant_id"] = ("variants", np.array([f"v{i}" for i in range(350)]))
@@ -246,7 +247,7 @@ def two_contig_data(chunks):
     G["call_genotype"] = G.call_genotype.chunk({"variants": chunks})
     P2 = P2.assign(phenotype_contig=("phenotypes", np.array(["chr2"] * 4)),
                    phenotype_id=("phenotypes", np.array([f"h{i}" for i in range(4)])))
-    P = xr.concat([P1, P2], dim="phenotypes")
+    P = xr.concat([P1, P2], dim="phenotypes", data_vars="minimal", coords="minimal", compat="override")
     P["sample_id"] = P1.sample_id
     return G, P, Cv
 
