@@ -56,3 +56,18 @@ def plot_qq(pvalues: np.ndarray, *, ax: Any = None, label: str | None = None) ->
     if label:
         ax.legend(fontsize=8)
     return ax
+
+
+def plot_permutation_pvalues(cis_df: pd.DataFrame, *, fdr: float = 0.05, ax: Any = None) -> Any:
+    """Beta-approximated against empirical permutation p-values (one point per phenotype),
+    eGenes at ``fdr`` highlighted; the diagonal marks agreement."""
+    ax = _axes(ax)
+    sig = cis_df["qval"] <= fdr if "qval" in cis_df else np.zeros(len(cis_df), bool)
+    ax.loglog(cis_df["pval_perm"][~sig], cis_df["pval_beta"][~sig], ".", ms=3, color="0.5", label="not significant")
+    ax.loglog(cis_df["pval_perm"][sig], cis_df["pval_beta"][sig], ".", ms=5, color="C3", label=f"q <= {fdr:g}")
+    lo = float(np.nanmin(cis_df["pval_beta"].to_numpy())) if len(cis_df) else 1e-6
+    ax.plot([max(lo, 1e-300), 1], [max(lo, 1e-300), 1], color="k", lw=0.8)
+    ax.set_xlabel("empirical p (permutations)")
+    ax.set_ylabel("beta-approximated p")
+    ax.legend(fontsize=8)
+    return ax

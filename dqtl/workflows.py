@@ -118,7 +118,8 @@ def run_cis_permute(
     allow_sample_intersection: bool = False,
     progress: bool = False,
 ) -> Any:
-    """Permutation pass; writes ``{prefix}.cis_qtl.txt.gz`` and ``{prefix}.cis_qtl_signif_pairs.parquet``.
+    """Permutation pass; writes ``{prefix}.cis_qtl.txt.gz``, ``{prefix}.cis_qtl_signif_pairs.parquet``
+    and the plot ``{prefix}.cis_qtl.png`` (beta-approximated vs empirical p-values).
 
     The significant pairs are the nominal pairs of significant phenotypes (or of every member of a
     significant group) with ``pval_nominal <= pval_nominal_threshold`` of their gene. Both files
@@ -161,7 +162,13 @@ def run_cis_permute(
         pdf = pd.DataFrame(columns=[*to_tensorqtl_pairs(xr.Dataset({k: ("pairs", np.zeros(0)) for k in (
             "phenotype_id", "variant_id", "start_distance", "af", "ma_samples", "ma_count",
             "p_value", "beta", "beta_se")})).columns, "pval_nominal_threshold"])
+    from dqtl.plot import plot_permutation_pvalues
+
+    ax = plot_permutation_pvalues(cis_df, fdr=fdr)
+    ax.set_title(f"{len(cis_df)} phenotypes, {len(sig)} significant at FDR {fdr:g}")
     with contextlib.ExitStack() as stack:
+        ax.figure.savefig(stack.enter_context(atomic_path(Path(f"{output_prefix}.cis_qtl.png"))), dpi=110,
+                          bbox_inches="tight", format="png")
         _write_table_gz(cis_df, stack.enter_context(atomic_path(Path(f"{output_prefix}.cis_qtl.txt.gz"))))
         write_parquet(pdf.reset_index(drop=True), stack.enter_context(atomic_path(Path(f"{output_prefix}.cis_qtl_signif_pairs.parquet"))))
     log.info(
