@@ -568,8 +568,8 @@ def compute_parts(
     *,
     client: Any = None,
     progress: bool = False,
-    cache: dict[Any, dict[str, np.ndarray]] | None = None,
-) -> list[dict[str, np.ndarray]]:
+    cache: dict[Any, Any] | None = None,
+) -> list[Any]:
     """Compute delayed kernel tasks on the threaded scheduler or a distributed ``client``.
 
     ``cache`` (key -> result) lets a chunk shared by two contigs be computed once.

@@ -49,7 +49,7 @@ def _dosages(plan: CisPlan, genotypes: xr.Dataset, variant_index: list[int]) -> 
     return {v: gb.G[k] for k, v in enumerate(uniq)}
 
 
-def _run(plan: CisPlan, genotypes: xr.Dataset, spec: PermutationSpec, jobs: list, **kw: Any) -> list[dict]:
+def _run(plan: CisPlan, genotypes: xr.Dataset, spec: PermutationSpec, jobs: list[Any], **kw: Any) -> list[dict[str, Any]]:
     tasks = cis_permutation_graph(plan, genotypes, spec, jobs=jobs, **{k: v for k, v in kw.items() if k in ("maf_threshold", "dtype")})
     parts = compute_parts(tasks, client=kw.get("client"), progress=kw.get("progress", False))
     return [r for part in parts for r in part if not r.get("skipped")]
@@ -107,6 +107,7 @@ def map_cis_independent(
     units: dict[str, list[int]] = {}
     for _, row in signif.iterrows():
         if key == "group_id":
+            assert plan.phenotype_group_index is not None and plan.group_id is not None
             members = [i for i, g in enumerate(plan.phenotype_group_index) if plan.group_id[g] == row["group_id"]]
         else:
             if row["phenotype_id"] not in pid_index:
@@ -121,7 +122,7 @@ def map_cis_independent(
     active = set(units)
     while active:
         doses = _dosages(plan, genotypes, [v for u in active for v in selected[u]])
-        jobs = []
+        jobs: list[tuple[int, np.ndarray, Any]] = []
         for u in sorted(active):
             extra = np.column_stack([doses[v] for v in selected[u]])
             jobs += [(i, extra, u) for i in units[u]]

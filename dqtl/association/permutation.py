@@ -236,6 +236,7 @@ def _task_kernel(
         r["n_perm"] = int(len(r2p))
         r["pval_perm"] = (np.sum(r2p >= r2_obs) + 1.0) / (len(r2p) + 1.0)
         dof_init = r["dof"] * r.get("group_dof_factor", 1.0)
+        fit: dict[str, Any]
         if np.ptp(r2p) == 0 or len(r2p) < 2:
             fit = {"true_df": np.nan, "pval_true_df": np.nan, "beta_shape1": np.nan,
                    "beta_shape2": np.nan, "pval_beta": np.nan, "converged": False}
@@ -373,7 +374,7 @@ def results_table(plan: CisPlan, rows: Sequence[dict[str, Any]]) -> Any:
         "n_permutations": [r["n_perm"] for r in rows],
         "beta_converged": [bool(r["converged"]) for r in rows],
     })
-    if plan.phenotype_group_index is not None:
+    if plan.phenotype_group_index is not None and plan.group_id is not None:
         df.insert(1, "group_id", plan.group_id[plan.phenotype_group_index[idx]])
         df.insert(2, "group_size", [r.get("group_size", 1) for r in rows])
     return df

@@ -197,7 +197,7 @@ def _int_column(col: pd.Series, name: str, source: str, ids: np.ndarray) -> np.n
 def read_covariates(
     path: str | os.PathLike[str],
     *,
-    sample_ids: Sequence[str] | None = None,
+    sample_ids: Sequence[str] | np.ndarray | None = None,
     layout: str = "auto",
 ) -> xr.Dataset:
     """Read covariates in tensorQTL layout (covariates x samples) or samples x covariates.
@@ -300,9 +300,9 @@ def covariates_from_frame(df: pd.DataFrame, *, source: str = "covariates") -> xr
 
 
 def align_samples(
-    phenotype_samples: Sequence[str],
-    genotype_samples: Sequence[str],
-    covariate_samples: Sequence[str] | None = None,
+    phenotype_samples: Sequence[str] | np.ndarray,
+    genotype_samples: Sequence[str] | np.ndarray,
+    covariate_samples: Sequence[str] | np.ndarray | None = None,
     *,
     intersect: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
