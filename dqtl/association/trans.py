@@ -51,8 +51,10 @@ import xarray as xr
 
 from dqtl.association.cis import _covariate_matrix, _genotype_array, prepare_phenotype_groups
 from dqtl.association.trans_kernels import (
+    DECODE_ROWS,
     HIT_FIELDS,
     TILE_PHENOTYPES,
+    TILE_VARIANTS,
     GroupTile,
     PermutationBlock,
     PhenotypeBlock,
@@ -136,17 +138,21 @@ def choose_block_sizes(
     memory_limit: int,
     store_chunk: int | None = None,
     n_groups: int = 1,
+    n_variants: int | None = None,
+    parallelism: int = 1,
 ) -> tuple[int, int]:
     """Variants and phenotypes per block task so that one task fits ``memory_limit`` bytes.
 
-    A task holds its phenotype block (float64, ``p_b n`` values) and a float32 tile of
-    :data:`~dqtl.association.trans_kernels.TILE_PHENOTYPES` rows, and per variant the raw
+    A task holds its phenotype block (float64, ``p_b n`` values), a float32 phenotype tile,
+    one float32 product tile (:data:`~dqtl.association.trans_kernels.TILE_VARIANTS` x
+    :data:`~dqtl.association.trans_kernels.TILE_PHENOTYPES`) and the float64 temporaries of
+    :data:`~dqtl.association.trans_kernels.DECODE_ROWS` decoded variants; per variant, the raw
     genotypes (``genotype_bytes_per_sample`` per genotype sample: ploidy for int8 calls, 4 for
-    float32 dosages; counted twice: read and rechunk), the decoded, centred and scaled rows
-    (8 + 8 + 4 bytes per sample, plus temporaries; more with missing-value groups) and one row
-    of the float32 product tile (and its mask). The phenotype block takes at most 40 % of the
-    budget. Variant blocks are whole multiples (or even divisions) of the store's chunk, so
-    each stored chunk is read once. The budget covers block data, not the interpreter.
+    float32 dosages; counted twice: read and rechunk) and the float32 unit rows of each
+    missing-value group. The phenotype block takes at most 40 % of the budget. With ``n_variants`` and ``parallelism`` (threads), blocks are small enough to give
+    every thread two. Variant blocks are whole multiples (or even divisions) of the store's
+    chunk, so each stored chunk is read once. The budget covers block data, not the
+    interpreter.
 
     Returns
     -------
@@ -161,9 +167,9 @@ def choose_block_sizes(
     p_row = 8 * n
     p_b = int(min(max(n_phenotypes, 1), max(1, (0.4 * memory_limit) // p_row)))
     tile = min(p_b, TILE_PHENOTYPES)
-    fixed = p_b * p_row + tile * 4 * n
-    per_variant = (2 * n_genotype_samples * genotype_bytes_per_sample
-                   + (28 + (20 if n_groups > 1 else 0)) * n + 5 * tile)
+    # phenotype block + float32 tile, product tile + its mask, float64 decode temporaries
+    fixed = p_b * p_row + tile * 4 * n + TILE_VARIANTS * tile * 6 + DECODE_ROWS * n * 8 * 8
+    per_variant = 2 * n_genotype_samples * genotype_bytes_per_sample + n_groups * (4 * n + 32)
     v_b = int((memory_limit - fixed) // per_variant)
     if v_b < 16:
         need = fixed + 16 * per_variant
@@ -172,12 +178,25 @@ def choose_block_sizes(
             f"(need at least {need} bytes, about {need / 2**20:.0f} MiB); raise --memory-limit"
         )
     v_b = min(v_b, 1 << 17)
-    if store_chunk:
-        if v_b >= store_chunk:
-            v_b = (v_b // store_chunk) * store_chunk
-        else:
-            v_b = -(-store_chunk // -(-store_chunk // v_b))
-    return int(v_b), int(p_b)
+    if n_variants and parallelism > 1:
+        # enough blocks to keep every thread busy (two per thread)
+        v_b = min(v_b, max(TILE_VARIANTS, -(-n_variants // (2 * parallelism))))
+    return _align_to_chunk(v_b, store_chunk), int(p_b)
+
+
+def _align_to_chunk(v_b: int, store_chunk: int | None) -> int:
+    """Round a block size down to a multiple, or an even division, of the store's chunk."""
+    if not store_chunk:
+        return int(v_b)
+    if v_b >= store_chunk:
+        return int((v_b // store_chunk) * store_chunk)
+    return int(-(-store_chunk // -(-store_chunk // v_b)))
+
+
+def _local_threads() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _hash_update(h: Any, *arrays: Any) -> None:
@@ -336,7 +355,8 @@ def plan_trans(
         n_samples=n, n_genotype_samples=int(genotypes.sizes["samples"]),
         genotype_bytes_per_sample=ploidy * garr.dtype.itemsize if garr.ndim == 3 else garr.dtype.itemsize,
         n_phenotypes=n_tested, memory_limit=mem,
-        store_chunk=store_chunk, n_groups=len(groups),
+        store_chunk=store_chunk, n_groups=len(groups), n_variants=n_variants,
+        parallelism=1 if variants_per_block else _local_threads(),
     )
     v_b = int(variants_per_block or min(v_b, n_variants))
     p_b = int(phenotypes_per_block or p_b)

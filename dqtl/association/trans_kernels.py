@@ -35,7 +35,6 @@ from dqtl.association.kernels import (
     dosage_from_calls,
     get_array_module,
     impute_mean,
-    residual_norm2,
     stats_from_r,
 )
 
@@ -47,7 +46,12 @@ __all__ = [
     "GroupTile",
     "PhenotypeBlock",
     "PermutationBlock",
+    "residual_norm2_rows",
     "group_genotypes",
+    "PreparedGroup",
+    "PreparedBlock",
+    "prepare_block",
+    "centred_rows",
     "candidate_pairs",
     "exact_r",
     "count_tests",
@@ -64,6 +68,10 @@ _U32 = float(np.finfo(np.float32).eps) / 2.0
 _EXACT_BATCH = 4096
 #: phenotype columns per GEMM tile inside a block (the tile is scanned while it is in cache)
 TILE_PHENOTYPES = 2048
+#: variant rows per GEMM tile inside a block
+TILE_VARIANTS = 2048
+#: variants decoded at a time inside a block (float64 temporaries stay in cache)
+DECODE_ROWS = 256
 
 #: per-hit arrays returned by :func:`trans_block`, with their dtypes
 HIT_FIELDS: dict[str, Any] = {
@@ -112,6 +120,25 @@ def float32_tolerance(n_samples: int) -> float:
     return 1.01 * (nu / (1.0 - nu) + 2.0 * _U32)
 
 
+def _dosage_from_calls(gt: Any) -> Any:
+    """float64 ALT dosage of calls (variants, samples, ploidy), NaN where any allele is -1.
+
+    The semantics of :func:`dqtl.association.kernels.dosage_from_calls` (allele index > 0 is
+    ALT, -1 missing, -2 non-present and ignored), summed allele by allele: a reduction over
+    the short ploidy axis is several times slower.
+    """
+    xp = get_array_module(gt)
+    if gt.shape[-1] == 0:
+        return dosage_from_calls(gt, dtype=xp.float64)
+    d = (gt[..., 0] > 0).astype(xp.float64)
+    missing = gt[..., 0] == -1
+    for k in range(1, gt.shape[-1]):
+        d += gt[..., k] > 0
+        missing |= gt[..., k] == -1
+    d[missing] = xp.nan
+    return d
+
+
 @dataclass
 class DecodedBlock:
     """A decoded variant block (arrays of the block's array module).
@@ -147,7 +174,7 @@ def decode_block(block: Any, sample_index: Any, *, ploidy: int, maf_threshold: f
     xp = get_array_module(block)
     idx = xp.asarray(sample_index)
     if block.ndim == 3:
-        G = dosage_from_calls(block[:, idx, :], dtype=xp.float64)
+        G = _dosage_from_calls(block[:, idx, :])
     else:
         G = block[:, idx].astype(xp.float64)  # fancy indexing copies
     G, n_missing = impute_mean(G)
@@ -226,6 +253,22 @@ class PermutationBlock:
     Q: tuple[np.ndarray, ...]
 
 
+def residual_norm2_rows(Gc: Any, Q: Any) -> Any:
+    """Squared residual norm of each centred row: ``||g||^2 - sum_k (q_k . g)^2`` (float64).
+
+    Each dot product is a row-wise reduction, so a row's value does not depend on how many
+    rows are passed (BLAS GEMM kernels change their summation order with the matrix shape).
+    Costs ``k`` passes over the rows, ``k`` = columns of ``Q`` (small).
+    """
+    xp = get_array_module(Gc)
+    out = (Gc * Gc).sum(axis=1)
+    QT = Q.T
+    for k in range(QT.shape[0]):
+        d = (Gc * QT[k]).sum(axis=1)
+        out -= d * d
+    return xp.maximum(out, 0.0)
+
+
 def group_genotypes(G: Any, valid: Any, sample_index: Any, Q: Any) -> tuple[Any, Any, Any, Any]:
     """Genotypes of one group: centred rows, residual norms, testable mask, float32 unit rows.
 
@@ -241,34 +284,115 @@ def group_genotypes(G: Any, valid: Any, sample_index: Any, Q: Any) -> tuple[Any,
     -------
     (Gc, g_norm, ok, Gn32)
         ``Gc`` (variants, n_g) float64 centred on the group's samples; ``g_norm`` (variants,)
-        float64 residual norms; ``ok`` = valid and not constant on these samples; ``Gn32``
-        (variants, n_g) float32 rows ``Gc / g_norm`` (zero rows where not ``ok``).
+        float64 residual norms (:func:`residual_norm2_rows`); ``ok`` = valid and not constant on
+        these samples; ``Gn32`` (variants, n_g) float32 rows ``Gc / g_norm`` (zero where not
+        ``ok``). Every output row depends on its input row only.
     """
     xp = get_array_module(G)
     Gs = G if sample_index is None else G[:, xp.asarray(sample_index)]
     Gc = Gs - Gs.mean(axis=1, keepdims=True)
-    g_norm = xp.sqrt(residual_norm2(Gc, Q))
+    g_norm = xp.sqrt(residual_norm2_rows(Gc, Q))
     ok = valid & (g_norm > 1e-10 * np.sqrt(max(Gc.shape[1], 1)))
     scale = xp.where(ok, 1.0 / xp.where(ok, g_norm, 1.0), 0.0)
     Gn32 = (Gc * scale[:, None]).astype(xp.float32)
     return Gc, g_norm, ok, Gn32
 
 
+@dataclass
+class PreparedGroup:
+    """One group's view of a variant block: float32 unit rows, exact norms, testable mask."""
+
+    sample_index: Any
+    Q: Any
+    Gn32: Any  # (variants, n_g) float32
+    g_norm: Any  # (variants,) float64
+    ok: Any  # (variants,) bool
+
+
+@dataclass
+class PreparedBlock:
+    """A variant block decoded for the GEMM (see :func:`prepare_block`)."""
+
+    af: Any
+    valid: Any
+    groups: list[PreparedGroup]
+    counts: dict[str, int]
+
+
+def prepare_block(
+    block: Any,
+    sample_index: Any,
+    groups: Sequence[tuple[Any, Any]],
+    *,
+    ploidy: int,
+    maf_threshold: float,
+) -> PreparedBlock:
+    """Decode a variant block and build each group's float32 unit rows, a few rows at a time.
+
+    Rows are decoded in runs of :data:`DECODE_ROWS` (so the float64 temporaries stay in cache)
+    and only the float32 rows of each group, their residual norms and masks are kept.
+
+    Parameters
+    ----------
+    groups
+        ``(sample_index, Q)`` of each missing-value group (``Q`` in the block's array module).
+    """
+    xp = get_array_module(block)
+    nv = int(block.shape[0])
+    af = xp.zeros(nv, dtype=xp.float64)
+    valid = xp.zeros(nv, dtype=bool)
+    out = [PreparedGroup(
+        sidx, Q,
+        xp.zeros((nv, int(Q.shape[0])), dtype=xp.float32),
+        xp.zeros(nv, dtype=xp.float64),
+        xp.zeros(nv, dtype=bool),
+    ) for sidx, Q in groups]
+    counts = {"n_monomorphic": 0, "n_maf_filtered": 0, "n_imputed_calls": 0, "n_variants_imputed": 0}
+    for s in range(0, nv, DECODE_ROWS):
+        e = min(s + DECODE_ROWS, nv)
+        dec = decode_block(block[s:e], sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
+        af[s:e] = dec.af
+        valid[s:e] = dec.valid
+        for k in counts:
+            counts[k] += getattr(dec, k)
+        for pg in out:
+            _, g_norm, ok, Gn32 = group_genotypes(dec.G, dec.valid, pg.sample_index, pg.Q)
+            pg.Gn32[s:e] = Gn32
+            pg.g_norm[s:e] = g_norm
+            pg.ok[s:e] = ok
+    return PreparedBlock(af=af, valid=valid, groups=out, counts=counts)
+
+
+def centred_rows(
+    block: Any, rows: Any, sample_index: Any, group_index: Any, *, ploidy: int, maf_threshold: float
+) -> Any:
+    """float64 centred dosages of some rows of a block, on a group's samples.
+
+    Bit-identical to the rows :func:`group_genotypes` centres within the whole block (every
+    step is row-local), so exact statistics do not depend on the blocking.
+    """
+    dec = decode_block(block[rows], sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
+    xp = get_array_module(dec.G)
+    Gs = dec.G if group_index is None else dec.G[:, xp.asarray(group_index)]
+    return Gs - Gs.mean(axis=1, keepdims=True)
+
+
 def candidate_pairs(Gn32: Any, P32: Any, threshold: float) -> tuple[Any, Any]:
     """Pairs ``(variant, phenotype)`` of the tile with ``|Gn32 @ P32^T| >= threshold``.
 
-    One float32 GEMM; the product is overwritten by its absolute value, rows whose maximum is
-    below the threshold are skipped, and only the remaining rows are searched.
+    One float32 GEMM; two read-only passes (row maximum and minimum) find the rows with a
+    candidate, and only those rows are searched.
     """
     xp = get_array_module(Gn32)
     R = Gn32 @ P32.T
-    xp.abs(R, out=R)
-    rows = xp.flatnonzero(R.max(axis=1) >= threshold) if R.shape[1] else xp.zeros(0, dtype=np.int64)
+    if R.shape[1] == 0 or R.shape[0] == 0:
+        z = xp.zeros(0, dtype=np.int64)
+        return z, z
+    rows = xp.flatnonzero((R.max(axis=1) >= threshold) | (R.min(axis=1) <= -threshold))
     if rows.size == 0:
         z = xp.zeros(0, dtype=np.int64)
         return z, z
-    sub = R[rows] >= threshold
-    vv, pp = xp.nonzero(sub)
+    vv, pp = xp.nonzero(xp.abs(R[rows]) >= threshold)
     return rows[vv], pp
 
 
@@ -310,29 +434,46 @@ def count_tests(ok: Any, v0: int, cis_lo: np.ndarray, cis_hi: np.ndarray) -> np.
     return cs[-1] - inside
 
 
-def max_abs_r(Gc: Any, g_norm: Any, Gn32: Any, P: Any, tol: float) -> np.ndarray:
-    """Exact float64 maximum of ``|r|`` over the rows of a block, for each row of ``P``.
+def _exact_candidates(
+    block: Any, pg: PreparedGroup, vv: Any, pp: Any, P: Any, sample_index: Any, *, ploidy: int,
+    maf_threshold: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact float64 ``r`` of candidate pairs: decode their rows again, row-wise dots."""
+    xp = get_array_module(pg.Gn32)
+    vv_h, pp_h = _host(vv), _host(pp)
+    rows, local = np.unique(vv_h, return_inverse=True)
+    Gc = centred_rows(block, xp.asarray(rows), sample_index, pg.sample_index, ploidy=ploidy,
+                      maf_threshold=maf_threshold)
+    r = exact_r(Gc, pg.g_norm[xp.asarray(rows)], P, xp.asarray(local), xp.asarray(pp_h))
+    return vv_h, pp_h, _host(r)
+
+
+def max_abs_r(
+    block: Any, pg: PreparedGroup, P: Any, tol: float, sample_index: Any, *, ploidy: int,
+    maf_threshold: float,
+) -> np.ndarray:
+    """Exact float64 maximum of ``|r|`` over the testable rows of a block, per row of ``P``.
 
     The float32 product finds, per column, every row within ``2 tol`` of the float32 maximum;
-    those are recomputed in float64 (:func:`exact_r`), so the maximum does not depend on the
-    blocking. Rows of ``Gn32`` that are zero (untestable) give ``r = 0``.
+    those are recomputed exactly (float64, row-wise), so the maximum does not depend on the
+    blocking.
 
     Returns
     -------
     (P rows,) float64 on the host (0 for an empty block).
     """
-    xp = get_array_module(Gc)
-    npm = P.shape[0]
-    if Gn32.shape[0] == 0 or npm == 0:
+    xp = get_array_module(pg.Gn32)
+    npm = int(P.shape[0])
+    if pg.Gn32.shape[0] == 0 or npm == 0 or not bool(pg.ok.any()):
         return np.zeros(npm)
-    R = xp.abs(Gn32 @ P.astype(xp.float32).T)
+    R = xp.abs(pg.Gn32 @ P.astype(xp.float32).T)
     m32 = R.max(axis=0)
-    vv, pp = xp.nonzero(R >= (m32 - 2.0 * tol)[None, :])
-    ok = g_norm[vv] > 0
-    vv, pp = vv[ok], pp[ok]
-    r = xp.abs(exact_r(Gc, xp.where(g_norm > 0, g_norm, 1.0), P, vv, pp))
+    vv, pp = xp.nonzero((R >= (m32 - 2.0 * tol)[None, :]) & pg.ok[:, None])
     out = np.zeros(npm)
-    np.maximum.at(out, _host(pp), _host(r))
+    if vv.size:
+        vv_h, pp_h, r = _exact_candidates(block, pg, vv, pp, P, sample_index, ploidy=ploidy,
+                                          maf_threshold=maf_threshold)
+        np.maximum.at(out, pp_h, np.abs(r))
     return out
 
 
@@ -382,56 +523,60 @@ def trans_block(
         ((groups, permutations) float64).
     """
     xp = get_array_module(block)
-    dec = decode_block(block, sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
-    nv = int(dec.G.shape[0])
-    out: dict[str, Any] = {
-        "n_variants": nv,
-        "n_valid": int(dec.valid.sum()),
-        "n_monomorphic": dec.n_monomorphic,
-        "n_maf_filtered": dec.n_maf_filtered,
-        "n_imputed_calls": dec.n_imputed_calls,
-        "n_variants_imputed": dec.n_variants_imputed,
-    }
+    sidx = xp.asarray(sample_index)
+    if permutations is not None:
+        gq = [(s, xp.asarray(Q)) for s, Q in zip(permutations.sample_index, permutations.Q, strict=True)]
+    elif phenotypes is not None:
+        gq = [(t.sample_index, xp.asarray(t.Q)) for t in phenotypes.groups]
+    else:
+        raise ValueError("trans_block: pass a phenotype block or a permutation block")
+    kw = dict(ploidy=ploidy, maf_threshold=maf_threshold)
+    prep = prepare_block(block, sidx, gq, **kw)
+    nv = int(block.shape[0])
+    out: dict[str, Any] = {"n_variants": nv, "n_valid": int(prep.valid.sum()), **prep.counts}
     if permutations is not None:
         maxima = []
-        for sidx, P, Q in zip(permutations.sample_index, permutations.P, permutations.Q, strict=True):
-            Gc, g_norm, ok, Gn32 = group_genotypes(dec.G, dec.valid, sidx, xp.asarray(Q))
-            tol = float32_tolerance(int(Gc.shape[1]))
-            g_ok = xp.where(ok, g_norm, 0.0)
+        for pg, P in zip(prep.groups, permutations.P, strict=True):
+            tol = float32_tolerance(int(pg.Gn32.shape[1]))
             maxima.append(np.concatenate([
-                max_abs_r(Gc, g_ok, Gn32, xp.asarray(P[s : s + TILE_PHENOTYPES]), tol)
+                max_abs_r(block, pg, xp.asarray(P[s : s + TILE_PHENOTYPES]), tol, sidx, **kw)
                 for s in range(0, P.shape[0], TILE_PHENOTYPES)
             ]) if P.shape[0] else np.zeros(0))
         out["perm_max_abs_r"] = np.stack(maxima) if maxima else np.zeros((0, 0))
         out.update(_empty_hits())
         out["n_tests"] = np.zeros(0, dtype=np.int64)
         return out
-    if phenotypes is None:
-        raise ValueError("trans_block: pass a phenotype block or a permutation block")
+    if phenotypes is None:  # unreachable: checked above (narrows the type)
+        raise ValueError("trans_block: no phenotype block")
     n_tests = np.zeros(phenotypes.stop - phenotypes.start, dtype=np.int64)
     parts: list[dict[str, np.ndarray]] = []
-    af_host = _host(dec.af)
-    for grp in phenotypes.groups:
-        Gc, g_norm, ok, Gn32 = group_genotypes(dec.G, dec.valid, grp.sample_index, xp.asarray(grp.Q))
-        n_tests[grp.index - phenotypes.start] = count_tests(ok, v0, grp.cis_lo, grp.cis_hi)
-        if nv == 0 or not bool(ok.any()):
+    af_host = _host(prep.af)
+    for grp, pg in zip(phenotypes.groups, prep.groups, strict=True):
+        n_tests[grp.index - phenotypes.start] = count_tests(pg.ok, v0, grp.cis_lo, grp.cis_hi)
+        if nv == 0 or not bool(pg.ok.any()):
             continue
-        thr = grp.r_star - float32_tolerance(int(Gc.shape[1]))
+        thr = grp.r_star - float32_tolerance(int(pg.Gn32.shape[1]))
+        g_norm_h = _host(pg.g_norm)
         for s in range(0, grp.P.shape[0], TILE_PHENOTYPES):
             P64 = xp.asarray(grp.P[s : s + TILE_PHENOTYPES])
-            vv, pp = candidate_pairs(Gn32, P64.astype(xp.float32), thr)
-            if vv.size == 0:
+            P32 = P64.astype(xp.float32)
+            found = []
+            for vs in range(0, nv, TILE_VARIANTS):
+                vv, pp = candidate_pairs(pg.Gn32[vs : vs + TILE_VARIANTS], P32, thr)
+                if vv.size:
+                    found.append((vv + vs, pp))
+            if not found:
                 continue
-            r = exact_r(Gc, g_norm, P64, vv, pp)
-            vv_h, pp_h, r_h = _host(vv), _host(pp) + s, _host(r)
-            lo, hi = grp.cis_lo[pp_h], grp.cis_hi[pp_h]
+            vv = xp.concatenate([f[0] for f in found])
+            pp = xp.concatenate([f[1] for f in found])
+            vv_h, pp_h, r_h = _exact_candidates(block, pg, vv, pp, P64, sidx, **kw)
+            pp_h = pp_h + s
             gv = vv_h + v0
-            keep = (np.abs(r_h) >= grp.r_star) & ~((gv >= lo) & (gv < hi))
+            keep = (np.abs(r_h) >= grp.r_star) & ~((gv >= grp.cis_lo[pp_h]) & (gv < grp.cis_hi[pp_h]))
             if not keep.any():
                 continue
             vv_h, pp_h, r_h = vv_h[keep], pp_h[keep], r_h[keep]
-            g_norm_h = _host(g_norm)[vv_h]
-            t, p, b, se = stats_from_r(r_h, grp.dof, g_norm_h, grp.p_norm[pp_h])
+            t, p, b, se = stats_from_r(r_h, grp.dof, g_norm_h[vv_h], grp.p_norm[pp_h])
             parts.append({
                 "variant_index": vv_h.astype(np.int64) + v0,
                 "phenotype_index": grp.index[pp_h].astype(np.int64),
