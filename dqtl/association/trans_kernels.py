@@ -130,7 +130,9 @@ def _dosage_from_calls(gt: Any) -> Any:
     xp = get_array_module(gt)
     if gt.shape[-1] == 0:
         return dosage_from_calls(gt, dtype=xp.float64)
-    d = (gt[..., 0] > 0).astype(xp.float64)
+    # C order: fancy indexing of the samples may hand over a transposed layout, and row
+    # reductions must run along contiguous rows to sum in the same order for every blocking
+    d = xp.ascontiguousarray((gt[..., 0] > 0).astype(xp.float64))
     missing = gt[..., 0] == -1
     for k in range(1, gt.shape[-1]):
         d += gt[..., k] > 0
@@ -176,7 +178,7 @@ def decode_block(block: Any, sample_index: Any, *, ploidy: int, maf_threshold: f
     if block.ndim == 3:
         G = _dosage_from_calls(block[:, idx, :])
     else:
-        G = block[:, idx].astype(xp.float64)  # fancy indexing copies
+        G = xp.ascontiguousarray(block[:, idx].astype(xp.float64))
     G, n_missing = impute_mean(G)
     n = G.shape[1]
     af = G.sum(axis=1) / (ploidy * n) if n else xp.zeros(G.shape[0])
@@ -289,7 +291,7 @@ def group_genotypes(G: Any, valid: Any, sample_index: Any, Q: Any) -> tuple[Any,
         ``ok``). Every output row depends on its input row only.
     """
     xp = get_array_module(G)
-    Gs = G if sample_index is None else G[:, xp.asarray(sample_index)]
+    Gs = G if sample_index is None else xp.ascontiguousarray(G[:, xp.asarray(sample_index)])
     Gc = Gs - Gs.mean(axis=1, keepdims=True)
     g_norm = xp.sqrt(residual_norm2_rows(Gc, Q))
     ok = valid & (g_norm > 1e-10 * np.sqrt(max(Gc.shape[1], 1)))
@@ -373,7 +375,7 @@ def centred_rows(
     """
     dec = decode_block(block[rows], sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
     xp = get_array_module(dec.G)
-    Gs = dec.G if group_index is None else dec.G[:, xp.asarray(group_index)]
+    Gs = dec.G if group_index is None else xp.ascontiguousarray(dec.G[:, xp.asarray(group_index)])
     return Gs - Gs.mean(axis=1, keepdims=True)
 
 
