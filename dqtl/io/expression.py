@@ -5,7 +5,8 @@ Expression matrices are genes x samples:
 * **GCT** (``.gct``, ``.gct.gz``; GTEx): line 1 ``#1.2``, line 2 ``<genes>\\t<samples>``, then a
   header ``Name  Description  sample...`` and one row per gene;
 * **TSV / CSV** (``.tsv``, ``.txt``, ``.csv``, optionally ``.gz``/``.bz2``/``.zst``): first column
-  gene ids, optionally a ``Description``/``gene_name`` column, then one column per sample;
+  gene ids, optionally a ``Description``/``gene_name`` column, then one column per sample (a
+  header one field shorter than the rows, as R ``write.table`` writes row names, is accepted);
 * **parquet** (``.parquet``; GTEx writes its GCTs as parquet too): gene ids as the index or as
   the first (text) column, optional ``Description``, then samples.
 
@@ -21,6 +22,7 @@ Also here: :func:`read_sample_participant_lookup` (GTEx sample -> participant id
 
 from __future__ import annotations
 
+import csv
 import gzip
 import logging
 import os
@@ -117,15 +119,17 @@ def _gct_header(path: Path) -> tuple[int, int, list[str]]:
     return n_genes, n_samples, header
 
 
-def _raw_header(path: Path, sep: str, skiprows: int) -> list[str]:
+def _raw_header(path: Path, sep: str, skiprows: int) -> tuple[list[str], int]:
+    """The header fields after ``skiprows`` lines and the number of fields of the next line."""
     try:
         with _open_text(path) as fh:
             for _ in range(skiprows):
                 fh.readline()
-            line = fh.readline()
+            lines = [fh.readline(), fh.readline()]
     except (OSError, UnicodeDecodeError, EOFError) as exc:
         raise InputError(f"{path}: cannot read the header line: {exc}") from None
-    return line.rstrip("\r\n").split(sep) if line.strip() else []
+    rows = [next(csv.reader([ln.rstrip("\r\n")], delimiter=sep)) if ln.strip() else [] for ln in lines]
+    return rows[0], len(rows[1])
 
 
 def read_expression_matrix(
@@ -193,10 +197,13 @@ def read_expression_matrix(
             sep = "," if fmt == "csv" else "\t"
             skip = 0
             if fmt == "gct":
-                n_genes, n_samples, header = _gct_header(path)
+                n_genes, n_samples, _ = _gct_header(path)
                 declared, skip = (n_genes, n_samples), 2
-            else:
-                header = _raw_header(path, sep, 0)
+            header, n_next = _raw_header(path, sep, skip)
+            if header and n_next == len(header) + 1:  # R write.table: no name for the row names
+                log.info("%s: header has one field less than the rows (R row names); first column "
+                         "taken as gene ids", source)
+                header = ["gene_id", *header]
             if not header:
                 raise InputError(f"{source}: the file is empty; expected a header line and one row per gene")
             dup = pd.Index(header)[pd.Index(header).duplicated()].unique().tolist()
@@ -205,9 +212,15 @@ def read_expression_matrix(
                     f"{source}: duplicated column names {dup[:5]}; sample ids must be unique: "
                     "rename or remove the duplicated samples"
                 )
-            df = pd.read_csv(path, sep=sep, skiprows=skip, engine="pyarrow",
-                             dtype={header[0]: str}, na_values=["", "NA", "NaN", "nan", "N/A"],
-                             keep_default_na=False)
+            if n_next == 0:
+                n_s = len(header) - 1 - int(len(header) > 1 and header[1].lower() in DESCRIPTION_COLUMNS)
+                raise InputError(
+                    f"{source}: empty matrix (0 genes x {n_s} samples); expected at least one gene "
+                    "row after the header"
+                )
+            df = pd.read_csv(path, sep=sep, skiprows=skip + 1, header=None, names=header,
+                             engine="pyarrow", dtype={header[0]: str},
+                             na_values=["", "NA", "NaN", "nan", "N/A"], keep_default_na=False)
     except InputError:
         raise
     except FileNotFoundError:

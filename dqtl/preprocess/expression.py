@@ -430,7 +430,6 @@ def prepare_expression(
         log.warning("%d expressed genes have no annotation (or are on other chromosomes) and are "
                     "dropped (e.g. %s)", len(miss), ", ".join(map(str, miss[:3])))
     ann = ann[has]
-    vals = vals[has]
     chrom = set_chrom_prefix(ann["chr"].astype(str).to_numpy(), chrom_prefix)
     tss = ann["tss"].to_numpy(dtype=np.int64)
     ids = ann.index.astype(str).to_numpy()
@@ -438,10 +437,11 @@ def prepare_expression(
     rank = np.array([contig_rank[c] for c in chrom], dtype=np.int64)
     order = np.lexsort((ids, tss, rank))
     parts = _participants(keep_samples, lookup)
-    meta = pd.DataFrame({"#chr": chrom[order], "start": tss[order] - 1, "end": tss[order],
-                         "gene_id": ids[order]})
-    values = pd.DataFrame(vals[order], columns=parts)
-    bed = pd.concat([meta, values], axis=1)
+    bed = pd.DataFrame(vals[np.flatnonzero(has)[order]], columns=parts, copy=False)  # one copy
+    del vals
+    for i, (name, col) in enumerate((("#chr", chrom[order]), ("start", tss[order] - 1),
+                                     ("end", tss[order]), ("gene_id", ids[order]))):
+        bed.insert(i, name, col)
     if lookup is not None:
         log.info("renamed %d samples to participant ids", len(parts))
     return PreparedExpression(

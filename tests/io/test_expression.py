@@ -152,3 +152,12 @@ def test_read_reported_sex__codes(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="unrecognised sex code 'yes'"):
         read_reported_sex(tmp_path / "bad.tsv")
     assert parse_sex(pd.Series(["XX", "xy", "2", "1"])).tolist() == ["F", "M", "F", "M"]
+
+
+def test_read_expression_matrix__r_row_names_and_quoted_csv(tmp_path: Path) -> None:
+    want = pd.DataFrame([[1, 3], [2, 4]], index=pd.Index(["g1", "g2"], name="gene_id"),
+                        columns=["S1", "S2"])
+    (tmp_path / "r.tsv").write_text("S1\tS2\ng1\t1\t3\ng2\t2\t4\n")  # R write.table header
+    pd.testing.assert_frame_equal(read_expression_matrix(tmp_path / "r.tsv"), want)
+    (tmp_path / "q.csv").write_text('"gene","S1","S2"\n"g1",1,3\n"g2",2,4\n')
+    pd.testing.assert_frame_equal(read_expression_matrix(tmp_path / "q.csv"), want)
