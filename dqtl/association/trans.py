@@ -51,6 +51,7 @@ import xarray as xr
 
 from dqtl.association.cis import _covariate_matrix, _genotype_array, prepare_phenotype_groups
 from dqtl.association.trans_kernels import (
+    DECODE_BYTES,
     DECODE_ROWS,
     HIT_FIELDS,
     TILE_PHENOTYPES,
@@ -168,7 +169,8 @@ def choose_block_sizes(
     p_b = int(min(max(n_phenotypes, 1), max(1, (0.4 * memory_limit) // p_row)))
     tile = min(p_b, TILE_PHENOTYPES)
     # phenotype block + float32 tile, product tile + its mask, float64 decode temporaries
-    fixed = p_b * p_row + tile * 4 * n + TILE_VARIANTS * tile * 6 + DECODE_ROWS * n * 8 * 8
+    step = max(8, min(DECODE_ROWS, DECODE_BYTES // (8 * max(n_genotype_samples, 1))))
+    fixed = p_b * p_row + tile * 4 * n + TILE_VARIANTS * tile * 6 + step * n_genotype_samples * 8 * 8
     per_variant = 2 * n_genotype_samples * genotype_bytes_per_sample + n_groups * (4 * n + 32)
     v_b = int((memory_limit - fixed) // per_variant)
     if v_b < 16:
@@ -443,6 +445,7 @@ def _block_task(
     """Run :func:`trans_block` on one tile; record it in ``store`` or return it."""
     if store is not None and store.block_path(key).exists():
         return {"key": key, "skipped": True}
+    _release_memory()
     res = trans_block(block, v0, sample_index, phenotypes, ploidy=ploidy,
                       maf_threshold=maf_threshold, permutations=permutations)
     vloc = res["variant_index"] - v0
@@ -452,9 +455,41 @@ def _block_task(
     res["phenotype_start"] = 0 if phenotypes is None else phenotypes.start
     res["key"] = key
     if store is None:
+        _release_memory()
         return res
     store.write(key, {k: v for k, v in res.items() if k != "key"})
-    return {"key": key, "n_hits": int(res["p_value"].size)}
+    n_hits = int(res["p_value"].size)
+    del res, block
+    _release_memory()
+    return {"key": key, "n_hits": n_hits}
+
+
+def _release_memory() -> None:
+    """Keep the resident size of a long scan flat (glibc only; a no-op elsewhere).
+
+    glibc raises its mmap threshold to the size of the largest freed block (up to 32 MiB), after
+    which the block temporaries (MiB-sized arrays of varying shapes) live in per-thread heap
+    arenas that fragment: the resident size then creeps up with the number of blocks although
+    nothing is retained. Fixing the threshold at 1 MiB (``mallopt(M_MMAP_THRESHOLD)``, once per
+    process) returns every large temporary to the OS when it is freed, and ``malloc_trim``
+    after each block releases the rest.
+    """
+    global _MALLOC
+    if _MALLOC is None:
+        try:
+            import ctypes
+            import ctypes.util
+
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+            _MALLOC = libc
+        except (OSError, AttributeError):
+            _MALLOC = False
+    if _MALLOC:
+        _MALLOC.malloc_trim(0)
+
+
+_MALLOC: Any = None
 
 
 def trans_graph(

@@ -70,8 +70,10 @@ _EXACT_BATCH = 4096
 TILE_PHENOTYPES = 2048
 #: variant rows per GEMM tile inside a block
 TILE_VARIANTS = 2048
-#: variants decoded at a time inside a block (float64 temporaries stay in cache)
+#: at most this many variants are decoded at a time inside a block ...
 DECODE_ROWS = 256
+#: ... and at most about this many bytes per float64 temporary (they stay in cache)
+DECODE_BYTES = 1 << 20
 
 #: per-hit arrays returned by :func:`trans_block`, with their dtypes
 HIT_FIELDS: dict[str, Any] = {
@@ -350,8 +352,9 @@ def prepare_block(
         xp.zeros(nv, dtype=bool),
     ) for sidx, Q in groups]
     counts = {"n_monomorphic": 0, "n_maf_filtered": 0, "n_imputed_calls": 0, "n_variants_imputed": 0}
-    for s in range(0, nv, DECODE_ROWS):
-        e = min(s + DECODE_ROWS, nv)
+    step = max(8, min(DECODE_ROWS, DECODE_BYTES // (8 * max(int(block.shape[1]), 1))))
+    for s in range(0, nv, step):
+        e = min(s + step, nv)
         dec = decode_block(block[s:e], sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
         af[s:e] = dec.af
         valid[s:e] = dec.valid
@@ -379,14 +382,19 @@ def centred_rows(
     return Gs - Gs.mean(axis=1, keepdims=True)
 
 
-def candidate_pairs(Gn32: Any, P32: Any, threshold: float) -> tuple[Any, Any]:
+def candidate_pairs(Gn32: Any, P32: Any, threshold: float, out: Any = None) -> tuple[Any, Any]:
     """Pairs ``(variant, phenotype)`` of the tile with ``|Gn32 @ P32^T| >= threshold``.
 
-    One float32 GEMM; two read-only passes (row maximum and minimum) find the rows with a
-    candidate, and only those rows are searched.
+    One float32 GEMM (into ``out``, a flat float32 buffer of at least ``v p`` values, when
+    given); two read-only passes (row maximum and minimum) find the rows with a candidate, and
+    only those rows are searched.
     """
     xp = get_array_module(Gn32)
-    R = Gn32 @ P32.T
+    if out is None:
+        R = Gn32 @ P32.T
+    else:
+        R = out[: Gn32.shape[0] * P32.shape[0]].reshape(Gn32.shape[0], P32.shape[0])
+        xp.matmul(Gn32, P32.T, out=R)
     if R.shape[1] == 0 or R.shape[0] == 0:
         z = xp.zeros(0, dtype=np.int64)
         return z, z
@@ -553,18 +561,22 @@ def trans_block(
     n_tests = np.zeros(phenotypes.stop - phenotypes.start, dtype=np.int64)
     parts: list[dict[str, np.ndarray]] = []
     af_host = _host(prep.af)
+    buf = None  # the product tile, reused
     for grp, pg in zip(phenotypes.groups, prep.groups, strict=True):
         n_tests[grp.index - phenotypes.start] = count_tests(pg.ok, v0, grp.cis_lo, grp.cis_hi)
         if nv == 0 or not bool(pg.ok.any()):
             continue
         thr = grp.r_star - float32_tolerance(int(pg.Gn32.shape[1]))
         g_norm_h = _host(pg.g_norm)
+        if buf is None:
+            buf = xp.empty(min(nv, TILE_VARIANTS) * min(phenotypes.stop - phenotypes.start,
+                                                          TILE_PHENOTYPES), dtype=xp.float32)
         for s in range(0, grp.P.shape[0], TILE_PHENOTYPES):
             P64 = xp.asarray(grp.P[s : s + TILE_PHENOTYPES])
             P32 = P64.astype(xp.float32)
             found = []
             for vs in range(0, nv, TILE_VARIANTS):
-                vv, pp = candidate_pairs(pg.Gn32[vs : vs + TILE_VARIANTS], P32, thr)
+                vv, pp = candidate_pairs(pg.Gn32[vs : vs + TILE_VARIANTS], P32, thr, out=buf)
                 if vv.size:
                     found.append((vv + vs, pp))
             if not found:
