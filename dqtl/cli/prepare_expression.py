@@ -91,7 +91,8 @@ def register(subparsers: Any) -> None:
                     help="gene annotation: GTF/GFF3, BED or a table with gene_id, chr, tss "
                          "(or start, end, strand)")
     io.add_argument("--annotation-feature", default=None, metavar="TYPE",
-                    help="GTF/GFF feature type of gene rows (default: gene)")
+                    help="GTF/GFF feature type of gene rows; None: 'gene' rows, else the span of "
+                         "each gene's transcript (then exon) rows")
     io.add_argument("--sample-participant-lookup", metavar="FILE", default=None,
                     help="two columns: sample id, participant id; output columns are participants")
     io.add_argument("--sex", metavar="FILE", default=None,

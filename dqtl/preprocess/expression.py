@@ -22,9 +22,10 @@
    samples renamed to participant ids when a lookup is given, rows sorted by chromosome
    (1..22, X, Y, M, others) and TSS.
 
-For large matrices (``samples_chunk_size``) the filter counts, TMM factors and CPM are
-computed by dask in blocks of whole sample columns, and the inverse normal transform in blocks
-of whole genes; the numbers are bit-identical to the in-memory path.
+For large matrices (``samples_chunk_size``) the filter counts and TMM factors are computed by
+dask in blocks of whole sample columns; CPM and the inverse normal transform always run on
+blocks of whole genes in a local thread pool, writing into one preallocated output (memory: the
+output plus a few blocks). The numbers are bit-identical whatever the blocking.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import io
 import logging
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -51,6 +53,7 @@ from dqtl.io.expression import validate_counts
 from dqtl.preprocess.normalize import (
     INT_OFFSETS,
     cpm,
+    effective_lib_size,
     inverse_normal_transform,
     quantile_normalize,
     tmm_norm_factors,
@@ -206,6 +209,11 @@ def _chunking(n_genes: int, n_samples: int, samples_chunk_size: int | str | None
     raise InputError(f"samples_chunk_size: expected a positive integer, 'auto' or None, found {samples_chunk_size!r}")
 
 
+def _row_blocks(n_rows: int, n_cols: int) -> list[tuple[int, int]]:
+    step = max(1, _AUTO_BLOCK // max(n_cols, 1))
+    return [(i, min(i + step, n_rows)) for i in range(0, n_rows, step)]
+
+
 def _normalise(
     x: np.ndarray,
     t: np.ndarray | None,
@@ -216,8 +224,16 @@ def _normalise(
     count_threshold: float,
     sample_frac_threshold: float,
     chunk: int | None,
+    n_threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(expressed mask over all genes, factors, normalised values of the expressed genes)."""
+    """(expressed mask over all genes, factors, normalised values of the expressed genes).
+
+    Filters and TMM factors read whole sample columns (dask column blocks when ``chunk``);
+    CPM and the inverse normal transform then run on blocks of whole genes (rows), in a local
+    thread pool, each writing its rows into one preallocated output. CPM is element-wise
+    (``count * 1e6 / (lib_size * factor)``, exactly :func:`~dqtl.preprocess.normalize.cpm`), so
+    the numbers do not depend on the blocking.
+    """
     n_genes, n = x.shape
     if chunk is not None:
         xs: Any = da.from_array(x, chunks=(n_genes, chunk))
@@ -230,28 +246,40 @@ def _normalise(
     parts = list(dask.compute(*parts)) if chunk is not None else parts
     mask = np.asarray(parts[0]) >= sample_frac_threshold * n
     if len(parts) > 1:
-        mask &= np.asarray(parts[1]) >= sample_frac_threshold * n
+        mask = mask & (np.asarray(parts[1]) >= sample_frac_threshold * n)
     rows = np.flatnonzero(mask)
     nf = np.ones(n)
     if rows.size == 0:
         return mask, nf, np.empty((0, n))
+    if normalization == "qn" and t is None:
+        raise InputError("normalization 'qn' quantile-normalises TPM: pass the TPM matrix (--tpm)")
     if normalization == "tmm":
         nf = np.asarray(tmm_norm_factors(xs), dtype=np.float64)
+    eff = None
     if normalization in ("tmm", "cpm"):
-        vals = cpm(xs, norm_factors=nf if normalization == "tmm" else None)[rows]
-    elif normalization == "qn":
-        if ts is None:
-            raise InputError("normalization 'qn' quantile-normalises TPM: pass the TPM matrix (--tpm)")
-        vals = quantile_normalize(ts[rows], axis=0)
+        eff = np.asarray(effective_lib_size(xs, nf), dtype=np.float64)  # colSums * factor
+    qn = quantile_normalize(t[rows], axis=0) if normalization == "qn" else None  # type: ignore[index]
+
+    out = np.empty((rows.size, n), dtype=np.float64)
+
+    def block(i0: int, i1: int) -> None:
+        if qn is not None:
+            v = qn[i0:i1]
+        elif eff is not None:
+            v = cpm(x[rows[i0:i1]], lib_size=eff)
+        else:
+            v = x[rows[i0:i1]].astype(np.float64)
+        out[i0:i1] = v if int_offset is None else inverse_normal_transform(v, axis=1, offset=int_offset)
+
+    blocks = _row_blocks(rows.size, n)
+    if len(blocks) == 1:
+        block(*blocks[0])
     else:
-        vals = xs[rows].astype(np.float64)
-    if int_offset is not None:
-        if chunk is not None:
-            vals = vals.rechunk((max(1, _AUTO_BLOCK // n), n))
-        vals = inverse_normal_transform(vals, axis=1, offset=int_offset)
-    if chunk is not None:
-        vals = vals.compute()
-    return mask, nf, np.asarray(vals, dtype=np.float64)
+        workers = n_threads or min(len(blocks), os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for fut in [pool.submit(block, i0, i1) for i0, i1 in blocks]:
+                fut.result()
+    return mask, nf, out
 
 
 def prepare_expression(
@@ -322,8 +350,8 @@ def prepare_expression(
     allow_non_integer
         Accept fractional counts (salmon/RSEM expected counts).
     samples_chunk_size
-        Samples per dask block for the filters/TMM/CPM (None: in memory; ``"auto"``: dask
-        beyond 2e7 matrix elements).
+        Samples per dask block for the filters and TMM factors (None: in memory; ``"auto"``:
+        dask beyond 2e7 matrix elements).
 
     Returns
     -------

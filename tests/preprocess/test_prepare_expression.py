@@ -240,3 +240,15 @@ def test_simulate_counts__seeded_and_sample_block_invariant() -> None:
     assert a.counts.loc[xist, female].min() > a.counts.loc[xist, ~female].max()
     with pytest.raises(InputError, match="n_samples"):
         simulate_counts(300, 2, seed=0)
+
+
+def test_prepare_expression__gene_blocks_in_threads_bit_identical(sim, monkeypatch) -> None:
+    """CPM + INT by blocks of genes in a thread pool give the numbers of one block."""
+    import dqtl.preprocess.expression as pe
+
+    one = prepare_expression(sim.counts, tpm=sim.tpm, annotation=sim.annotation, run_qc=False)
+    monkeypatch.setattr(pe, "_AUTO_BLOCK", 40 * sim.counts.shape[1])  # 40 genes per block
+    assert len(pe._row_blocks(int(one.expressed.sum()), sim.counts.shape[1])) > 10
+    many = prepare_expression(sim.counts, tpm=sim.tpm, annotation=sim.annotation, run_qc=False,
+                              samples_chunk_size=None)
+    pd.testing.assert_frame_equal(one.bed, many.bed, check_exact=True)
