@@ -43,7 +43,6 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
-from scipy.signal import lfilter
 from scipy.special import ndtri
 
 from dqtl.errors import InputError
@@ -69,8 +68,15 @@ _POP_BLOCK = 256  # variants per random-stream block of simulate_populations
 def _dosage(block: np.ndarray) -> np.ndarray:
     """(variants, samples) float32 ALT dosage with NaN for missing, from calls or dosages."""
     if block.ndim == 3:
-        d = (block > 0).sum(axis=-1, dtype=np.int8).astype(np.float32)
-        d[(block == -1).any(axis=-1)] = np.nan
+        # explicit loop over the (short) ploidy axis: much faster than reducing over it
+        alt = np.zeros(block.shape[:2], dtype=np.int8)
+        missing = np.zeros(block.shape[:2], dtype=bool)
+        for k in range(block.shape[2]):
+            a = block[:, :, k]
+            alt += a > 0
+            missing |= a == -1
+        d = alt.astype(np.float32)
+        d[missing] = np.nan
         return d
     return np.array(block, dtype=np.float32, copy=True)
 
@@ -78,8 +84,9 @@ def _dosage(block: np.ndarray) -> np.ndarray:
 def _row_stats(d: np.ndarray) -> np.ndarray:
     """(variants, 3) float64: called samples, sum and sum of squares of called dosages."""
     called = ~np.isnan(d)
-    z = np.where(called, d, 0).astype(np.float64)
-    return np.stack([called.sum(axis=1).astype(np.float64), z.sum(axis=1), (z * z).sum(axis=1)], 1)
+    z = np.where(called, d, np.float32(0))
+    return np.stack([called.sum(axis=1).astype(np.float64), z.sum(axis=1, dtype=np.float64),
+                     np.einsum("ij,ij->i", z, z, dtype=np.float64)], axis=1)
 
 
 def _common_mask(stats: np.ndarray, n_samples: int, ploidy: int, maf_min: float,
@@ -93,14 +100,17 @@ def _common_mask(stats: np.ndarray, n_samples: int, ploidy: int, maf_min: float,
     return ok & (maf > 0) & (var > 1e-12)
 
 
-def _unit_rows(d: np.ndarray) -> np.ndarray:
+def _unit_rows(d: np.ndarray, stats: np.ndarray) -> np.ndarray:
     """Rows centred on their called mean, missing set to 0, scaled to unit norm (float32)."""
-    called = ~np.isnan(d)
-    n = np.maximum(called.sum(axis=1, keepdims=True), 1)
-    mean = np.where(called, d, 0).sum(axis=1, keepdims=True) / n
-    z = np.where(called, d - mean, 0.0).astype(np.float32)
-    norm = np.sqrt((z.astype(np.float64) ** 2).sum(axis=1, keepdims=True))
-    return (z / np.where(norm > 0, norm, 1.0)).astype(np.float32)
+    n = np.maximum(stats[:, 0], 1)
+    mean = (stats[:, 1] / n).astype(np.float32)[:, None]
+    z = d - mean
+    z[np.isnan(z)] = 0.0
+    # sum of squares of the centred called values from the sums (exact in float64)
+    ss = stats[:, 2] - stats[:, 1] ** 2 / n
+    scale = np.where(ss > 1e-12, 1.0 / np.sqrt(np.maximum(ss, 1e-300)), 0.0).astype(np.float32)
+    z *= scale[:, None]
+    return z
 
 
 def _ld_band_kernel(
@@ -121,12 +131,12 @@ def _ld_band_kernel(
     Returns ``stats`` (v, 3), ``common`` (v,) and ``band`` (v, window) bool where
     ``band[i, d - 1]`` is ``r^2(i, i - d) > r2_max`` for common same-contig pairs.
     """
-    d = np.concatenate([_dosage(b) for b in blocks], axis=0)
-    d = d[d.shape[0] - (n_halo + blocks[-1].shape[0]):]
+    raw = np.concatenate(blocks, axis=0) if len(blocks) > 1 else blocks[0]
+    d = _dosage(raw[raw.shape[0] - (n_halo + blocks[-1].shape[0]):])  # halo tail + chunk only
     n_samples = d.shape[1]
     stats = _row_stats(d)
     common = _common_mask(stats, n_samples, ploidy, maf_min, min_call_rate)
-    z = _unit_rows(d)
+    z = _unit_rows(d, stats)
     z[~common] = 0.0
     n_own = d.shape[0] - n_halo
     band = np.zeros((n_own, window), dtype=bool)
@@ -596,14 +606,20 @@ def _population_block(
     b = (1 - p) * (1 - fst) / fst
     fp = np.clip(rng.beta(a[:, None], b[:, None], size=(m, n_populations)), 0.005, 0.995)
     n_hap = population.size * ploidy
-    e = rng.standard_normal((m, n_hap), dtype=np.float32)
-    if ld_rho > 0:
-        e[1:] *= np.float32(np.sqrt(1 - ld_rho**2))
-        z = lfilter([1.0], [1.0, -ld_rho], e, axis=0).astype(np.float32)
-    else:
-        z = e
-    thr = ndtri(fp).astype(np.float32)[:, np.repeat(population, ploidy)]
-    return (z < thr).astype(np.int8).reshape(m, population.size, ploidy)
+    z = rng.standard_normal((m, n_hap), dtype=np.float32)
+    if ld_rho > 0:  # stationary AR(1) along the variants, in place
+        z[1:] *= np.float32(np.sqrt(1 - ld_rho**2))
+        rho = np.float32(ld_rho)
+        for i in range(1, m):
+            z[i] += rho * z[i - 1]
+    thr = ndtri(fp).astype(np.float32)  # (m, populations)
+    out = np.empty((m, n_hap), dtype=bool)
+    # populations are contiguous groups of samples: compare block by block
+    bounds = np.searchsorted(population, np.arange(n_populations + 1)) * ploidy
+    for k in range(n_populations):
+        lo, hi = bounds[k], bounds[k + 1]
+        np.less(z[:, lo:hi], thr[:, k:k + 1], out=out[:, lo:hi])
+    return out.view(np.int8).reshape(m, population.size, ploidy)
 
 
 def _population_chunk(index: np.ndarray, **kw: Any) -> np.ndarray:

@@ -68,7 +68,7 @@ def test_peer_factors__spans_true_hidden_confounders(sim):
     # the known covariates are in the model: the factors do not re-learn them
     assert canonical_correlations(sim["covariate_values"].values, res.factors[:, :3]).max() < 0.5
     # without them as covariates, the factors pick them up
-    res_nc = peer_factors(sim, n_factors=10)
+    res_nc = peer_factors(sim, n_factors=6)
     assert canonical_correlations(sim["covariate_values"].values, res_nc.factors).min() > 0.9
 
 
