@@ -170,3 +170,18 @@ def test_factors_covariates_qc_cli__bad_input_exits_2_one_line_no_output(files, 
     assert fragment in err
     for path in outputs:
         assert not (tmp_path / path).exists()
+
+
+def test_genotype_qc_and_covariates_cli__on_a_distributed_cluster_equal_threads(files, tmp_path,
+                                                                                 dask_cluster):
+    addr = ["--scheduler-address", dask_cluster.address, "--no-progress"]
+    assert main(["-q", "genotype-qc", str(files["store"]), str(tmp_path / "d"), *addr]) == 0
+    assert main(["-q", "genotype-qc", str(files["store"]), str(tmp_path / "t"), "--no-progress"]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "d.variant_qc.tsv.gz", sep="\t"),
+                                  pd.read_csv(tmp_path / "t.variant_qc.tsv.gz", sep="\t"))
+    pcs = ["--known", str(files["cov"]), "--genotype-pcs", "2", "--genotypes", str(files["store"])]
+    assert main(["-q", "covariates", str(tmp_path / "cd.txt"), *pcs, *addr]) == 0
+    assert main(["-q", "covariates", str(tmp_path / "ct.txt"), *pcs, "--no-progress"]) == 0
+    d = pd.read_csv(tmp_path / "cd.txt", sep="\t").set_index("id")
+    t = pd.read_csv(tmp_path / "ct.txt", sep="\t").set_index("id")
+    np.testing.assert_allclose(d.to_numpy(), t.to_numpy(), rtol=1e-5, atol=1e-5)
