@@ -540,7 +540,7 @@ def trans_block(
         gq = [(t.sample_index, xp.asarray(t.Q)) for t in phenotypes.groups]
     else:
         raise ValueError("trans_block: pass a phenotype block or a permutation block")
-    kw = dict(ploidy=ploidy, maf_threshold=maf_threshold)
+    kw: dict[str, Any] = dict(ploidy=ploidy, maf_threshold=maf_threshold)
     prep = prepare_block(block, sidx, gq, **kw)
     nv = int(block.shape[0])
     out: dict[str, Any] = {"n_variants": nv, "n_valid": int(prep.valid.sum()), **prep.counts}

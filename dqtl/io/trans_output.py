@@ -164,9 +164,9 @@ class TransBlockStore:
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=self.path)
         try:
             with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, fingerprint=np.array(self.fingerprint), **{
-                    k: np.asarray(v) for k, v in arrays.items()
-                })
+                payload: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
+                payload["fingerprint"] = np.array(self.fingerprint)
+                np.savez(fh, **payload)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, final)
@@ -357,8 +357,8 @@ def write_trans_results(
     }
     if q_ph is not None:
         columns["qval_phenotype"] = np.float64
-    for k in extra:
-        columns[k] = np.float64
+    for name in extra:
+        columns[name] = np.float64
     schema = pa.schema([(k, pa.string() if t is str else pa.from_numpy_dtype(np.dtype(t)))
                         for k, t in columns.items()])
     out_summary = {
@@ -404,8 +404,8 @@ def write_trans_results(
             }
             if q_ph is not None:
                 cols["qval_phenotype"] = q_ph[sl]
-            for k, v in extra.items():
-                cols[k] = v[sl]
+            for name, values in extra.items():
+                cols[name] = values[sl]
             if writer is not None:
                 writer.write_table(pa.table(cols, schema=schema))
             if zw is not None:
