@@ -43,6 +43,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +86,10 @@ def trans_output_paths(output_prefix: str | os.PathLike[str]) -> dict[str, Path]
 def input_signature(path: str | os.PathLike[str]) -> str:
     """A cheap signature of an input file, file set or directory: names, sizes, mtimes.
 
-    For a directory (a Zarr store) every file below it counts; for a prefix (PLINK, pgen) every
-    sibling file starting with the prefix. Changing, adding or removing a file changes it.
+    For a directory (a Zarr store) every file below it counts; for a file, it and its siblings
+    of the same stem (``x.pgen``: ``x.pvar``, ``x.psam``); for a prefix, every ``prefix.*``.
+    Changing, adding or removing a file changes it. Listing a store of many chunk files takes
+    a stat call per file.
     """
     p = Path(path)
     entries: list[str] = []
@@ -97,7 +100,9 @@ def input_signature(path: str | os.PathLike[str]) -> str:
                 st = fp.stat()
                 entries.append(f"{fp.relative_to(p)}:{st.st_size}:{st.st_mtime_ns}")
     else:
-        cands = [p] if p.exists() else sorted(p.parent.glob(p.name + ".*"))
+        # a file and its siblings of the same stem (x.pgen: x.pvar, x.psam), or a prefix's files
+        stem = p.name[: -len(p.suffix)] if p.exists() and p.suffix else p.name
+        cands = sorted({*([p] if p.exists() else []), *p.parent.glob(glob_escape(stem) + ".*")})
         for fp in cands:
             if fp.is_file():
                 st = fp.stat()
