@@ -141,6 +141,7 @@ def choose_block_sizes(
     n_groups: int = 1,
     n_variants: int | None = None,
     parallelism: int = 1,
+    n_permutations: int = 0,
 ) -> tuple[int, int]:
     """Variants and phenotypes per block task so that one task fits ``memory_limit`` bytes.
 
@@ -150,7 +151,9 @@ def choose_block_sizes(
     :data:`~dqtl.association.trans_kernels.DECODE_ROWS` decoded variants; per variant, the raw
     genotypes (``genotype_bytes_per_sample`` per genotype sample: ploidy for int8 calls, 4 for
     float32 dosages; counted twice: read and rechunk) and the float32 unit rows of each
-    missing-value group. The phenotype block takes at most 40 % of the budget. With ``n_variants`` and ``parallelism`` (threads), blocks are small enough to give
+    missing-value group. The phenotype block takes at most 40 % of the budget; the block of
+    synthetic permuted phenotypes (``n_permutations`` per group) must fit beside the variants
+    too. With ``--device gpu`` the same budget applies to GPU memory. With ``n_variants`` and ``parallelism`` (threads), blocks are small enough to give
     every thread two. Variant blocks are whole multiples (or even divisions) of the store's
     chunk, so each stored chunk is read once. The budget covers block data, not the
     interpreter.
@@ -170,7 +173,8 @@ def choose_block_sizes(
     tile = min(p_b, TILE_PHENOTYPES)
     # phenotype block + float32 tile, product tile + its mask, float64 decode temporaries
     step = max(8, min(DECODE_ROWS, DECODE_BYTES // (8 * max(n_genotype_samples, 1))))
-    fixed = p_b * p_row + tile * 4 * n + TILE_VARIANTS * tile * 6 + step * n_genotype_samples * 8 * 8
+    fixed = (max(p_b, n_permutations * n_groups) * p_row + tile * 4 * n + TILE_VARIANTS * tile * 6
+             + step * n_genotype_samples * 8 * 8)
     per_variant = 2 * n_genotype_samples * genotype_bytes_per_sample + n_groups * (4 * n + 32)
     v_b = int((memory_limit - fixed) // per_variant)
     if v_b < 16:
@@ -358,7 +362,7 @@ def plan_trans(
         genotype_bytes_per_sample=ploidy * garr.dtype.itemsize if garr.ndim == 3 else garr.dtype.itemsize,
         n_phenotypes=n_tested, memory_limit=mem,
         store_chunk=store_chunk, n_groups=len(groups), n_variants=n_variants,
-        parallelism=1 if variants_per_block else _local_threads(),
+        parallelism=1 if variants_per_block else _local_threads(), n_permutations=permutations,
     )
     v_b = int(variants_per_block or min(v_b, n_variants))
     p_b = int(phenotypes_per_block or p_b)

@@ -130,7 +130,7 @@ class TransBlockStore:
 
         A folder with another fingerprint (other inputs or parameters) is emptied first.
         """
-        path = Path(path)
+        path = Path(path).absolute()  # workers may run in another directory
         mpath = path / "manifest.json"
         if path.exists():
             old = None
