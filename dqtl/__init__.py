@@ -30,6 +30,9 @@ _EXPORTS: dict[str, str] = {
     "map_cis_permutations": "dqtl.association.permutation",
     "PermutationSpec": "dqtl.association.permutation",
     "map_cis_independent": "dqtl.association.independent",
+    "plan_trans": "dqtl.association.trans",
+    "map_trans": "dqtl.association.trans",
+    "run_trans": "dqtl.association.trans",
     # multiple testing
     "bh": "dqtl.multitest.bh",
     "qvalue": "dqtl.multitest.qvalue",
