@@ -2,11 +2,13 @@
 
 One seeded set of sample permutations is shared by all phenotypes (generated exactly as
 tensorQTL does: ``RandomState(seed)``, ``nperm`` calls of ``permutation(n)``, so the same seed gives
-the same permutations as ``tensorqtl --seed``). For each phenotype the raw values are permuted,
-residualized on the covariates and scaled to unit norm; one matrix product per phenotype and
-batch of permutations gives the correlations of every cis variant with every permutation, whose
-maximum ``r^2`` over the window is the permutation statistic. Nothing loops in Python per
-permutation.
+the same permutations as ``tensorqtl --seed``). For each phenotype the window's genotypes are
+residualized on the covariates and scaled to unit norm once; one float32 matrix product per
+phenotype and batch of permutations with the permuted (centred) phenotype values gives the
+numerators of the correlations of every cis variant with every permutation, and the permuted
+phenotypes' residual norms follow from ``||y||^2 - ||Q^T y[pi]||^2``. The maximum ``r^2`` over
+the window is the permutation statistic (see :func:`permutation_gene_kernel` for the float64
+recheck). Nothing loops in Python per permutation.
 
 Each task owns whole phenotypes (and whole phenotype groups) and reads exactly its phenotypes'
 windows, so results do not depend on chunking or on the number of workers.
@@ -30,7 +32,7 @@ from dqtl.association.cis import (
     decode_genotype_block,
     plan_cis,
 )
-from dqtl.association.kernels import residual_norm2, stats_from_r
+from dqtl.association.kernels import stats_from_r
 from dqtl.association.residualize import Residualizer
 from dqtl.errors import InputError
 
@@ -120,6 +122,11 @@ def permutation_gene_kernel(
         (variants in window,) testable variants.
     perms
         (nperm_max, n_g) sample permutations for the gene's sample count.
+    dtype
+        ``np.float32`` or ``np.float64``. The observed statistic is always float64 and the
+        permutation products always float32; with float64, permutations within the float32
+        error bound of the observed statistic are recomputed in float64, so the empirical
+        p-value (and adaptive stopping) equals the float64 result.
 
     Returns
     -------
@@ -128,17 +135,22 @@ def permutation_gene_kernel(
     idx = np.nonzero(valid)[0]
     if idx.size == 0:
         return None
-    Gs = G[idx] if gene.sample_index is None else G[idx][:, gene.sample_index]
+    Gs = G if idx.size == G.shape[0] else G[idx]  # no copy when every variant is testable
+    if gene.sample_index is not None:
+        Gs = Gs[:, gene.sample_index]
     n_g = Gs.shape[1]
     res = Residualizer.from_covariates(gene.covariates, n_samples=n_g, min_dof=1)
     Q = res.Q
     Gc = Gs - Gs.mean(axis=1, keepdims=True)
-    g_norm = np.sqrt(residual_norm2(Gc, Q))
+    # residual norms as residual_norm2 computes them (||g_c||^2 - ||Q^T g_c||^2), keeping
+    # Q^T g_c for the residualized genotypes below (one thin product instead of two)
+    GQ = Gc @ Q
+    g_norm = np.sqrt(np.maximum((Gc * Gc).sum(axis=1) - (GQ * GQ).sum(axis=1), 0.0))
     ok = g_norm > 1e-10 * np.sqrt(n_g)
     if not ok.any():
         return None
     if not ok.all():
-        idx, Gc, g_norm = idx[ok], Gc[ok], g_norm[ok]
+        idx, Gc, GQ, g_norm = idx[ok], Gc[ok], GQ[ok], g_norm[ok]
     y = gene.y
     yr = y - Q @ (Q.T @ y)
     p_norm = float(np.linalg.norm(yr))
@@ -148,20 +160,52 @@ def permutation_gene_kernel(
     r2 = r * r
     top = int(np.argmax(r2))
     r2_obs = float(r2[top])
-    Gw = Gc.astype(dtype, copy=False)
-    inv_norm = (1.0 / g_norm).astype(dtype)
+    # Permutations. Each permuted phenotype's statistic is max_v r_v^2 with
+    #   r_v = <g_v, P y[pi]> / (||P g_v|| ||P y[pi]||),  P = I - Q Q^T.
+    # P is symmetric and idempotent, so <g_v, P y[pi]> = <P g_v, y[pi]>: the genotypes are
+    # residualized and scaled to unit norm ONCE per gene and the permuted phenotypes enter raw.
+    # Centring and scaling y commute with permuting it, so y is centred and scaled once; Q spans
+    # the intercept, hence ||P y[pi]||^2 = ||y||^2 - ||Q^T y[pi]||^2 (a thin (b, k) product).
+    # The products run in float32 (as the architecture allows: products in float32, r^2 in
+    # float64). With float64 requested, permutations whose float32 maximum lies within the
+    # float32 error bound of the observed statistic are recomputed in float64 (numerator and
+    # norm), so the hit counts (pval_perm, adaptive stopping) equal a float64 computation; the
+    # other r2_perm values (the beta fit's input) carry float32 rounding (~1e-6 relative).
+    Gres = Gc - GQ @ Q.T
+    Gres /= g_norm[:, None]  # unit rows (float64)
+    G32 = Gres.astype(np.float32)
+    yc = y - y.mean()
+    yc /= np.linalg.norm(yc)
+    y32 = yc.astype(np.float32)
+    Q32 = Q.astype(np.float32)
+    tiny = np.finfo(np.float64).tiny
+    exact = np.dtype(dtype) != np.dtype(np.float32)
+    # |computed - exact| of a float32 dot product of two unit vectors (inputs rounded to
+    # float32, then accumulated in any order) is at most about (n + 2) u, u = 2^-24; the
+    # recheck band is four times that.
+    tol = 4.0 * (n_g + 2) * float(np.finfo(np.float32).eps) / 2.0
+    r_obs_abs = float(np.sqrt(r2_obs))
     chunks: list[np.ndarray] = []
     done = 0
     hits = 0
     step = spec.nperm_min if spec.adaptive else min(spec.batch, spec.nperm_max)
+    buf = np.empty((min(step, spec.nperm_max), G32.shape[0]), dtype=np.float32)
     while done < spec.nperm_max:
         stop = min(done + step, spec.nperm_max)
-        Yp = y[perms[done:stop]]  # (b, n_g)
-        Yp = Yp - (Yp @ Q) @ Q.T
-        Yp /= np.linalg.norm(Yp, axis=1, keepdims=True)
-        R = Gw @ Yp.T.astype(dtype, copy=False)  # (v, b)
-        R *= inv_norm[:, None]
-        m = np.max(R * R, axis=0).astype(np.float64)
+        P = perms[done:stop]
+        Yp = y32[P]  # (b, n_g) permuted phenotypes
+        R = np.matmul(Yp, G32.T, out=buf[: stop - done])  # (b, v) float32
+        amax = np.maximum(R.max(axis=1), -R.min(axis=1)).astype(np.float64)  # max_v |<Pg, y[pi]>|
+        qy = (Yp @ Q32).astype(np.float64)  # (b, k) Q^T y[pi]
+        pn2 = np.maximum(1.0 - np.einsum("ij,ij->i", qy, qy), tiny)  # ||P y[pi]||^2
+        m = amax * amax / pn2
+        if exact:
+            near = np.nonzero(np.abs(amax - r_obs_abs * np.sqrt(pn2)) <= tol)[0]
+            if near.size:  # float64 statistics of the permutations near the observed one
+                Y64 = yc[P[near]]
+                q64 = Y64 @ Q
+                a64 = np.abs(Y64 @ Gres.T).max(axis=1)
+                m[near] = a64 * a64 / np.maximum(1.0 - np.einsum("ij,ij->i", q64, q64), tiny)
         chunks.append(m)
         hits += int(np.sum(m >= r2_obs))
         done = stop
