@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from dqtl.cli._common import positive_int
 from dqtl.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -51,16 +52,6 @@ def _positive(text: str) -> float:
     v = _non_negative(text)
     if v == 0:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return v
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return v
 
 
@@ -118,7 +109,7 @@ def register(subparsers: Any) -> None:
                    help="remove QC-flagged samples (PCA outliers, sex mismatches) before normalising")
     q.add_argument("--outlier-sd", type=_positive, default=6.0, metavar="K",
                    help="flag samples beyond K (robust) SDs on the leading log-CPM PCs")
-    q.add_argument("--outlier-pcs", type=_positive_int, default=2, metavar="N",
+    q.add_argument("--outlier-pcs", type=positive_int, default=2, metavar="N",
                    help="number of leading PCs searched for outliers")
     q.add_argument("--outlier-method", choices=["mad", "sd"], default="mad",
                    help="mad: median and 1.4826*MAD (robust); sd: mean and SD")
@@ -133,7 +124,7 @@ def register(subparsers: Any) -> None:
                    help="comma-separated contigs to keep (e.g. 1,2,...,22,X); default all")
     o.add_argument("--float-format", default=None, metavar="FMT",
                    help="printf format of values in text BED (default: exact round trip), e.g. %%.6g")
-    o.add_argument("--samples-chunk-size", type=_positive_int, default=None, metavar="N",
+    o.add_argument("--samples-chunk-size", type=positive_int, default=None, metavar="N",
                    help="samples per dask block for filters/TMM/CPM (default: automatic)")
     p.set_defaults(func=run)
 
