@@ -17,6 +17,7 @@ windows, so results do not depend on chunking or on the number of workers.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -104,6 +105,52 @@ class GeneInput:
     tag: Any = None  # caller's label, returned with the result (conditional passes)
 
 
+@dataclass
+class ResidualizedBlock:
+    """Genotype rows residualized on the covariates and scaled to unit norm, for permutations.
+
+    Built once per task for all genes that share samples and covariates (their windows are row
+    ranges of the task's block), or per gene for a gene with its own samples or covariates.
+    """
+
+    Q: np.ndarray  # (n, rank) orthonormal basis of [1, C]
+    dof: int
+    g_norm: np.ndarray  # (v,) residual norms, as residual_norm2 computes them
+    ok: np.ndarray  # (v,) testable: valid and not constant after residualization
+    Gres: np.ndarray  # (v, n) float64 residualized rows / g_norm (0 where not ok)
+    G32: np.ndarray  # (v, n) float32 copy of Gres (the permutation products)
+
+    @classmethod
+    def build(
+        cls,
+        G: np.ndarray,
+        valid: np.ndarray,
+        covariates: np.ndarray | None,
+        *,
+        sample_index: np.ndarray | None = None,
+    ) -> ResidualizedBlock:
+        """From (v, samples) imputed dosages, their (v,) testable mask and (n, k) covariates."""
+        Gs = G if sample_index is None else G[:, sample_index]
+        n = Gs.shape[1]
+        res = Residualizer.from_covariates(covariates, n_samples=n, min_dof=1)
+        Q = res.Q
+        Gc = Gs - Gs.mean(axis=1, keepdims=True)
+        # residual norms as residual_norm2 computes them (||g_c||^2 - ||Q^T g_c||^2), keeping
+        # Q^T g_c for the residualized rows (one thin product instead of two)
+        GQ = Gc @ Q
+        g_norm = np.sqrt(np.maximum((Gc * Gc).sum(axis=1) - (GQ * GQ).sum(axis=1), 0.0))
+        ok = np.asarray(valid, dtype=bool) & (g_norm > 1e-10 * np.sqrt(n))
+        Gc -= GQ @ Q.T
+        Gc /= np.where(ok, g_norm, 1.0)[:, None]
+        Gc[~ok] = 0.0
+        return cls(Q=Q, dof=res.dof, g_norm=g_norm, ok=ok, Gres=Gc, G32=Gc.astype(np.float32))
+
+    def rows(self, a: int, b: int) -> ResidualizedBlock:
+        """Rows ``a:b`` (views, no copy)."""
+        return ResidualizedBlock(Q=self.Q, dof=self.dof, g_norm=self.g_norm[a:b], ok=self.ok[a:b],
+                                 Gres=self.Gres[a:b], G32=self.G32[a:b])
+
+
 def permutation_gene_kernel(
     G: np.ndarray,
     valid: np.ndarray,
@@ -111,6 +158,8 @@ def permutation_gene_kernel(
     perms: np.ndarray,
     spec: PermutationSpec,
     dtype: Any,
+    *,
+    prepared: ResidualizedBlock | None = None,
 ) -> dict[str, Any] | None:
     """Observed best variant and permutation max-r^2 for one phenotype.
 
@@ -127,84 +176,95 @@ def permutation_gene_kernel(
         permutation products always float32; with float64, permutations within the float32
         error bound of the observed statistic are recomputed in float64, so the empirical
         p-value (and adaptive stopping) equals the float64 result.
+    prepared
+        The window's rows of a :class:`ResidualizedBlock` built for this gene's samples and
+        covariates (shared by the genes of a task); default: built here from ``G`` and ``valid``.
 
     Returns
     -------
     dict or None (no testable variant)
     """
-    idx = np.nonzero(valid)[0]
+    if prepared is None:
+        prepared = ResidualizedBlock.build(G, valid, gene.covariates, sample_index=gene.sample_index)
+    idx = np.nonzero(prepared.ok)[0]
     if idx.size == 0:
         return None
-    Gs = G if idx.size == G.shape[0] else G[idx]  # no copy when every variant is testable
-    if gene.sample_index is not None:
-        Gs = Gs[:, gene.sample_index]
-    n_g = Gs.shape[1]
-    res = Residualizer.from_covariates(gene.covariates, n_samples=n_g, min_dof=1)
-    Q = res.Q
-    Gc = Gs - Gs.mean(axis=1, keepdims=True)
-    # residual norms as residual_norm2 computes them (||g_c||^2 - ||Q^T g_c||^2), keeping
-    # Q^T g_c for the residualized genotypes below (one thin product instead of two)
-    GQ = Gc @ Q
-    g_norm = np.sqrt(np.maximum((Gc * Gc).sum(axis=1) - (GQ * GQ).sum(axis=1), 0.0))
-    ok = g_norm > 1e-10 * np.sqrt(n_g)
-    if not ok.any():
-        return None
-    if not ok.all():
-        idx, Gc, GQ, g_norm = idx[ok], Gc[ok], GQ[ok], g_norm[ok]
+    if idx.size == prepared.ok.size:  # views when every variant is testable
+        g_norm, Gres, G32 = prepared.g_norm, prepared.Gres, prepared.G32
+    else:
+        g_norm, Gres, G32 = prepared.g_norm[idx], prepared.Gres[idx], prepared.G32[idx]
+    Q = prepared.Q
+    n_g = Gres.shape[1]
     y = gene.y
     yr = y - Q @ (Q.T @ y)
     p_norm = float(np.linalg.norm(yr))
     if p_norm <= 1e-12 * max(float(np.linalg.norm(y)), 1e-300):
         return None
-    r = (Gc @ (yr / p_norm)) / g_norm
-    r2 = r * r
-    top = int(np.argmax(r2))
-    r2_obs = float(r2[top])
-    # Permutations. Each permuted phenotype's statistic is max_v r_v^2 with
-    #   r_v = <g_v, P y[pi]> / (||P g_v|| ||P y[pi]||),  P = I - Q Q^T.
-    # P is symmetric and idempotent, so <g_v, P y[pi]> = <P g_v, y[pi]>: the genotypes are
-    # residualized and scaled to unit norm ONCE per gene and the permuted phenotypes enter raw.
-    # Centring and scaling y commute with permuting it, so y is centred and scaled once; Q spans
-    # the intercept, hence ||P y[pi]||^2 = ||y||^2 - ||Q^T y[pi]||^2 (a thin (b, k) product).
-    # The products run in float32 (as the architecture allows: products in float32, r^2 in
-    # float64). With float64 requested, permutations whose float32 maximum lies within the
-    # float32 error bound of the observed statistic are recomputed in float64 (numerator and
-    # norm), so the hit counts (pval_perm, adaptive stopping) equal a float64 computation; the
-    # other r2_perm values (the beta fit's input) carry float32 rounding (~1e-6 relative).
-    Gres = Gc - GQ @ Q.T
-    Gres /= g_norm[:, None]  # unit rows (float64)
-    G32 = Gres.astype(np.float32)
+    # Statistics. With P = I - Q Q^T (Q spans [1, C]), the partial correlation of variant v
+    # with a phenotype vector z is r_v = <g_v, P z> / (||P g_v|| ||P z||) = <G_v, z> / ||P z||,
+    # G_v = P g_v / ||P g_v|| (P symmetric and idempotent): the genotypes are residualized and
+    # scaled to unit norm once (ResidualizedBlock: per task for genes sharing samples and
+    # covariates, else per gene) and the observed and permuted phenotypes enter raw. Centring
+    # and scaling y commute with permuting it, so y is centred and scaled to unit norm once, and
+    # ||P y[pi]||^2 = 1 - ||Q^T y[pi]||^2. The maximum over the window of r_v^2 for every
+    # permutation comes from one float32 product per batch, (b, n) @ (n, v), whose first row in
+    # the first batch is the unpermuted y. Every maximum is then located exactly: a float32 dot
+    # product of two unit vectors is within gamma = (n + 2) u (u = 2^-24) of the exact one, so
+    # the exact maximiser is among the variants within 2 gamma of the float32 maximum; those are
+    # recomputed in float64 (the observed statistic always; a permutation's when float64 is
+    # requested and its float32 maximum lies within 4 gamma of the observed one). Hence the top
+    # variant, r_obs and the hit counts (pval_perm, adaptive stopping) are float64 results;
+    # the other r2_perm values (the beta fit's input) carry float32 rounding (~1e-6 relative).
     yc = y - y.mean()
     yc /= np.linalg.norm(yc)
     y32 = yc.astype(np.float32)
     Q32 = Q.astype(np.float32)
     tiny = np.finfo(np.float64).tiny
     exact = np.dtype(dtype) != np.dtype(np.float32)
-    # |computed - exact| of a float32 dot product of two unit vectors (inputs rounded to
-    # float32, then accumulated in any order) is at most about (n + 2) u, u = 2^-24; the
-    # recheck band is four times that.
-    tol = 4.0 * (n_g + 2) * float(np.finfo(np.float32).eps) / 2.0
-    r_obs_abs = float(np.sqrt(r2_obs))
+    gamma = (n_g + 2) * float(np.finfo(np.float32).eps) / 2.0
+    band = 4.0 * gamma  # permutations this close to the observed statistic are rechecked
+    margin = 8.0 * gamma  # candidate maximisers: within this of the float32 maximum
+    step = spec.nperm_min if spec.adaptive else min(spec.batch, spec.nperm_max)
+    Yb = np.empty((step + 1, n_g), dtype=np.float32)
+    buf = np.empty((step + 1, G32.shape[0]), dtype=np.float32)
     chunks: list[np.ndarray] = []
     done = 0
     hits = 0
-    step = spec.nperm_min if spec.adaptive else min(spec.batch, spec.nperm_max)
-    buf = np.empty((min(step, spec.nperm_max), G32.shape[0]), dtype=np.float32)
+    top = -1
+    r_top = r2_obs = r_obs_abs = 0.0
     while done < spec.nperm_max:
         stop = min(done + step, spec.nperm_max)
         P = perms[done:stop]
-        Yp = y32[P]  # (b, n_g) permuted phenotypes
-        R = np.matmul(Yp, G32.T, out=buf[: stop - done])  # (b, v) float32
-        amax = np.maximum(R.max(axis=1), -R.min(axis=1)).astype(np.float64)  # max_v |<Pg, y[pi]>|
-        qy = (Yp @ Q32).astype(np.float64)  # (b, k) Q^T y[pi]
+        first = done == 0
+        Yp = Yb[: stop - done + first]
+        if first:
+            Yp[0] = y32
+        np.take(y32, P, axis=0, out=Yp[first:])  # permuted phenotypes
+        R = np.matmul(Yp, G32.T, out=buf[: len(Yp)])  # (b (+1), v) float32 numerators
+        if first:  # observed statistic: float64 on the candidate maximisers
+            c0 = np.abs(R[0])
+            cand = np.nonzero(c0 >= c0.max() - margin)[0]
+            r_cand = Gres[cand] @ (yr / p_norm)
+            r2c = r_cand * r_cand
+            # the first maximum in window order; variants in perfect LD tie up to rounding
+            j = int(np.nonzero(r2c >= r2c.max() * (1.0 - 1e-12))[0][0])
+            top, r_top = int(cand[j]), float(r_cand[j])
+            r2_obs = r_top * r_top
+            r_obs_abs = abs(r_top)
+            R, Yp = R[1:], Yp[1:]
+        amax = np.maximum(R.max(axis=1), -R.min(axis=1)).astype(np.float64)  # max_v |<G_v, y[pi]>|
+        qy = np.einsum("ij,jk->ik", Yp, Q32).astype(np.float64)  # Q^T y[pi] (no thin BLAS call)
         pn2 = np.maximum(1.0 - np.einsum("ij,ij->i", qy, qy), tiny)  # ||P y[pi]||^2
         m = amax * amax / pn2
         if exact:
-            near = np.nonzero(np.abs(amax - r_obs_abs * np.sqrt(pn2)) <= tol)[0]
+            near = np.nonzero(np.abs(amax - r_obs_abs * np.sqrt(pn2)) <= band)[0]
             if near.size:  # float64 statistics of the permutations near the observed one
                 Y64 = yc[P[near]]
-                q64 = Y64 @ Q
-                a64 = np.abs(Y64 @ Gres.T).max(axis=1)
+                jj, vv = np.nonzero(np.abs(R[near]) >= (amax[near] - margin)[:, None])
+                vals = np.abs(np.einsum("ij,ij->i", Gres[vv], Y64[jj]))
+                a64 = np.zeros(near.size)
+                np.maximum.at(a64, jj, vals)
+                q64 = np.einsum("ij,jk->ik", Y64, Q)
                 m[near] = a64 * a64 / np.maximum(1.0 - np.einsum("ij,ij->i", q64, q64), tiny)
         chunks.append(m)
         hits += int(np.sum(m >= r2_obs))
@@ -218,10 +278,10 @@ def permutation_gene_kernel(
         "group": gene.group,
         "num_var": int(idx.size),
         "top": int(idx[top]),  # index within the window
-        "r": float(r[top]),
+        "r": r_top,
         "g_norm": float(g_norm[top]),
         "p_norm": p_norm,
-        "dof": int(res.dof),
+        "dof": int(prepared.dof),
         "r2_perm": r2_perm,
     }
 
@@ -243,11 +303,22 @@ def _task_kernel(
     from dqtl.multitest.beta import beta_approx_pval
 
     gb = decode_genotype_block(block, sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
+    # genes on all samples with the same covariates share one residualized block (their
+    # windows are row ranges of it); the others are residualized per gene on their window
+    uses = Counter(id(g.covariates) for g in genes if g.sample_index is None)
+    shared: dict[int, ResidualizedBlock] = {}
     rows: list[dict[str, Any]] = []
     for gene in genes:
         a, b = gene.lo - b0, gene.hi - b0
         n_g = len(gene.y)
-        out = permutation_gene_kernel(gb.G[a:b], gb.valid[a:b], gene, perms_by_n[n_g], spec, dtype)
+        key = id(gene.covariates)
+        prepared = None
+        if gene.sample_index is None and uses[key] > 1:
+            if key not in shared:
+                shared[key] = ResidualizedBlock.build(gb.G, gb.valid, gene.covariates)
+            prepared = shared[key].rows(a, b)
+        out = permutation_gene_kernel(gb.G[a:b], gb.valid[a:b], gene, perms_by_n[n_g], spec, dtype,
+                                      prepared=prepared)
         if out is None:
             rows.append({"index": gene.index, "tag": gene.tag, "group": gene.group, "skipped": True})
             continue
