@@ -275,6 +275,19 @@ def run_child(cmd: Sequence[str], *, timeout: float | None = None,
     return res
 
 
+def load_dqtl_inputs(args: Any) -> tuple[Any, Any, Any, float]:
+    """Open the genotype store, phenotype BED and covariates of a worker's ``args`` (``zarr``,
+    ``bed``, ``covariates_file``); return them with the seconds it took."""
+    from dqtl.io.genotypes import open_genotypes
+    from dqtl.io.phenotypes import read_covariates, read_phenotype_bed
+
+    t0 = time.perf_counter()
+    geno = open_genotypes(args.zarr)
+    phen = read_phenotype_bed(args.bed)
+    cov = read_covariates(args.covariates_file, sample_ids=phen["sample_id"].values)
+    return geno, phen, cov, time.perf_counter() - t0
+
+
 def cpu_s() -> float:
     """User + system CPU seconds of this process (all threads) so far."""
     import resource

@@ -45,15 +45,9 @@ def dqtl_worker(args: argparse.Namespace) -> int:
     import numpy as np
 
     from dqtl.association.permutation import map_cis_permutations
-    from dqtl.io.genotypes import open_genotypes
-    from dqtl.io.phenotypes import read_covariates, read_phenotype_bed
 
     import_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    geno = open_genotypes(args.zarr)
-    phen = read_phenotype_bed(args.bed)
-    cov = read_covariates(args.covariates_file, sample_ids=phen["sample_id"].values)
-    load_s = time.perf_counter() - t0
+    geno, phen, cov, load_s = C.load_dqtl_inputs(args)
     dtype = np.float32 if args.precision == "float32" else np.float64
     cpu0 = C.cpu_s()
     t0 = time.perf_counter()
