@@ -18,11 +18,15 @@ _EXPORTS: dict[str, str] = {
     "normalize_contig": "dqtl.io.genotypes",
     "read_phenotype_bed": "dqtl.io.phenotypes",
     "read_covariates": "dqtl.io.phenotypes",
-    "align_samples": "dqtl.io.phenotypes",
+    "align_samples": "dqtl.io.samples",
     "to_tensorqtl_pairs": "dqtl.io.results",
+    # the study plan (shared by every method), compute, variables
+    "StudyPlan": "dqtl.study",
+    "plan_study": "dqtl.study",
+    "show_progress": "dqtl.compute",
+    "VARIABLES": "dqtl.variables",
+    "Residualizer": "dqtl.kernels.linalg",
     # association
-    "Residualizer": "dqtl.association.residualize",
-    "plan_cis": "dqtl.association.cis",
     "map_cis_nominal": "dqtl.association.cis",
     "run_cis_nominal": "dqtl.workflows",
     "run_cis_permute": "dqtl.workflows",

@@ -1,30 +1,34 @@
 """End-to-end workflows that compute and write result files (used by the CLI and examples).
 
-The statistics live in :mod:`dqtl.association`; this module only orchestrates: plan, graph,
-compute contig by contig (so memory holds one contig's pairs at a time), write atomically.
+The statistics live in :mod:`dqtl.association`; this module only orchestrates: one study plan
+per run, the method's graph, writers on top, one atomic publish step
+(:class:`dqtl.io.fs.Publication`). cis nominal pairs are written by the tasks that compute
+them: each batch task writes its part where it runs, one task per contig concatenates the parts
+into the contig file, and the client receives only counts.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+import dask
 import numpy as np
 import xarray as xr
 
-from dqtl.association.cis import (
-    assemble_pairs,
-    cis_nominal_graph,
-    compute_parts,
-    plan_cis,
-    summarize_counts,
+from dqtl.association.cis import COUNTERS, CisBatch, cis_batches, cis_nominal_graph
+from dqtl.compute import compute
+from dqtl.io.fs import Publication, join, open_file
+from dqtl.io.results import (
+    CIS_PAIRS_SCHEMA,
+    cis_pairs_table,
+    concat_parquet,
+    to_tensorqtl_pairs,
+    write_table,
 )
-from dqtl.io.atomic import atomic_path
-from dqtl.io.results import to_tensorqtl_pairs, write_parquet
+from dqtl.study import StudyPlan, plan_study
 
 __all__ = ["CisNominalSummary", "run_cis_nominal", "run_cis_permute", "run_cis_independent"]
 
@@ -35,12 +39,26 @@ log = logging.getLogger(__name__)
 class CisNominalSummary:
     """What a cis-nominal run wrote and skipped."""
 
-    files: list[Path] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
     n_pairs: int = 0
     n_phenotypes: int = 0
     n_samples: int = 0
     seconds: float = 0.0
     report: dict[str, Any] = field(default_factory=dict)
+
+
+def write_pairs_part(pairs: dict[str, np.ndarray], path: str) -> dict[str, int]:
+    """Task: write one batch's pairs as a parquet part; return its counts only."""
+    n = write_table(cis_pairs_table(pairs), path)
+    return {"n_pairs": n, **{k: int(pairs[k]) for k in COUNTERS}}
+
+
+def concat_pairs_parts(summaries: list[dict[str, int]], parts: list[str], path: str) -> dict[str, int]:
+    """Task: concatenate a contig's parts (batch order = final order) into its file."""
+    n = concat_parquet(parts, path, CIS_PAIRS_SCHEMA)
+    out = {k: sum(s[k] for s in summaries) for k in COUNTERS}
+    out["n_pairs"] = n
+    return out
 
 
 def run_cis_nominal(
@@ -53,36 +71,49 @@ def run_cis_nominal(
     maf_threshold: float = 0.0,
     variants_chunk_size: int | None = None,
     dtype: Any = np.float64,
-    client: Any = None,
     allow_sample_intersection: bool = False,
-    progress: bool = False,
+    plan: StudyPlan | None = None,
 ) -> CisNominalSummary:
     """Run a cis-nominal scan and write ``{output_prefix}.cis_qtl_pairs.<contig>.parquet``.
 
-    All files are written to temporary paths and renamed into place only when every contig has
-    succeeded, so a failed run leaves no partial output.
+    ``output_prefix`` is a local path or an fsspec URL. Batch tasks write parts beside the
+    outputs (a folder every worker can reach), contig tasks concatenate them into staged files,
+    and the files are moved into place together only when every contig has succeeded: a failed
+    run leaves no partial output. Peak memory is one batch per thread, whatever the number of
+    pairs.
     """
     t0 = time.perf_counter()
-    plan = plan_cis(genotypes, phenotypes, covariates, window=window,
-                    allow_sample_intersection=allow_sample_intersection)
-    graph = cis_nominal_graph(plan, genotypes, maf_threshold=maf_threshold,
-                              variants_chunk_size=variants_chunk_size, dtype=dtype)
+    if plan is None:
+        plan = plan_study(genotypes, phenotypes, covariates, window=window,
+                          maf_threshold=maf_threshold,
+                          allow_sample_intersection=allow_sample_intersection)
+    batches = cis_batches(plan)
+    graph = cis_nominal_graph(plan, dtype=dtype, variants_chunk_size=variants_chunk_size,
+                              batches=batches)
     log.info(
-        "cis nominal: %d phenotypes, %d samples, %d variants, dof %d, window %d bp",
-        len(plan.phenotype_id), plan.n_samples, len(plan.variant_id), plan.report["dof"], plan.window,
+        "cis nominal: %d phenotypes, %d samples, %d variants, dof %d, window %d bp, %d tasks",
+        plan.n_phenotypes, plan.n_samples, plan.n_variants, plan.dof, plan.window, len(batches),
     )
-    summary = CisNominalSummary(n_phenotypes=len(plan.phenotype_id), n_samples=plan.n_samples)
-    cache: dict[Any, dict[str, np.ndarray]] = {}
-    with contextlib.ExitStack() as stack:
-        for contig, tasks in graph.items():
-            parts = compute_parts(tasks, client=client, progress=progress, cache=cache)
-            df = to_tensorqtl_pairs(assemble_pairs(plan, parts, contig=contig))
-            path = Path(f"{output_prefix}.cis_qtl_pairs.{contig}.parquet")
-            write_parquet(df, stack.enter_context(atomic_path(path)))
-            summary.files.append(path)
-            summary.n_pairs += len(df)
-            log.info("contig %s: %d pairs", contig, len(df))
-    counts = summarize_counts(list(cache.values()), plan)
+    summary = CisNominalSummary(n_phenotypes=plan.n_phenotypes, n_samples=plan.n_samples)
+    write = dask.delayed(write_pairs_part, pure=False)
+    concat = dask.delayed(concat_pairs_parts, pure=False)
+    with Publication() as pub:
+        work = pub.scratch_dir(f"{output_prefix}.cis_qtl_pairs", "parts")
+        by_contig: dict[str, list[tuple[CisBatch, Any, str]]] = {c: [] for c in plan.contigs}
+        for k, (batch, task) in enumerate(graph):
+            part = join(work, f"part-{k:07d}.parquet")
+            by_contig[batch.contig].append((batch, write(task, part), part))
+        finals, tasks = [], []
+        for contig, items in by_contig.items():
+            final = f"{output_prefix}.cis_qtl_pairs.{contig}.parquet"
+            tasks.append(concat([w for _, w, _ in items], [p for _, _, p in items], pub.stage(final)))
+            finals.append(final)
+        results = compute(tasks, label="cis nominal contigs")
+        for contig, res in zip(by_contig, results, strict=True):
+            log.info("contig %s: %d pairs", contig, res["n_pairs"])
+            summary.n_pairs += res["n_pairs"]
+        summary.files = finals
+    counts = {k: sum(r[k] for r in results) for k in COUNTERS}
     summary.report = {**plan.report, **counts}
     summary.seconds = time.perf_counter() - t0
     log.info(
@@ -95,9 +126,20 @@ def run_cis_nominal(
     return summary
 
 
-def _write_table_gz(df: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, sep="\t", index=False, float_format="%.6g", compression="gzip")
+def _write_table_gz(df: Any, path: str) -> None:
+    """A tab-separated, gzip-compressed table at a local path or URL."""
+    import gzip
+
+    with open_file(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+        df.to_csv(gz, sep="\t", index=False, float_format="%.6g")
+
+
+def _write_frame_parquet(df: Any, path: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with open_file(path, "wb") as f:
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), f, compression="zstd")
 
 
 def run_cis_permute(
@@ -114,16 +156,17 @@ def run_cis_permute(
     maf_threshold: float = 0.0,
     phenotype_groups: Any = None,
     dtype: Any = np.float64,
-    client: Any = None,
     allow_sample_intersection: bool = False,
-    progress: bool = False,
+    plan: StudyPlan | None = None,
+    publication: Publication | None = None,
 ) -> Any:
     """Permutation pass; writes ``{prefix}.cis_qtl.txt.gz``, ``{prefix}.cis_qtl_signif_pairs.parquet``
     and the plot ``{prefix}.cis_qtl.png`` (beta-approximated vs empirical p-values).
 
     The significant pairs are the nominal pairs of significant phenotypes (or of every member of a
-    significant group) with ``pval_nominal <= pval_nominal_threshold`` of their gene. Both files
-    appear only when both are complete.
+    significant group) with ``pval_nominal <= pval_nominal_threshold`` of their gene. The files
+    appear together only when all are complete (staged into ``publication`` when given, which
+    the caller commits).
     """
     import pandas as pd
 
@@ -131,11 +174,13 @@ def run_cis_permute(
     from dqtl.association.permutation import map_cis_permutations
 
     t0 = time.perf_counter()
+    if plan is None:
+        plan = plan_study(genotypes, phenotypes, covariates, window=window,
+                          maf_threshold=maf_threshold,
+                          allow_sample_intersection=allow_sample_intersection)
     cis_df = map_cis_permutations(
-        genotypes, phenotypes, covariates, permutations=permutations, seed=seed, window=window,
-        maf_threshold=maf_threshold, fdr=fdr, qvalue_lambda=qvalue_lambda,
-        phenotype_groups=phenotype_groups, dtype=dtype, client=client, progress=progress,
-        allow_sample_intersection=allow_sample_intersection,
+        genotypes, phenotypes, covariates, permutations=permutations, seed=seed, fdr=fdr,
+        qvalue_lambda=qvalue_lambda, phenotype_groups=phenotype_groups, dtype=dtype, plan=plan,
     )
     sig = cis_df[cis_df["qval"] <= fdr]
     if phenotype_groups is not None:
@@ -147,12 +192,8 @@ def run_cis_permute(
     else:
         gene_thr = sig.set_index("phenotype_id")["pval_nominal_threshold"]
     if len(gene_thr):
-        sel = np.isin(phenotypes["phenotype_id"].values.astype(str), gene_thr.index.to_numpy(dtype=str))
-        pairs = map_cis_nominal(
-            genotypes, phenotypes.isel(phenotypes=np.nonzero(sel)[0]), covariates, window=window,
-            maf_threshold=maf_threshold, dtype=dtype, client=client,
-            allow_sample_intersection=allow_sample_intersection,
-        )
+        pairs = map_cis_nominal(genotypes, phenotypes, covariates, dtype=dtype,
+                                plan=plan.select(gene_thr.index.to_numpy(dtype=str)))
         pdf = to_tensorqtl_pairs(pairs)
         pdf = pdf[pdf["pval_nominal"].to_numpy() <= gene_thr.reindex(pdf["phenotype_id"]).to_numpy()]
         pdf = pdf.merge(cis_df[["phenotype_id", "pval_nominal_threshold"]] if phenotype_groups is None
@@ -166,11 +207,22 @@ def run_cis_permute(
 
     ax = plot_permutation_pvalues(cis_df, fdr=fdr)
     ax.set_title(f"{len(cis_df)} phenotypes, {len(sig)} significant at FDR {fdr:g}")
-    with contextlib.ExitStack() as stack:
-        ax.figure.savefig(stack.enter_context(atomic_path(Path(f"{output_prefix}.cis_qtl.png"))), dpi=110,
-                          bbox_inches="tight", format="png")
-        _write_table_gz(cis_df, stack.enter_context(atomic_path(Path(f"{output_prefix}.cis_qtl.txt.gz"))))
-        write_parquet(pdf.reset_index(drop=True), stack.enter_context(atomic_path(Path(f"{output_prefix}.cis_qtl_signif_pairs.parquet"))))
+    pub = publication or Publication()
+    try:
+        with open_file(pub.stage(f"{output_prefix}.cis_qtl.png"), "wb") as f:
+            ax.figure.savefig(f, dpi=110, bbox_inches="tight", format="png")
+        _write_table_gz(cis_df, pub.stage(f"{output_prefix}.cis_qtl.txt.gz"))
+        _write_frame_parquet(pdf.reset_index(drop=True),
+                             pub.stage(f"{output_prefix}.cis_qtl_signif_pairs.parquet"))
+        if publication is None:
+            pub.commit()
+    except BaseException:
+        pub.abort()
+        raise
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(ax.figure)
     log.info(
         "permutations: %d phenotypes, %d significant at FDR %.2g (pi0 %.3f, p threshold %.4g), "
         "%d significant pairs, %.1f s", len(cis_df), len(sig), fdr, cis_df.attrs.get("pi0", np.nan),
@@ -194,9 +246,7 @@ def run_cis_independent(
     maf_threshold: float = 0.0,
     phenotype_groups: Any = None,
     dtype: Any = np.float64,
-    client: Any = None,
     allow_sample_intersection: bool = False,
-    progress: bool = False,
 ) -> Any:
     """Independent signals; writes ``{prefix}.cis_independent_qtl.txt.gz``.
 
@@ -208,6 +258,9 @@ def run_cis_independent(
     from dqtl.association.independent import map_cis_independent
     from dqtl.errors import InputError
 
+    plan = plan_study(genotypes, phenotypes, covariates, window=window, maf_threshold=maf_threshold,
+                      allow_sample_intersection=allow_sample_intersection)
+    pub = Publication()
     if cis_results:
         try:
             cis_df = pd.read_csv(cis_results, sep="\t")
@@ -224,14 +277,13 @@ def run_cis_independent(
     else:
         cis_df = run_cis_permute(
             genotypes, phenotypes, covariates, output_prefix, permutations=permutations, seed=seed,
-            fdr=fdr, qvalue_lambda=qvalue_lambda, window=window, maf_threshold=maf_threshold,
-            phenotype_groups=phenotype_groups, dtype=dtype, client=client,
-            allow_sample_intersection=allow_sample_intersection, progress=progress,
+            fdr=fdr, qvalue_lambda=qvalue_lambda, phenotype_groups=phenotype_groups, dtype=dtype,
+            plan=plan, publication=pub,
         )
-    ind = map_cis_independent(
-        genotypes, phenotypes, covariates, cis_df, fdr=fdr, permutations=permutations, seed=seed,
-        window=window, maf_threshold=maf_threshold, phenotype_groups=phenotype_groups, dtype=dtype,
-        client=client, progress=progress, allow_sample_intersection=allow_sample_intersection,
-    )
-    _write_table_gz(ind, Path(f"{output_prefix}.cis_independent_qtl.txt.gz"))
+    with pub:  # the permutation pass's files and the signals are published together
+        ind = map_cis_independent(
+            genotypes, phenotypes, covariates, cis_df, fdr=fdr, permutations=permutations,
+            seed=seed, phenotype_groups=phenotype_groups, dtype=dtype, plan=plan,
+        )
+        _write_table_gz(ind, pub.stage(f"{output_prefix}.cis_independent_qtl.txt.gz"))
     return ind

@@ -18,40 +18,35 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from dqtl.association.cis import (
-    CisPlan,
-    _genotype_array,
-    compute_parts,
-    decode_genotype_block,
-    plan_cis,
-)
 from dqtl.association.permutation import (
     PermutationSpec,
     cis_permutation_graph,
     results_table,
     with_groups,
 )
+from dqtl.compute import compute
 from dqtl.errors import InputError
+from dqtl.kernels.genotypes import decode_block
+from dqtl.study import StudyPlan, plan_study
 
 __all__ = ["map_cis_independent"]
 
 log = logging.getLogger(__name__)
 
 
-def _dosages(plan: CisPlan, genotypes: xr.Dataset, variant_index: list[int]) -> dict[int, np.ndarray]:
+def _dosages(plan: StudyPlan, variant_index: list[int]) -> dict[int, np.ndarray]:
     """Mean-imputed dosages (analysis samples) of the given variants, read from the store."""
-    arr = _genotype_array(genotypes, None)
     uniq = sorted(set(variant_index))
     if not uniq:
         return {}
-    block = np.asarray(arr[np.asarray(uniq)].compute())
-    gb = decode_genotype_block(block, plan.genotype_sample_index, ploidy=plan.ploidy, maf_threshold=0.0)
-    return {v: gb.G[k] for k, v in enumerate(uniq)}
+    block = np.asarray(plan.genotype_array()[np.asarray(uniq)].compute())
+    dec = decode_block(block, plan.genotype_sample_index, ploidy=plan.ploidy)
+    return {v: dec.G[k] for k, v in enumerate(uniq)}
 
 
-def _run(plan: CisPlan, genotypes: xr.Dataset, spec: PermutationSpec, jobs: list[Any], **kw: Any) -> list[dict[str, Any]]:
-    tasks = cis_permutation_graph(plan, genotypes, spec, jobs=jobs, **{k: v for k, v in kw.items() if k in ("maf_threshold", "dtype")})
-    parts = compute_parts(tasks, client=kw.get("client"), progress=kw.get("progress", False))
+def _run(plan: StudyPlan, spec: PermutationSpec, jobs: list[Any], dtype: Any) -> list[dict[str, Any]]:
+    tasks = cis_permutation_graph(plan, spec, jobs=jobs, dtype=dtype)
+    parts = compute(tasks, label="independent-signal tasks")
     return [r for part in parts for r in part if not r.get("skipped")]
 
 
@@ -68,10 +63,9 @@ def map_cis_independent(
     maf_threshold: float = 0.0,
     phenotype_groups: Any = None,
     dtype: Any = np.float64,
-    client: Any = None,
-    progress: bool = False,
     allow_sample_intersection: bool = False,
     max_signals: int = 20,
+    plan: StudyPlan | None = None,
 ) -> pd.DataFrame:
     """Forward-backward conditionally independent cis-eQTLs for the eGenes of ``cis_df``.
 
@@ -95,9 +89,11 @@ def map_cis_independent(
     if signif.empty:
         raise InputError(f"no significant phenotypes at FDR <= {fdr}: nothing to condition on")
     threshold = float(signif["pval_beta"].max())
-    plan = plan_cis(genotypes, phenotypes, covariates, window=window,
-                    allow_sample_intersection=allow_sample_intersection)
-    if phenotype_groups is not None:
+    if plan is None:
+        plan = plan_study(genotypes, phenotypes, covariates, window=window,
+                          maf_threshold=maf_threshold,
+                          allow_sample_intersection=allow_sample_intersection)
+    if phenotype_groups is not None and plan.phenotype_group_index is None:
         plan = with_groups(plan, phenotype_groups)
     pid_index = {p: i for i, p in enumerate(plan.phenotype_id)}
     vid_index = {v: i for i, v in enumerate(plan.variant_id)}
@@ -107,8 +103,10 @@ def map_cis_independent(
     units: dict[str, list[int]] = {}
     for _, row in signif.iterrows():
         if key == "group_id":
-            assert plan.phenotype_group_index is not None and plan.group_id is not None
-            members = [i for i, g in enumerate(plan.phenotype_group_index) if plan.group_id[g] == row["group_id"]]
+            gi, gid = plan.phenotype_group_index, plan.group_id
+            if gi is None or gid is None:
+                raise InputError("phenotype groups are needed for group-level permutation results")
+            members = [i for i, g in enumerate(gi) if gid[g] == row["group_id"]]
         else:
             if row["phenotype_id"] not in pid_index:
                 raise InputError(f"phenotype {row['phenotype_id']} of the permutation results is not tested with these inputs")
@@ -117,16 +115,15 @@ def map_cis_independent(
     selected: dict[str, list[int]] = {u: [vid_index[str(r)]] for u, r in zip(signif[key].astype(str), signif["variant_id"], strict=True)}
     first_rows = {str(u): r for u, (_, r) in zip(signif[key].astype(str), signif.iterrows(), strict=True)}
     forward_rows: dict[str, list[Any]] = {u: [first_rows[u]] for u in units}
-    kw = dict(maf_threshold=maf_threshold, dtype=dtype, client=client, progress=progress)
 
     active = set(units)
     while active:
-        doses = _dosages(plan, genotypes, [v for u in active for v in selected[u]])
+        doses = _dosages(plan, [v for u in active for v in selected[u]])
         jobs: list[tuple[int, np.ndarray, Any]] = []
         for u in sorted(active):
             extra = np.column_stack([doses[v] for v in selected[u]])
             jobs += [(i, extra, u) for i in units[u]]
-        rows = _run(plan, genotypes, spec, jobs, **kw)
+        rows = _run(plan, spec, jobs, dtype)
         got = {r["tag"]: r for r in rows}
         nxt = set()
         for u in active:
@@ -145,14 +142,14 @@ def map_cis_independent(
     multi = [u for u in units if len(selected[u]) > 1]
     single = [u for u in units if len(selected[u]) == 1]
     if multi:
-        doses = _dosages(plan, genotypes, [v for u in multi for v in selected[u]])
+        doses = _dosages(plan, [v for u in multi for v in selected[u]])
         jobs = []
         for u in multi:
             for k, v in enumerate(selected[u], 1):
                 others = [w for w in selected[u] if w != v]
                 extra = np.column_stack([doses[w] for w in others])
                 jobs += [(i, extra, (u, k)) for i in units[u]]
-        rows = _run(plan, genotypes, spec, jobs, **kw)
+        rows = _run(plan, spec, jobs, dtype)
         by_tag = {r["tag"]: r for r in rows}
         for u in multi:
             kept: set[int] = set()

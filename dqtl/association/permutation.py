@@ -16,6 +16,7 @@ windows, so results do not depend on chunking or on the number of workers.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -26,16 +27,12 @@ import dask
 import numpy as np
 import xarray as xr
 
-from dqtl.association.cis import (
-    CisPlan,
-    _genotype_array,
-    compute_parts,
-    decode_genotype_block,
-    plan_cis,
-)
-from dqtl.association.kernels import stats_from_r
-from dqtl.association.residualize import Residualizer
+from dqtl.compute import compute
 from dqtl.errors import InputError
+from dqtl.kernels.genotypes import decode_block
+from dqtl.kernels.linalg import residual_norm2
+from dqtl.kernels.stats import stats_from_r
+from dqtl.study import StudyPlan, plan_study
 
 __all__ = [
     "sample_permutations",
@@ -98,7 +95,8 @@ class GeneInput:
     group: int  # phenotype group id (index into the group table); -1 when ungrouped
     y: np.ndarray  # (n_g,) raw phenotype values on its samples
     sample_index: np.ndarray | None
-    covariates: np.ndarray | None  # (n_g, k) covariates on its samples, incl. extra conditioning ones
+    Q: np.ndarray  # (n_g, rank) covariate basis on its samples (the plan's, or extended by extra ones)
+    dof: int
     lo: int
     hi: int
     dof_shift: int = 0  # extra covariates beyond the plan's
@@ -125,25 +123,21 @@ class ResidualizedBlock:
         cls,
         G: np.ndarray,
         valid: np.ndarray,
-        covariates: np.ndarray | None,
+        Q: np.ndarray,
+        dof: int,
         *,
         sample_index: np.ndarray | None = None,
     ) -> ResidualizedBlock:
-        """From (v, samples) imputed dosages, their (v,) testable mask and (n, k) covariates."""
+        """From (v, samples) imputed dosages, their (v,) testable mask and the basis ``Q``."""
         Gs = G if sample_index is None else G[:, sample_index]
         n = Gs.shape[1]
-        res = Residualizer.from_covariates(covariates, n_samples=n, min_dof=1)
-        Q = res.Q
         Gc = Gs - Gs.mean(axis=1, keepdims=True)
-        # residual norms as residual_norm2 computes them (||g_c||^2 - ||Q^T g_c||^2), keeping
-        # Q^T g_c for the residualized rows (one thin product instead of two)
-        GQ = Gc @ Q
-        g_norm = np.sqrt(np.maximum((Gc * Gc).sum(axis=1) - (GQ * GQ).sum(axis=1), 0.0))
+        g_norm = np.sqrt(residual_norm2(Gc, Q, centred=True))
         ok = np.asarray(valid, dtype=bool) & (g_norm > 1e-10 * np.sqrt(n))
-        Gc -= GQ @ Q.T
+        Gc -= (Gc @ Q) @ Q.T
         Gc /= np.where(ok, g_norm, 1.0)[:, None]
         Gc[~ok] = 0.0
-        return cls(Q=Q, dof=res.dof, g_norm=g_norm, ok=ok, Gres=Gc, G32=Gc.astype(np.float32))
+        return cls(Q=Q, dof=int(dof), g_norm=g_norm, ok=ok, Gres=Gc, G32=Gc.astype(np.float32))
 
     def rows(self, a: int, b: int) -> ResidualizedBlock:
         """Rows ``a:b`` (views, no copy)."""
@@ -185,7 +179,7 @@ def permutation_gene_kernel(
     dict or None (no testable variant)
     """
     if prepared is None:
-        prepared = ResidualizedBlock.build(G, valid, gene.covariates, sample_index=gene.sample_index)
+        prepared = ResidualizedBlock.build(G, valid, gene.Q, gene.dof, sample_index=gene.sample_index)
     idx = np.nonzero(prepared.ok)[0]
     if idx.size == 0:
         return None
@@ -302,20 +296,21 @@ def _task_kernel(
     """Run all phenotypes of one task; combine grouped phenotypes; fit the beta approximation."""
     from dqtl.multitest.beta import beta_approx_pval
 
-    gb = decode_genotype_block(block, sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
-    # genes on all samples with the same covariates share one residualized block (their
-    # windows are row ranges of it); the others are residualized per gene on their window
-    uses = Counter(id(g.covariates) for g in genes if g.sample_index is None)
+    gb = decode_block(block, sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
+    ma_samples, ma_count = gb.minor_allele()
+    # genes on all samples with the same basis share one residualized block (their windows
+    # are row ranges of it); the others are residualized per gene on their window
+    uses = Counter(id(g.Q) for g in genes if g.sample_index is None)
     shared: dict[int, ResidualizedBlock] = {}
     rows: list[dict[str, Any]] = []
     for gene in genes:
         a, b = gene.lo - b0, gene.hi - b0
         n_g = len(gene.y)
-        key = id(gene.covariates)
+        key = id(gene.Q)
         prepared = None
         if gene.sample_index is None and uses[key] > 1:
             if key not in shared:
-                shared[key] = ResidualizedBlock.build(gb.G, gb.valid, gene.covariates)
+                shared[key] = ResidualizedBlock.build(gb.G, gb.valid, gene.Q, gene.dof)
             prepared = shared[key].rows(a, b)
         out = permutation_gene_kernel(gb.G[a:b], gb.valid[a:b], gene, perms_by_n[n_g], spec, dtype,
                                       prepared=prepared)
@@ -323,8 +318,8 @@ def _task_kernel(
             rows.append({"index": gene.index, "tag": gene.tag, "group": gene.group, "skipped": True})
             continue
         v = a + out["top"]
-        out.update(variant_index=b0 + v, af=float(gb.af[v]), ma_samples=int(gb.ma_samples[v]),
-                   ma_count=int(gb.ma_count[v]), skipped=False)
+        out.update(variant_index=b0 + v, af=float(gb.af[v]), ma_samples=int(ma_samples[v]),
+                   ma_count=int(ma_count[v]), skipped=False)
         rows.append(out)
     # grouped phenotypes: the strongest member represents the group; max over members per permutation
     final: list[dict[str, Any]] = []
@@ -365,15 +360,15 @@ def _task_kernel(
 
 
 def gene_inputs(
-    plan: CisPlan, jobs: Sequence[tuple[int, np.ndarray | None, Any]] | None = None
+    plan: StudyPlan, jobs: Sequence[tuple[int, np.ndarray | None, Any]] | None = None
 ) -> list[GeneInput]:
-    """Per-phenotype task inputs from the plan.
+    """Per-phenotype task inputs from the plan (its covariate bases, built once per run).
 
     ``jobs``: ``(phenotype index, extra covariates (samples, m) or None, tag)``; default one job
     per tested phenotype without extra covariates. Extra covariates condition the scan (e.g. on
-    already selected variants) and reduce the dof accordingly.
+    already selected variants): the plan's basis is extended by them here, on the client, so no
+    task rebuilds a basis.
     """
-    C = plan.covariates
     where: dict[int, tuple[Any, int]] = {}
     for grp in plan.groups:
         for j, i in enumerate(grp.index):
@@ -381,18 +376,17 @@ def gene_inputs(
     if jobs is None:
         jobs = [(i, None, None) for i in sorted(where)]
     genes: list[GeneInput] = []
+    gidx = plan.phenotype_group_index
     for i, extra, tag in jobs:
         grp, j = where[int(i)]
-        cov = None if C is None else (C if grp.sample_index is None else C[grp.sample_index])
-        shift = 0
+        Q, dof, shift = grp.Q, int(grp.dof), 0
         if extra is not None and extra.size:
             e = extra if grp.sample_index is None else extra[grp.sample_index]
-            cov = e if cov is None else np.column_stack([cov, e])
-            shift = e.shape[1]
-        gidx = plan.phenotype_group_index
+            ext = grp.basis.extend(e, where=f"phenotype {plan.phenotype_id[int(i)]}: conditioning variants")
+            Q, dof, shift = ext.Q, int(ext.dof), ext.rank - grp.basis.rank
         genes.append(GeneInput(
             index=int(i), group=int(gidx[i]) if gidx is not None else -1,
-            y=grp.P_raw[j], sample_index=grp.sample_index, covariates=cov,
+            y=grp.P_raw[j], sample_index=grp.sample_index, Q=Q, dof=dof,
             lo=int(plan.window_lo[i]), hi=int(plan.window_hi[i]), dof_shift=shift, tag=tag,
         ))
     genes.sort(key=lambda g: (g.lo, g.index))
@@ -400,11 +394,9 @@ def gene_inputs(
 
 
 def cis_permutation_graph(
-    plan: CisPlan,
-    genotypes: xr.Dataset,
+    plan: StudyPlan,
     spec: PermutationSpec,
     *,
-    maf_threshold: float = 0.0,
     dtype: Any = np.float64,
     variants_per_task: int = 20_000,
     genes_per_task: int = 64,
@@ -414,7 +406,7 @@ def cis_permutation_graph(
 
     ``jobs`` as in :func:`gene_inputs` (default: every tested phenotype, unconditioned).
     """
-    arr = _genotype_array(genotypes, None)
+    arr = plan.genotype_array()
     genes = gene_inputs(plan, jobs)
     perms_by_n = {n: sample_permutations(n, spec.nperm_max, spec.seed) for n in {len(g.y) for g in genes}}
     # keep group members adjacent and in the same task
@@ -442,7 +434,7 @@ def cis_permutation_graph(
         tasks.append(kernel(
             block, b0, plan.genotype_sample_index, list(cur),
             {n: perms_by_n[n] for n in {len(g.y) for g in cur}}, spec,
-            ploidy=plan.ploidy, maf_threshold=maf_threshold, dtype=dtype,
+            ploidy=plan.ploidy, maf_threshold=plan.maf_threshold, dtype=dtype,
             group_dof_factor=0.25,
         ))
         cur.clear()
@@ -458,7 +450,7 @@ def cis_permutation_graph(
     return tasks
 
 
-def results_table(plan: CisPlan, rows: Sequence[dict[str, Any]]) -> Any:
+def results_table(plan: StudyPlan, rows: Sequence[dict[str, Any]]) -> Any:
     """pandas DataFrame in tensorQTL ``cis_qtl.txt.gz`` column order (before q-values)."""
     import pandas as pd
 
@@ -508,9 +500,8 @@ def map_cis_permutations(
     qvalue_lambda: float | None = None,
     phenotype_groups: Any = None,
     dtype: Any = np.float64,
-    client: Any = None,
-    progress: bool = False,
     allow_sample_intersection: bool = False,
+    plan: StudyPlan | None = None,
 ) -> Any:
     """cis permutation pass: one row per phenotype (or group) with empirical and beta p-values,
     Storey q-values and the per-gene nominal threshold (tensorQTL ``cis_qtl.txt.gz`` columns).
@@ -530,18 +521,20 @@ def map_cis_permutations(
     from dqtl.multitest.significance import add_significance
 
     spec = permutations if isinstance(permutations, PermutationSpec) else PermutationSpec.parse(permutations, seed=seed)
-    plan = plan_cis(genotypes, phenotypes, covariates, window=window,
-                    allow_sample_intersection=allow_sample_intersection)
+    if plan is None:
+        plan = plan_study(genotypes, phenotypes, covariates, window=window,
+                          maf_threshold=maf_threshold,
+                          allow_sample_intersection=allow_sample_intersection)
     if phenotype_groups is not None:
         plan = with_groups(plan, phenotype_groups)
-    tasks = cis_permutation_graph(plan, genotypes, spec, maf_threshold=maf_threshold, dtype=dtype)
-    parts = compute_parts(tasks, client=client, progress=progress)
+    tasks = cis_permutation_graph(plan, spec, dtype=dtype)
+    parts = compute(tasks, label="cis permutation tasks")
     rows = [r for part in parts for r in part]
     df = results_table(plan, rows)
     return add_significance(df, fdr=fdr, qvalue_lambda=qvalue_lambda)
 
 
-def with_groups(plan: CisPlan, groups: Any) -> CisPlan:
+def with_groups(plan: StudyPlan, groups: Any) -> StudyPlan:
     """Attach phenotype groups (phenotype_id -> group_id) to a plan."""
     import pandas as pd
 
@@ -560,6 +553,4 @@ def with_groups(plan: CisPlan, groups: Any) -> CisPlan:
         contigs = set(plan.phenotype_contig[inv == u].tolist())
         if len(contigs) > 1:
             raise InputError(f"phenotype group {uniq[u]} spans contigs {sorted(contigs)}; groups must be on one contig")
-    plan.phenotype_group_index = inv.astype(np.int64)
-    plan.group_id = uniq
-    return plan
+    return dataclasses.replace(plan, phenotype_group_index=inv.astype(np.int64), group_id=uniq)

@@ -4,7 +4,7 @@ Graph layer and API. :func:`plan_trans` computes the small eager metadata (align
 residualized unit-norm phenotypes grouped by missing-value pattern, cis exclusion ranges, the
 correlation threshold of each group, block sizes from a memory budget, a fingerprint of the
 inputs). :func:`trans_graph` tiles the block kernel
-(:func:`dqtl.association.trans_kernels.trans_block`) over ``variant blocks x phenotype blocks``:
+(:func:`dqtl.kernels.trans.trans_block`) over ``variant blocks x phenotype blocks``:
 one ``dask.delayed`` task per tile, each reading its genotype chunk straight from Zarr, so peak
 memory is set by the block sizes, not by the number of variants. Tasks are pure; each either
 returns its hits (:func:`map_trans`, in memory) or records them in a
@@ -20,7 +20,7 @@ and its variant lies outside the phenotype's cis range (``cis_window`` bp around
 body, as tensorQTL's ``filter_cis``; ``0`` disables the exclusion). The tests of a phenotype are
 the testable variants (polymorphic, passing the MAF filter, non-constant on the phenotype's
 samples) outside its cis range; ``qval`` is BH over all of them (exact from hits and count, see
-:mod:`dqtl.io.trans_output`).
+:mod:`dqtl.association.trans_results`).
 
 Permutations (optional)
 -----------------------
@@ -37,35 +37,27 @@ genome). Random streams depend on the seed and the group's sample set only, neve
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import dask
 import numpy as np
 import xarray as xr
 
-from dqtl.association.cis import _covariate_matrix, _genotype_array, prepare_phenotype_groups
-from dqtl.association.trans_kernels import (
-    DECODE_BYTES,
-    DECODE_ROWS,
-    HIT_FIELDS,
-    TILE_PHENOTYPES,
-    TILE_VARIANTS,
-    GroupTile,
-    PermutationBlock,
-    PhenotypeBlock,
-    bh_by_phenotype,
-    permutation_null_columns,
-    r_threshold,
-    trans_block,
+from dqtl.association.trans_plan import (
+    DEFAULT_MEMORY_LIMIT,
+    TransPlan,
+    choose_block_sizes,
+    plan_trans,
 )
+from dqtl.association.trans_results import assemble_trans, write_trans_results
+from dqtl.compute import compute
 from dqtl.errors import InputError
-from dqtl.io.genotypes import normalize_contig
+from dqtl.kernels.trans import PermutationBlock, PhenotypeBlock, trans_block
+from dqtl.study import StudyPlan
 
 __all__ = [
     "TransPlan",
@@ -78,357 +70,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_FINGERPRINT_VERSION = "dqtl-trans-1"
-#: default memory budget of one block task
-DEFAULT_MEMORY_LIMIT = "1GiB"
-
-
-@dataclass
-class TransPlan:
-    """Eager metadata of a trans scan (small: IDs, residualized phenotypes, block layout)."""
-
-    phenotype_id: np.ndarray  # (tested phenotypes,) str
-    phenotype_blocks: list[PhenotypeBlock]
-    permutation_block: PermutationBlock | None
-    phenotype_group: np.ndarray  # (tested phenotypes,) group index
-    group_dof: np.ndarray  # (groups,)
-    group_r_star: np.ndarray  # (groups,)
-    genotype_sample_index: np.ndarray
-    sample_id: np.ndarray
-    n_variants: int
-    variants_per_block: int
-    phenotypes_per_block: int
-    pval_threshold: float
-    maf_threshold: float
-    cis_window: int
-    ploidy: int
-    permutations: int
-    seed: int
-    fingerprint: str
-    report: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def n_samples(self) -> int:
-        return len(self.sample_id)
-
-    @property
-    def n_variant_blocks(self) -> int:
-        return -(-self.n_variants // self.variants_per_block)
-
-    @property
-    def n_phenotype_blocks(self) -> int:
-        return len(self.phenotype_blocks)
-
-    def block_keys(self) -> list[list[tuple[int, int]]]:
-        """Keys ``(variant block, phenotype block)`` grouped by variant block."""
-        return [[(b, j) for j in range(self.n_phenotype_blocks)] for b in range(self.n_variant_blocks)]
-
-    def permutation_keys(self) -> list[tuple[int, int]]:
-        if self.permutation_block is None:
-            return []
-        return [(b, self.n_phenotype_blocks) for b in range(self.n_variant_blocks)]
-
-
-def choose_block_sizes(
-    *,
-    n_samples: int,
-    n_genotype_samples: int,
-    genotype_bytes_per_sample: int,
-    n_phenotypes: int,
-    memory_limit: int,
-    store_chunk: int | None = None,
-    n_groups: int = 1,
-    n_variants: int | None = None,
-    parallelism: int = 1,
-    n_permutations: int = 0,
-) -> tuple[int, int]:
-    """Variants and phenotypes per block task so that one task fits ``memory_limit`` bytes.
-
-    A task holds its phenotype block (float64, ``p_b n`` values), a float32 phenotype tile,
-    one float32 product tile (:data:`~dqtl.association.trans_kernels.TILE_VARIANTS` x
-    :data:`~dqtl.association.trans_kernels.TILE_PHENOTYPES`) and the float64 temporaries of
-    :data:`~dqtl.association.trans_kernels.DECODE_ROWS` decoded variants; per variant, the raw
-    genotypes (``genotype_bytes_per_sample`` per genotype sample: ploidy for int8 calls, 4 for
-    float32 dosages; counted twice: read and rechunk) and the float32 unit rows of each
-    missing-value group. The phenotype block takes at most 40 % of the budget; the block of
-    synthetic permuted phenotypes (``n_permutations`` per group) must fit beside the variants
-    too. With ``--device gpu`` the same budget applies to GPU memory. With ``n_variants`` and ``parallelism`` (threads), blocks are small enough to give
-    every thread two. Variant blocks are whole multiples (or even divisions) of the store's
-    chunk, so each stored chunk is read once. The budget covers block data, not the
-    interpreter.
-
-    Returns
-    -------
-    (variants_per_block, phenotypes_per_block)
-
-    Raises
-    ------
-    InputError
-        If the budget cannot hold a block of 16 variants and one phenotype.
-    """
-    n = max(n_samples, 1)
-    p_row = 8 * n
-    p_b = int(min(max(n_phenotypes, 1), max(1, (0.4 * memory_limit) // p_row)))
-    tile = min(p_b, TILE_PHENOTYPES)
-    # phenotype block + float32 tile, product tile + its mask, float64 decode temporaries
-    step = max(8, min(DECODE_ROWS, DECODE_BYTES // (8 * max(n_genotype_samples, 1))))
-    fixed = (max(p_b, n_permutations * n_groups) * p_row + tile * 4 * n + TILE_VARIANTS * tile * 6
-             + step * n_genotype_samples * 8 * 8)
-    per_variant = 2 * n_genotype_samples * genotype_bytes_per_sample + n_groups * (4 * n + 32)
-    v_b = int((memory_limit - fixed) // per_variant)
-    if v_b < 16:
-        need = fixed + 16 * per_variant
-        raise InputError(
-            f"--memory-limit {memory_limit} bytes is too small for a trans block of {n} samples "
-            f"(need at least {need} bytes, about {need / 2**20:.0f} MiB); raise --memory-limit"
-        )
-    v_b = min(v_b, 1 << 17)
-    if n_variants and parallelism > 1:
-        # enough blocks to keep every thread busy (two per thread)
-        v_b = min(v_b, max(TILE_VARIANTS, -(-n_variants // (2 * parallelism))))
-    return _align_to_chunk(v_b, store_chunk), int(p_b)
-
-
-def _align_to_chunk(v_b: int, store_chunk: int | None) -> int:
-    """Round a block size down to a multiple, or an even division, of the store's chunk."""
-    if not store_chunk:
-        return int(v_b)
-    if v_b >= store_chunk:
-        return int((v_b // store_chunk) * store_chunk)
-    return int(-(-store_chunk // -(-store_chunk // v_b)))
-
-
-def _local_threads() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def _hash_update(h: Any, *arrays: Any) -> None:
-    for a in arrays:
-        if isinstance(a, np.ndarray):
-            if a.dtype.kind in "OU":
-                h.update("\x1f".join(map(str, a.ravel().tolist())).encode())
-            else:
-                h.update(str((a.dtype.str, a.shape)).encode())
-                h.update(np.ascontiguousarray(a).tobytes())
-        else:
-            h.update(repr(a).encode())
-        h.update(b"\x1e")
-
-
-def _genotype_token(genotypes: xr.Dataset) -> str:
-    name = "call_dosage" if "call_dosage" in genotypes else "call_genotype"
-    data = genotypes[name].data
-    return str(getattr(data, "name", None) or dask.base.tokenize(data))
-
-
-def plan_trans(
-    genotypes: xr.Dataset,
-    phenotypes: xr.Dataset,
-    covariates: xr.Dataset | None = None,
-    *,
-    pval_threshold: float = 1e-5,
-    maf_threshold: float = 0.0,
-    cis_window: int = 5_000_000,
-    memory_limit: int | str = DEFAULT_MEMORY_LIMIT,
-    variants_per_block: int | None = None,
-    phenotypes_per_block: int | None = None,
-    permutations: int = 0,
-    seed: int = 0,
-    allow_sample_intersection: bool = False,
-    input_token: str | None = None,
-) -> TransPlan:
-    """Align inputs and compute the eager metadata of a trans scan.
-
-    Parameters
-    ----------
-    genotypes, phenotypes, covariates
-        As for :func:`dqtl.association.cis.map_cis_nominal`.
-    pval_threshold
-        Keep pairs with ``p <= pval_threshold`` (in (0, 1]).
-    maf_threshold
-        Skip variants with ``min(af, 1 - af)`` below this (0: keep all polymorphic variants).
-    cis_window
-        Exclude pairs whose variant lies within this many bp of the phenotype's TSS (or body);
-        0 disables the exclusion.
-    memory_limit
-        Memory budget of one block task (bytes or a string such as ``"2GiB"``); sets the block
-        sizes (:func:`choose_block_sizes`) unless they are given.
-    variants_per_block, phenotypes_per_block
-        Explicit block sizes.
-    permutations, seed
-        Synthetic permuted phenotypes per missing-value group for ``pval_beta`` (0: none).
-    input_token
-        A signature of the genotype source (:func:`dqtl.io.trans_output.input_signature`) for
-        the fingerprint; default: the dask name of the genotype array.
-    """
-    from dask.utils import parse_bytes
-
-    from dqtl.association.residualize import Residualizer
-    from dqtl.io.phenotypes import align_samples
-
-    if not (0 < pval_threshold <= 1):
-        raise InputError(f"--pval-threshold must be in (0, 1], got {pval_threshold}")
-    if not 0 <= maf_threshold < 0.5:
-        raise InputError(f"--maf-threshold must be in [0, 0.5), got {maf_threshold}")
-    if cis_window < 0:
-        raise InputError(f"--cis-window must be >= 0 (0 disables the cis exclusion), got {cis_window}")
-    if permutations < 0:
-        raise InputError(f"--permutations must be >= 0, got {permutations}")
-    try:
-        mem = int(parse_bytes(memory_limit)) if isinstance(memory_limit, str) else int(memory_limit)
-    except (ValueError, TypeError):
-        raise InputError(f"--memory-limit: expected a size such as 2GiB or 500MB, got {memory_limit!r}") from None
-    for name, v in (("variants_per_block", variants_per_block), ("phenotypes_per_block", phenotypes_per_block)):
-        if v is not None and v < 1:
-            raise InputError(f"{name} must be a positive number, got {v}")
-
-    pidx, gidx, cidx = align_samples(
-        phenotypes["sample_id"].values,
-        genotypes["sample_id"].values,
-        None if covariates is None else covariates["sample_id"].values,
-        intersect=allow_sample_intersection,
-    )
-    n = len(pidx)
-    if n < 3:
-        raise InputError(f"too few samples: {n} shared samples, need at least 3")
-
-    vpos = np.asarray(genotypes["variant_position"].values).astype(np.int64)
-    vcon = np.asarray(genotypes["variant_contig"].values).astype(np.int64)
-    contig_id = np.asarray(genotypes["contig_id"].values).astype(str)
-    n_variants = int(vpos.size)
-    if n_variants == 0:
-        raise InputError("the genotype store has no variants")
-
-    pid_all = np.asarray(phenotypes["phenotype_id"].values).astype(str)
-    vals = np.asarray(phenotypes["phenotype_values"].values, dtype=np.float64)[:, pidx]
-    C, cov_ids = _covariate_matrix(covariates, cidx)
-    kept, groups, base, report = prepare_phenotype_groups(
-        vals, C, cov_ids, keep=np.ones(len(pid_all), dtype=bool), phenotype_ids=pid_all,
-    )
-    report = dict(report)
-    n_tested = len(kept)
-
-    # ---- cis exclusion ranges (global variant index [lo, hi)), as tensorQTL's filter_cis
-    lo = np.zeros(n_tested, dtype=np.int64)
-    hi = np.zeros(n_tested, dtype=np.int64)
-    if cis_window > 0:
-        from dqtl.io.genotypes import check_variant_order
-
-        check_variant_order(vcon, vpos, contig_id, source="genotypes")
-        change = np.flatnonzero(np.diff(vcon)) + 1
-        starts = np.concatenate([[0], change])
-        ends = np.concatenate([change, [n_variants]])
-        crange = {int(vcon[a]): (int(a), int(b)) for a, b in zip(starts, ends, strict=True)}
-        norm = {normalize_contig(c): i for i, c in enumerate(contig_id)}
-        pcon = np.asarray(phenotypes["phenotype_contig"].values).astype(str)[kept]
-        start = np.asarray(phenotypes["phenotype_start"].values).astype(np.int64)[kept]
-        end = np.asarray(phenotypes["phenotype_end"].values).astype(np.int64)[kept]
-        for i in range(n_tested):
-            c = norm.get(normalize_contig(pcon[i]), -1)
-            if c < 0 or c not in crange:
-                continue
-            a, b = crange[c]
-            pos = vpos[a:b]
-            lo[i] = a + np.searchsorted(pos, start[i] + 1 - cis_window, side="left")
-            hi[i] = a + np.searchsorted(pos, end[i] + cis_window, side="right")
-
-    # ---- groups: dof and r*
-    group_dof = np.array([g.dof for g in groups], dtype=np.int64)
-    group_r = np.atleast_1d(r_threshold(pval_threshold, group_dof)) if len(groups) else np.zeros(0)
-    phen_group = np.full(n_tested, -1, dtype=np.int64)
-    for gi, g in enumerate(groups):
-        phen_group[g.index] = gi
-    if (phen_group < 0).any():  # explained by covariates: not tested
-        keep_rows = np.flatnonzero(phen_group >= 0)
-        remap = np.full(n_tested, -1, dtype=np.int64)
-        remap[keep_rows] = np.arange(keep_rows.size)
-        for g in groups:
-            g.index = remap[g.index]
-        kept, lo, hi, phen_group = kept[keep_rows], lo[keep_rows], hi[keep_rows], phen_group[keep_rows]
-        n_tested = len(kept)
-        report["phenotypes_tested"] = n_tested
-
-    # ---- block sizes
-    name = "call_dosage" if "call_dosage" in genotypes else "call_genotype"
-    garr = genotypes[name]
-    ploidy = int(genotypes.sizes.get("ploidy", 2))
-    chunks = getattr(garr.data, "chunks", None)
-    store_chunk = int(max(chunks[0])) if chunks else None
-    v_b, p_b = choose_block_sizes(
-        n_samples=n, n_genotype_samples=int(genotypes.sizes["samples"]),
-        genotype_bytes_per_sample=ploidy * garr.dtype.itemsize if garr.ndim == 3 else garr.dtype.itemsize,
-        n_phenotypes=n_tested, memory_limit=mem,
-        store_chunk=store_chunk, n_groups=len(groups), n_variants=n_variants,
-        parallelism=1 if variants_per_block else _local_threads(), n_permutations=permutations,
-    )
-    v_b = int(variants_per_block or min(v_b, n_variants))
-    p_b = int(phenotypes_per_block or p_b)
-
-    # ---- phenotype blocks: contiguous ranges of tested phenotypes, split by group
-    blocks: list[PhenotypeBlock] = []
-    for s in range(0, n_tested, p_b):
-        e = min(s + p_b, n_tested)
-        tiles = []
-        for gi, g in enumerate(groups):
-            rows = np.flatnonzero((g.index >= s) & (g.index < e))
-            if rows.size == 0:
-                continue
-            idx = g.index[rows]
-            tiles.append(GroupTile(
-                index=idx.astype(np.int64), sample_index=g.sample_index,
-                P=np.ascontiguousarray(g.P_hat[rows]), p_norm=g.p_norm[rows], Q=g.Q, dof=int(g.dof),
-                r_star=float(group_r[gi]), cis_lo=lo[idx], cis_hi=hi[idx],
-            ))
-        blocks.append(PhenotypeBlock(start=s, stop=e, groups=tuple(tiles)))
-
-    # ---- synthetic permuted phenotypes per group
-    perm_block = None
-    if permutations:
-        import scipy.stats
-
-        sidx_l, P_l, Q_l = [], [], []
-        for g in groups:
-            ng = n if g.sample_index is None else len(g.sample_index)
-            mask = np.zeros(n, dtype=bool)
-            mask[slice(None) if g.sample_index is None else g.sample_index] = True
-            key = zlib.crc32(np.packbits(mask).tobytes())
-            rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(key,)))
-            q = scipy.stats.norm.ppf(np.arange(1, ng + 1) / (ng + 1))
-            Y = np.stack([rng.permutation(q) for _ in range(permutations)])
-            R = Residualizer(Q=g.Q, dof=g.dof).transform(Y)
-            R /= np.linalg.norm(R, axis=1, keepdims=True)
-            sidx_l.append(g.sample_index)
-            P_l.append(R)
-            Q_l.append(g.Q)
-        perm_block = PermutationBlock(tuple(sidx_l), tuple(P_l), tuple(Q_l))
-
-    # ---- fingerprint of everything that changes a result
-    h = hashlib.sha256()
-    _hash_update(
-        h, _FINGERPRINT_VERSION, input_token or _genotype_token(genotypes), tuple(garr.shape),
-        str(garr.dtype), np.asarray(gidx, dtype=np.int64), vpos, vcon, contig_id,
-        pid_all[kept], vals[kept], C if C is not None else "no-covariates", lo, hi,
-        pval_threshold, maf_threshold, cis_window, permutations, seed, v_b, p_b,
-    )
-    report.update({
-        "n_samples": n, "n_variants": n_variants, "n_phenotypes": n_tested,
-        "n_groups": len(groups), "variants_per_block": v_b, "phenotypes_per_block": p_b,
-        "memory_limit": mem,
-    })
-    return TransPlan(
-        phenotype_id=pid_all[kept], phenotype_blocks=blocks, permutation_block=perm_block,
-        phenotype_group=phen_group, group_dof=group_dof, group_r_star=group_r,
-        genotype_sample_index=np.asarray(gidx, dtype=np.int64),
-        sample_id=np.asarray(phenotypes["sample_id"].values).astype(str)[pidx],
-        n_variants=n_variants, variants_per_block=v_b, phenotypes_per_block=p_b,
-        pval_threshold=float(pval_threshold), maf_threshold=float(maf_threshold),
-        cis_window=int(cis_window), ploidy=ploidy, permutations=int(permutations), seed=int(seed),
-        fingerprint=h.hexdigest(), report=report,
-    )
-
 
 # ----------------------------------------------------------------------------------------------
 # graph
@@ -498,7 +139,6 @@ _MALLOC: Any = None
 
 def trans_graph(
     plan: TransPlan,
-    genotypes: xr.Dataset,
     *,
     device: str = "cpu",
     store: Any = None,
@@ -519,7 +159,10 @@ def trans_graph(
 
     if device not in ("cpu", "gpu"):
         raise InputError(f"--device must be cpu or gpu, got {device!r}")
-    arr = _genotype_array(genotypes, plan.variants_per_block)
+    if plan.study is None:
+        raise InputError("the trans plan has no study plan: build it with plan_trans")
+    genotypes = plan.study.genotypes
+    arr = plan.study.genotype_array(plan.variants_per_block)
     if arr.shape[0] != plan.n_variants:
         raise InputError("genotypes changed between plan_trans and trans_graph")
     if device == "gpu":
@@ -561,42 +204,6 @@ def trans_graph(
     return out
 
 
-def _compute(tasks: Sequence[Any], *, client: Any = None, progress: bool = False,
-             blas_threads: int | None = 1) -> list[dict[str, Any]]:
-    """Compute the tasks on a distributed ``client`` or the local threaded scheduler.
-
-    Locally each dask thread runs one task with single-threaded BLAS (``blas_threads``): the
-    cores then also share the decoding and the hit search, not only the GEMM.
-    """
-    if not tasks:
-        return []
-    t0 = time.perf_counter()
-    if client is not None:
-        from distributed import as_completed
-
-        futures = client.compute(list(tasks))
-        done = 0
-        for _f in as_completed(futures):
-            done += 1
-            if progress and (done % max(1, len(futures) // 20) == 0 or done == len(futures)):
-                log.info("trans: %d/%d blocks (%.0f s)", done, len(futures), time.perf_counter() - t0)
-        return list(client.gather(futures))
-    import contextlib
-
-    with contextlib.ExitStack() as stack:
-        if blas_threads:
-            from threadpoolctl import threadpool_limits
-
-            stack.enter_context(threadpool_limits(limits=blas_threads, user_api="blas"))
-        if progress:
-            import sys
-
-            from dask.diagnostics import ProgressBar
-
-            stack.enter_context(ProgressBar(out=sys.stderr))
-        return list(dask.compute(*tasks, scheduler="threads"))
-
-
 # ----------------------------------------------------------------------------------------------
 # API
 # ----------------------------------------------------------------------------------------------
@@ -619,15 +226,14 @@ def map_trans(
     permutations: int = 0,
     seed: int = 0,
     device: str = "cpu",
-    client: Any = None,
     allow_sample_intersection: bool = False,
-    progress: bool = False,
+    study: StudyPlan | None = None,
 ) -> xr.Dataset:
     """trans scan in memory: every hit ``p <= pval_threshold`` outside the cis window.
 
     For large scans use :func:`run_trans`, which writes blocks to disk as they complete (bounded
-    memory, resumable). Parameters as :func:`plan_trans`; ``device`` ``"cpu"`` or ``"gpu"``,
-    ``client`` a ``distributed.Client`` (default: local threads).
+    memory, resumable). Parameters as :func:`plan_trans`; ``device`` ``"cpu"`` or ``"gpu"``.
+    Runs on the session's ``distributed.Client`` if one is active, else on local threads.
 
     Returns
     -------
@@ -648,63 +254,16 @@ def map_trans(
     >>> int(res.attrs["n_tests"])
     2400
     """
-    from dqtl.multitest import bh
-
     _check_device(device)
     plan = plan_trans(
         genotypes, phenotypes, covariates, pval_threshold=pval_threshold,
         maf_threshold=maf_threshold, cis_window=cis_window, memory_limit=memory_limit,
         variants_per_block=variants_per_block, phenotypes_per_block=phenotypes_per_block,
         permutations=permutations, seed=seed, allow_sample_intersection=allow_sample_intersection,
+        study=study,
     )
-    tasks = trans_graph(plan, genotypes, device=device)
-    parts = _compute(tasks, client=client, progress=progress)
-    n_ph = len(plan.phenotype_id)
-    n_tests = np.zeros(n_ph, dtype=np.int64)
-    hits = [p for p in parts if p["key"][1] < plan.n_phenotype_blocks]
-    for p in hits:
-        n_tests[p["phenotype_start"] : p["phenotype_start"] + p["n_tests"].size] += p["n_tests"]
-    fields = [*HIT_FIELDS, "variant_id"]
-    cat = {k: np.concatenate([p[k] for p in hits]) if hits else np.zeros(0) for k in fields}
-    order = np.lexsort((cat["phenotype_index"], cat["variant_index"]))
-    cat = {k: v[order] for k, v in cat.items()}
-    ph = cat["phenotype_index"].astype(np.int64)
-    m = int(n_tests.sum())
-    data: dict[str, Any] = {
-        "variant_id": ("pairs", cat["variant_id"].astype(str)),
-        "phenotype_id": ("pairs", plan.phenotype_id[ph]),
-        "p_value": ("pairs", cat["p_value"]),
-        "t_value": ("pairs", cat["t_value"]),
-        "beta": ("pairs", cat["beta"]),
-        "beta_se": ("pairs", cat["beta_se"]),
-        "af": ("pairs", cat["af"]),
-        "r": ("pairs", cat["r"]),
-        "q_value": ("pairs", bh(cat["p_value"], n_tests=max(m, ph.size)) if ph.size else cat["p_value"]),
-        "q_value_phenotype": ("pairs", bh_by_phenotype(cat["p_value"], ph, n_tests)),
-        "tested_phenotype_id": ("phenotypes", plan.phenotype_id),
-        "phenotype_n_tests": ("phenotypes", n_tests),
-        "phenotype_n_hits": ("phenotypes", np.bincount(ph, minlength=n_ph).astype(np.int64)),
-    }
-    attrs: dict[str, Any] = {}
-    if plan.permutation_block is not None:
-        perm_parts = [p for p in parts if p["key"][1] == plan.n_phenotype_blocks]
-        mx = np.max(np.stack([p["perm_max_abs_r"] for p in perm_parts]), axis=0)
-        pp, pb, fits = permutation_null_columns(mx, cat["p_value"], cat["r"], plan.phenotype_group[ph], plan.group_dof)
-        data["p_value_perm"] = ("pairs", pp)
-        data["p_value_beta"] = ("pairs", pb)
-        attrs["permutation_null"] = fits
-    counters = ("n_variants", "n_valid", "n_monomorphic", "n_maf_filtered", "n_imputed_calls",
-                "n_variants_imputed")
-    first = [p for p in parts if p["key"][1] == 0]
-    ds = xr.Dataset(data)
-    ds.attrs.update({k: v for k, v in plan.report.items() if not isinstance(v, list | dict)})
-    ds.attrs.update({c: int(sum(int(p[c]) for p in first)) for c in counters})
-    ds.attrs.update(
-        n_tests=m, n_hits=int(ph.size), pval_threshold=plan.pval_threshold,
-        r_threshold=plan.group_r_star.tolist(), dof=plan.group_dof.tolist(),
-        cis_window=plan.cis_window, maf_threshold=plan.maf_threshold, **attrs,
-    )
-    return ds
+    parts = compute(trans_graph(plan, device=device), label="trans blocks")
+    return assemble_trans(parts, plan)
 
 
 @dataclass
@@ -735,13 +294,12 @@ def run_trans(
     permutations: int = 0,
     seed: int = 0,
     device: str = "cpu",
-    client: Any = None,
     output_formats: Sequence[str] = ("parquet",),
     phenotype_qvalues: bool = False,
     allow_sample_intersection: bool = False,
     input_token: str | None = None,
-    progress: bool = False,
     keep_blocks: bool = False,
+    study: StudyPlan | None = None,
 ) -> TransSummary:
     """Resumable, out-of-core trans scan writing ``OUTPUT_PREFIX.trans_qtl_pairs.parquet``.
 
@@ -760,7 +318,7 @@ def run_trans(
     Other parameters
         As :func:`map_trans`.
     """
-    from dqtl.io.trans_output import TransBlockStore, trans_output_paths, write_trans_results
+    from dqtl.io.trans_output import TransBlockStore, trans_output_paths
 
     _check_device(device)
     t0 = time.perf_counter()
@@ -769,7 +327,7 @@ def run_trans(
         maf_threshold=maf_threshold, cis_window=cis_window, memory_limit=memory_limit,
         variants_per_block=variants_per_block, phenotypes_per_block=phenotypes_per_block,
         permutations=permutations, seed=seed, allow_sample_intersection=allow_sample_intersection,
-        input_token=input_token,
+        input_token=input_token, study=study,
     )
     keys = plan.block_keys()
     perm_keys = plan.permutation_keys()
@@ -794,8 +352,8 @@ def run_trans(
     if done:
         log.info("trans: resuming; %d of %d blocks already recorded in %s are skipped",
                  len(done), n_blocks, store.path)
-    tasks = trans_graph(plan, genotypes, device=device, store=store, skip=done)
-    _compute(tasks, client=client, progress=progress)
+    tasks = trans_graph(plan, device=device, store=store, skip=done)
+    compute(tasks, label="trans blocks")
     summary = {
         "pval_threshold": plan.pval_threshold,
         "r_threshold": plan.group_r_star.tolist(),
@@ -812,9 +370,7 @@ def run_trans(
         "report": {k: v for k, v in plan.report.items()},
     }
     out = write_trans_results(
-        store, output_prefix=output_prefix, variant_blocks=keys, permutation_keys=perm_keys,
-        phenotype_id=plan.phenotype_id, phenotype_group=plan.phenotype_group,
-        group_dof=plan.group_dof, summary=summary, formats=output_formats,
+        store, output_prefix=output_prefix, plan=plan, summary=summary, formats=output_formats,
         phenotype_qvalues=phenotype_qvalues,
     )
     if not keep_blocks:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import tempfile
 from collections.abc import Iterator
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -55,30 +56,45 @@ def add_genotype_args(p: argparse.ArgumentParser) -> None:
 
 
 @contextlib.contextmanager
-def scheduler(address: str | None) -> Iterator[Any]:
-    """Yield a distributed Client connected to ``address``, or None for the threaded scheduler."""
-    if not address:
-        yield None
-        return
-    from distributed import Client
+def scheduler(address: str | None, *, progress: bool = True) -> Iterator[Any]:
+    """Run the block on a distributed Client connected to ``address`` (it becomes the session's
+    default client, which :func:`dqtl.compute.compute` uses), or on local threads; with
+    ``progress`` the computes inside show their progress. Yields the client or None.
+    """
+    from dqtl.compute import show_progress
 
-    try:
-        client = Client(address, timeout="30s")
-    except OSError as exc:
-        raise OSError(f"cannot connect to the dask scheduler at {address}: {exc}") from None
-    try:
-        yield client
-    finally:
-        client.close()
+    with show_progress(progress):
+        if not address:
+            yield None
+            return
+        from distributed import Client
+
+        try:
+            client = Client(address, timeout="30s")
+        except OSError as exc:
+            raise OSError(f"cannot connect to the dask scheduler at {address}: {exc}") from None
+        try:
+            yield client
+        finally:
+            client.close()
 
 
 @contextlib.contextmanager
 def genotypes_from(path: str, *, fmt: str | None, progress: bool) -> Iterator[xr.Dataset]:
-    """Open a VCF Zarr store, or convert VCF/PLINK/PGEN/BGEN into a temporary store first."""
+    """Open a VCF Zarr store (local path or URL), or convert VCF/PLINK/PGEN/BGEN into a
+    temporary store first."""
+    from dqtl.io.fs import exists, is_url
     from dqtl.io.genotypes import load_genotypes
 
+    if is_url(path) and not path.startswith("file://"):
+        if not exists(path):
+            raise FileNotFoundError(f"genotypes {path} do not exist (expected a VCF Zarr store)")
+        yield load_genotypes(path, format=fmt, show_progress=progress)
+        return
+    if path.startswith("file://"):
+        path = path[len("file://"):]
     p = Path(path)
-    if not p.exists() and not any(p.parent.glob(p.name + ".*")):
+    if not p.exists() and not any(p.parent.glob(glob_escape(p.name) + ".*")):
         raise FileNotFoundError(f"genotypes {path} do not exist (expected a VCF Zarr store, VCF, PLINK 1/2 or BGEN)")
     with tempfile.TemporaryDirectory(prefix="dqtl-genotypes-") as tmp:
         yield load_genotypes(path, format=fmt, cache_dir=tmp, show_progress=progress)

@@ -99,9 +99,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--phenotype-groups applies to --mode permute and independent")
     dtype = np.float32 if args.precision == "float32" else np.float64
     with genotypes_from(args.genotypes, fmt=args.genotype_format, progress=progress) as geno, \
-            scheduler(args.scheduler_address) as client:
-        common = dict(window=args.window, maf_threshold=args.maf_threshold, dtype=dtype, client=client,
-                      allow_sample_intersection=args.allow_sample_intersection, progress=progress)
+            scheduler(args.scheduler_address, progress=progress):
+        common = dict(window=args.window, maf_threshold=args.maf_threshold, dtype=dtype,
+                      allow_sample_intersection=args.allow_sample_intersection)
         if args.mode == "nominal":
             run_cis_nominal(geno, phen, cov, args.output_prefix,
                             variants_chunk_size=args.variants_chunk_size, **common)

@@ -51,7 +51,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import numpy as np
     import pandas as pd
 
     from dqtl.errors import InputError
@@ -80,19 +79,16 @@ def run(args: argparse.Namespace) -> int:
     if args.genotype_pcs:
         with genotypes_from(args.genotypes, fmt=args.genotype_format,
                             progress=not args.no_progress) as geno, \
-                scheduler(args.scheduler_address) as client:
+                scheduler(args.scheduler_address, progress=not args.no_progress):
             if sources:
-                gs = set(np.asarray(geno["sample_id"].values).astype(str))
-                miss = [s for s in np.asarray(sources[0]["sample_id"].values).astype(str) if s not in gs]
-                if miss:
-                    raise InputError(
-                        f"--genotypes: {len(miss)} covariate samples are not genotyped (e.g. "
-                        f"{', '.join(miss[:3])}); genotype PCs need every sample's genotypes"
-                    )
+                from dqtl.io.samples import index_samples
+
+                index_samples(sources[0]["sample_id"].values, geno["sample_id"].values,
+                              where="--genotypes", reference="covariate samples", problem="are not genotyped",
+                              fix="genotype PCs need every sample's genotypes")
             pca = genotype_pcs(geno, n_components=args.genotype_pcs, maf_min=args.pca_maf_min,
                                r2_max=args.pca_r2_max, ld_prune_window=args.pca_window,
-                               seed=args.seed, variants_chunk_size=args.variants_chunk_size,
-                               client=client)
+                               seed=args.seed, variants_chunk_size=args.variants_chunk_size)
         sources.append(pca.to_covariates(prefix="PC"))
         names.append(f"--genotype-pcs {args.genotype_pcs}")
         log.info("covariates: %d genotype PCs from %d samples x %d LD-pruned variants",

@@ -52,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
     geno = open_genotypes(store)
     phen = read_phenotype_bed(data / "expression.bed.gz")
     cov = read_covariates(data / "covariates.txt", sample_ids=phen["sample_id"].values)
-    with scheduler(args.scheduler_address) as client:
-        summary = run_cis_nominal(geno, phen, cov, str(out / "geuvadis"), client=client, progress=progress)
+    with scheduler(args.scheduler_address, progress=progress):
+        summary = run_cis_nominal(geno, phen, cov, str(out / "geuvadis"))
     pairs = pd.concat([pd.read_parquet(f) for f in summary.files], ignore_index=True)
     top = pairs.loc[pairs.groupby("phenotype_id")["pval_nominal"].idxmin()].sort_values("pval_nominal")
     with atomic_path(out / "geuvadis.top_pairs.tsv") as tmp:

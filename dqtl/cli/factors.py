@@ -111,13 +111,10 @@ def run(args: argparse.Namespace) -> int:
     n = phen.sizes["samples"]
     cov = read_covariates(args.covariates, sample_ids=phen["sample_id"].values) if args.covariates else None
     if cov is not None:
-        have = set(cov["sample_id"].values.astype(str))
-        miss = [s for s in phen["sample_id"].values.astype(str) if s not in have]
-        if miss:
-            raise InputError(
-                f"--covariates: {len(miss)} expression samples have no covariates (e.g. "
-                f"{', '.join(miss[:3])}); give covariates for every sample of PHENOTYPES"
-            )
+        from dqtl.io.samples import index_samples
+
+        index_samples(phen["sample_id"].values, cov["sample_id"].values, where="--covariates",
+                      problem="have no covariates", fix="give covariates for every sample of PHENOTYPES")
     n_cov = 0 if cov is None else cov.sizes["covariates"]
     limit = n - n_cov - 2  # leave residual degrees of freedom
     if limit < 1:
@@ -139,11 +136,10 @@ def run(args: argparse.Namespace) -> int:
                              f"{n} samples allow")
         with genotypes_from(args.genotypes, fmt=args.genotype_format,
                             progress=not args.no_progress) as geno, \
-                scheduler(args.scheduler_address) as client:
+                scheduler(args.scheduler_address, progress=not args.no_progress):
             curve = choose_n_factors_by_discovery(
                 geno, phen, cov, usable, subset=args.discovery_genes, method=args.method,
                 window=args.window, seed=args.seed, max_iter=args.max_iter, tol=args.tol,
-                client=client,
             )
         k = curve.best
         with atomic_path(f"{out}.discovery.tsv") as tmp:

@@ -52,10 +52,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dask
     import numpy as np
     import pandas as pd
 
+    from dqtl.compute import compute
     from dqtl.errors import InputError
     from dqtl.io.atomic import atomic_path
     from dqtl.preprocess.genotype_qc import sample_qc, variant_qc
@@ -65,23 +65,13 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"OUTPUT_PREFIX: expected a file name prefix, found {prefix!r}")
     progress = not args.no_progress
     with genotypes_from(args.genotypes, fmt=args.genotype_format, progress=progress) as geno, \
-            scheduler(args.scheduler_address) as client:
+            scheduler(args.scheduler_address, progress=progress):
         vq = variant_qc(geno, variants_chunk_size=args.variants_chunk_size, merge=False)
         sq = sample_qc(geno, variants_chunk_size=args.variants_chunk_size, merge=False)
         # compute the arrays of both tables in one pass (one graph, shared genotype reads)
         lazy = {k: vq[k].data for k in VARIANT_COLUMNS} | {k: sq[k].data for k in SAMPLE_COLUMNS}
         keys = list(lazy)
-        if client is not None:
-            values = client.gather(client.compute([lazy[k] for k in keys]))
-        elif progress:
-            import sys
-
-            from dask.diagnostics import ProgressBar
-
-            with ProgressBar(out=sys.stderr):
-                values = dask.compute(*[lazy[k] for k in keys])
-        else:
-            values = dask.compute(*[lazy[k] for k in keys])
+        values = compute([lazy[k] for k in keys], label="genotype QC chunks", blas_threads=None)
         computed = dict(zip(keys, values, strict=True))
         contigs = np.asarray(geno["contig_id"].values).astype(str)
         alleles = np.asarray(geno["variant_allele"].values).astype(str)

@@ -87,15 +87,15 @@ def run(args: argparse.Namespace) -> int:
     formats = ("parquet", "zarr") if args.output_format == "both" else (args.output_format,)
     token = input_signature(args.genotypes)
     with genotypes_from(args.genotypes, fmt=args.genotype_format, progress=progress) as geno, \
-            scheduler(args.scheduler_address) as client:
+            scheduler(args.scheduler_address, progress=progress):
         run_trans(
             geno, phen, cov, args.output_prefix, pval_threshold=args.pval_threshold,
             maf_threshold=args.maf_threshold, cis_window=args.cis_window,
             memory_limit=args.memory_limit, variants_per_block=args.variants_chunk_size,
             phenotypes_per_block=args.phenotypes_per_block, permutations=args.permutations,
-            seed=args.seed, device=args.device, client=client, output_formats=formats,
+            seed=args.seed, device=args.device, output_formats=formats,
             phenotype_qvalues=args.phenotype_qvalues,
             allow_sample_intersection=args.allow_sample_intersection, input_token=token,
-            progress=progress, keep_blocks=args.keep_blocks,
+            keep_blocks=args.keep_blocks,
         )
     return 0

@@ -27,6 +27,7 @@ import numpy as np
 import xarray as xr
 
 from dqtl.errors import InputError
+from dqtl.variables import GENOTYPE_OPTIONAL, GENOTYPE_REQUIRED, validate
 
 __all__ = [
     "open_genotypes",
@@ -39,15 +40,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# variable -> (dims, dtype kinds); all required
-_REQUIRED: dict[str, tuple[tuple[str, ...], str]] = {
-    "call_genotype": (("variants", "samples", "ploidy"), "iu"),
-    "variant_contig": (("variants",), "iu"),
-    "variant_position": (("variants",), "iu"),
-    "variant_allele": (("variants", "alleles"), "OUST"),
-    "contig_id": (("contigs",), "OUST"),
-    "sample_id": (("samples",), "OUST"),
-}
 _EAGER = ("sample_id", "contig_id", "variant_contig", "variant_position")
 # bio2zarr marks "no value here" (e.g. a DS entry for an absent ALT) with this NaN payload
 _FLOAT32_FILL_BITS = np.int32(0x7F800002)
@@ -122,9 +114,9 @@ def check_variant_order(
     if bad.size:
         i = int(bad[0]) + 1
         raise InputError(
-            f"genotypes {source!r}: variant {i} on contig {str(contig_id[c[i]])!r} at position {p[i]} "
-            f"comes after position {p[i - 1]}; variants must be sorted by position within each "
-            f"contig: {fix}"
+            f"genotypes {source!r}: variants are not sorted: variant {i} on contig "
+            f"{str(contig_id[c[i]])!r} at position {p[i]} comes after position {p[i - 1]}; "
+            f"variants must be sorted by position within each contig: {fix}"
         )
 
 
@@ -150,20 +142,15 @@ def _is_dask(var: xr.DataArray) -> bool:
 
 def _finalize(ds: xr.Dataset, name: str, chunks: int | None) -> xr.Dataset:
     """Validate a genotype Dataset and bring it into the data model (see module docstring)."""
-    for var, (dims, kinds) in _REQUIRED.items():
-        if var not in ds.variables:
-            raise InputError(
-                f"{name} has no variable {var}: is it a VCF Zarr store written by "
-                "bio2zarr/dqtl convert (or an sgkit genotype Dataset)?"
-            )
-        if tuple(ds[var].dims) != dims:
-            raise InputError(
-                f"{name}: variable {var} has dims {tuple(ds[var].dims)}, expected {dims}"
-            )
-        kind = ds[var].dtype.kind
-        if kind not in kinds:
-            expected = "integers" if "i" in kinds else "strings"
-            raise InputError(f"{name}: variable {var} has dtype {ds[var].dtype}, expected {expected}")
+    try:
+        calls = "call_genotype" if ("call_genotype" in ds or "call_dosage" not in ds) else "call_dosage"
+        validate(ds, (calls, *GENOTYPE_REQUIRED), source=name)
+        validate(ds, [v for v in GENOTYPE_OPTIONAL if v in ds.variables], source=name)
+    except InputError as exc:
+        raise InputError(
+            f"{exc}; is it a VCF Zarr store written by bio2zarr/dqtl convert (or an sgkit "
+            "genotype Dataset)?"
+        ) from None
     if ds.sizes["variants"] == 0 or ds.sizes["samples"] == 0:
         raise InputError(
             f"{name} has {ds.sizes['variants']} variants and {ds.sizes['samples']} samples"
@@ -236,6 +223,7 @@ def _finalize(ds: xr.Dataset, name: str, chunks: int | None) -> xr.Dataset:
                 out[key] = da_.chunk({d: (vchunk if d == "variants" else -1) for d in da_.dims})
         elif chunks is not None and "variants" in da_.dims:
             out[key] = da_.chunk({"variants": chunks})
+    out.attrs["dqtl_model"] = 1  # validated: dqtl.study.ensure_genotypes passes it through
     return out
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 import xarray as xr
 
 from dqtl.errors import InputError
+from dqtl.io.samples import align_samples, check_unique
 
 __all__ = [
     "read_phenotype_bed",
@@ -34,17 +35,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _BED_POS = ["chr", "start", "end"]
-
-
-def check_unique(ids: Sequence[str] | np.ndarray, *, what: str, where: str) -> None:
-    """Raise :class:`InputError` if ``ids`` has duplicates, naming a few of them."""
-    s = pd.Index(np.asarray(ids, dtype=object))
-    if not s.is_unique:
-        dup = s[s.duplicated()].unique()[:5].tolist()
-        raise InputError(
-            f"{where}: {len(s[s.duplicated()])} duplicated {what} (e.g. {', '.join(map(str, dup))}); "
-            f"{what} must be unique: rename or remove the duplicates"
-        )
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -293,62 +283,3 @@ def covariates_from_frame(df: pd.DataFrame, *, source: str = "covariates") -> xr
         },
         attrs={"source": source},
     )
-
-
-# ----------------------------------------------------------------------------------------------
-# samples
-
-
-def align_samples(
-    phenotype_samples: Sequence[str] | np.ndarray,
-    genotype_samples: Sequence[str] | np.ndarray,
-    covariate_samples: Sequence[str] | np.ndarray | None = None,
-    *,
-    intersect: bool = False,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Align samples by ID across phenotypes, genotypes and covariates.
-
-    The phenotype samples define the analysis (in their order). Extra genotype samples are
-    ignored with a log line. Phenotype samples missing from the genotypes or covariates are an
-    error unless ``intersect=True``, which keeps the common samples and logs how many were dropped.
-
-    Returns
-    -------
-    (phenotype_index, genotype_index, covariate_index)
-        Integer index arrays selecting the analysis samples, in the same order, from each input.
-    """
-    ph = np.asarray(phenotype_samples, dtype=str)
-    ge = np.asarray(genotype_samples, dtype=str)
-    check_unique(ph, what="sample IDs", where="phenotypes")
-    check_unique(ge, what="sample IDs", where="genotypes")
-    keep = np.ones(len(ph), dtype=bool)
-    problems: list[str] = []
-    gpos = pd.Index(ge).get_indexer(ph)
-    if (gpos < 0).any():
-        miss = ph[gpos < 0]
-        problems.append(f"{len(miss)} phenotype samples are not in the genotypes (e.g. {', '.join(miss[:3])})")
-        keep &= gpos >= 0
-    cpos = None
-    if covariate_samples is not None:
-        co = np.asarray(covariate_samples, dtype=str)
-        check_unique(co, what="sample IDs", where="covariates")
-        cpos = pd.Index(co).get_indexer(ph)
-        if (cpos < 0).any():
-            miss = ph[cpos < 0]
-            problems.append(f"{len(miss)} phenotype samples are not in the covariates (e.g. {', '.join(miss[:3])})")
-            keep &= cpos >= 0
-    if problems:
-        if not intersect:
-            raise InputError(
-                "sample IDs do not match: " + "; ".join(problems)
-                + ". Check that the files describe the same samples with the same IDs, or pass "
-                "--allow-sample-intersection to analyse the common samples only"
-            )
-        log.warning("analysing the %d common samples only: %s", int(keep.sum()), "; ".join(problems))
-    if keep.sum() == 0:
-        raise InputError("no sample ID is shared by phenotypes and genotypes (and covariates)")
-    extra = len(ge) - int(keep.sum())
-    if extra > 0:
-        log.info("%d genotype samples have no phenotype and are not used", extra)
-    pidx = np.nonzero(keep)[0]
-    return pidx, gpos[keep], (cpos[keep] if cpos is not None else None)

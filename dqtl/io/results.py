@@ -14,16 +14,28 @@ Writers hold no statistics; each output appears atomically (temporary file, then
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import xarray as xr
 
 from dqtl.io.atomic import atomic_path
+from dqtl.io.fs import absolute, filesystem, is_url, open_file
 
-__all__ = ["TENSORQTL_COLUMNS", "CIS_NOMINAL_COLUMNS", "to_tensorqtl_pairs", "write_parquet"]
+__all__ = [
+    "TENSORQTL_COLUMNS",
+    "CIS_NOMINAL_COLUMNS",
+    "CIS_PAIRS_SCHEMA",
+    "to_tensorqtl_pairs",
+    "cis_pairs_table",
+    "write_parquet",
+    "write_table",
+    "concat_parquet",
+]
 
 #: dqtl result variable -> tensorQTL column name
 TENSORQTL_COLUMNS: dict[str, str] = {
@@ -61,6 +73,32 @@ def to_tensorqtl_pairs(ds: xr.Dataset, *, with_end_distance: bool = False) -> pd
     return df.reset_index(drop=True)
 
 
+#: arrow schema of ``cis_qtl_pairs.<chr>.parquet`` (tensorQTL's columns and dtypes)
+CIS_PAIRS_SCHEMA = pa.schema([
+    ("phenotype_id", pa.large_string()),
+    ("variant_id", pa.large_string()),
+    ("start_distance", pa.int32()),
+    ("af", pa.float64()),
+    ("ma_samples", pa.int32()),
+    ("ma_count", pa.int32()),
+    ("pval_nominal", pa.float64()),
+    ("slope", pa.float64()),
+    ("slope_se", pa.float64()),
+])
+
+
+def cis_pairs_table(cols: Mapping[str, np.ndarray]) -> pa.Table:
+    """Arrow table with tensorQTL's cis pair columns from dqtl's result arrays (dict or Dataset)."""
+    out = {}
+    for field in CIS_PAIRS_SCHEMA:
+        name = {v: k for k, v in TENSORQTL_COLUMNS.items()}.get(field.name, field.name)
+        v = np.asarray(cols[name])
+        if pa.types.is_large_string(field.type):
+            v = v.astype(str)
+        out[field.name] = pa.array(v, type=field.type)
+    return pa.table(out, schema=CIS_PAIRS_SCHEMA)
+
+
 def write_parquet(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     """Write ``df`` to parquet atomically (zstd compressed, no index)."""
     path = Path(path)
@@ -68,3 +106,35 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
         table = pa.Table.from_pandas(df, preserve_index=False)
         pq.write_table(table, tmp, compression="zstd")
     return path
+
+
+def write_table(table: pa.Table, path: str) -> int:
+    """Write an arrow table to ``path`` (local or URL) as parquet; returns the rows written.
+
+    Used by tasks to write their part where they run; the caller publishes atomically.
+    """
+    fs, p = filesystem(path)
+    if not is_url(absolute(path)):
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+    with fs.open(p, "wb") as f:
+        pq.write_table(table, f, compression="zstd")
+    return table.num_rows
+
+
+def concat_parquet(parts: Sequence[str], path: str, schema: pa.Schema) -> int:
+    """Concatenate parquet part files, in order, into one file (one row group per part).
+
+    Memory holds one part at a time. Returns the number of rows written.
+    """
+    fs, p = filesystem(path)
+    n = 0
+    with fs.open(p, "wb") as out, pq.ParquetWriter(out, schema, compression="zstd") as writer:
+        for part in parts:
+            with open_file(part, "rb") as f:
+                table = pq.read_table(f)
+            if table.num_rows:
+                writer.write_table(table.cast(schema))
+                n += table.num_rows
+        if n == 0:
+            writer.write_table(schema.empty_table())
+    return n

@@ -22,13 +22,8 @@ Final files (all published together, each through a temporary sibling and a rena
 - ``OUTPUT_PREFIX.trans_phenotype_tests.parquet``: ``phenotype_id, n_tests, n_hits``.
 - ``OUTPUT_PREFIX.trans_summary.json``: total tests, hits, thresholds, counts, null fits.
 
-q-values
---------
-``qval`` is Benjamini-Hochberg over *all* tests performed: ``dqtl.multitest.bh(p_hits,
-n_tests=m)`` with ``m`` the total test count. Every q-value ``<= pval_threshold`` is exactly the
-one BH gives on the full ``m`` p-values; a q-value above the p threshold is an upper bound of
-the full-data value (and is itself above the threshold), so discoveries at any FDR level up to
-the p threshold are exact. ``qval_phenotype`` is the same per phenotype with its own test count.
+q-values and the permutation columns are computed by :mod:`dqtl.association.trans_results`;
+this module only stores blocks and writes the columns it is given.
 """
 
 from __future__ import annotations
@@ -57,8 +52,9 @@ from dqtl.io.atomic import atomic_dir, atomic_path
 __all__ = [
     "TransBlockStore",
     "TRANS_PAIR_COLUMNS",
+    "TRANS_FILE_COLUMNS",
     "input_signature",
-    "write_trans_results",
+    "write_trans_tables",
     "trans_output_paths",
 ]
 
@@ -66,6 +62,13 @@ log = logging.getLogger(__name__)
 
 #: columns of tensorQTL's trans output, plus the BH q-value
 TRANS_PAIR_COLUMNS = ["variant_id", "phenotype_id", "pval", "b", "b_se", "af", "qval"]
+
+#: dqtl result name -> column of the trans pairs file
+TRANS_FILE_COLUMNS = {
+    "variant_id": "variant_id", "phenotype_id": "phenotype_id", "p_value": "pval", "beta": "b",
+    "beta_se": "b_se", "af": "af", "q_value": "qval", "q_value_phenotype": "qval_phenotype",
+    "p_value_perm": "pval_perm", "p_value_beta": "pval_beta",
+}
 
 _FORMAT = "dqtl-trans-blocks-1"
 _BLOCK_RE = re.compile(r"^b(\d{7})_(\d{4})\.npz$")
@@ -153,6 +156,10 @@ class TransBlockStore:
     def block_path(self, key: tuple[int, int]) -> Path:
         return self.path / f"b{int(key[0]):07d}_{int(key[1]):04d}.npz"
 
+    def has(self, key: tuple[int, int]) -> bool:
+        """Whether the block ``key`` is recorded."""
+        return self.block_path(key).exists()
+
     def completed(self) -> set[tuple[int, int]]:
         """Keys of the blocks recorded on disk."""
         out = set()
@@ -211,22 +218,6 @@ def _json_default(o: Any) -> Any:
 # ----------------------------------------------------------------------------------------------
 # final files
 # ----------------------------------------------------------------------------------------------
-_HIT_READ = ("variant_index", "phenotype_index", "variant_id", "r", "p_value", "beta", "beta_se", "af")
-
-
-def _variant_block_hits(
-    store: TransBlockStore, keys: Sequence[tuple[int, int]], fields: Sequence[str]
-) -> dict[str, np.ndarray]:
-    """Hits of one variant block (all its phenotype blocks), sorted by variant then phenotype."""
-    parts = [store.read(k, ["variant_index", "phenotype_index", *fields]) for k in keys]
-    parts = [p for p in parts if "variant_index" in p and p["variant_index"].size]
-    if not parts:
-        return {}
-    cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    order = np.lexsort((cat["phenotype_index"], cat["variant_index"]))
-    return {k: v[order] for k, v in cat.items()}
-
-
 class _ZarrColumns:
     """Write 1-D columns of known total length into a Zarr group, one full chunk at a time."""
 
@@ -269,118 +260,49 @@ class _ZarrColumns:
         self._flush(self.buffered)
 
 
-def write_trans_results(
-    store: TransBlockStore,
-    *,
+def write_trans_tables(
     output_prefix: str | os.PathLike[str],
-    variant_blocks: Sequence[Sequence[tuple[int, int]]],
-    permutation_keys: Sequence[tuple[int, int]] = (),
+    rows: Iterable[dict[str, np.ndarray]],
+    *,
+    columns: Sequence[str],
+    n_rows: int,
     phenotype_id: np.ndarray,
-    phenotype_group: np.ndarray,
-    group_dof: np.ndarray,
+    n_tests: np.ndarray,
+    n_hits: np.ndarray,
     summary: dict[str, Any],
     formats: Iterable[str] = ("parquet",),
-    phenotype_qvalues: bool = False,
     zarr_chunk: int = 1 << 20,
-) -> dict[str, Any]:
-    """Stream the recorded blocks into the final files (see the module docstring).
+) -> list[str]:
+    """Write the final trans files from a stream of row batches (see the module docstring).
 
     Parameters
     ----------
-    store
-        The completed block store (every key of ``variant_blocks`` recorded).
-    variant_blocks
-        Block keys grouped by variant block, in variant order.
-    permutation_keys
-        Keys of the permutation blocks (empty without permutations).
-    phenotype_id
-        (phenotypes,) IDs of the tested phenotypes (``phenotype_index`` refers to these).
-    phenotype_group, group_dof
-        Missing-value group of each tested phenotype and each group's dof (for the null fit).
+    rows
+        Dicts of result arrays (dqtl names, :data:`TRANS_FILE_COLUMNS`) in output order, one per
+        variant block; memory holds one at a time.
+    columns
+        The dqtl names to write, in order.
+    n_rows
+        Total rows (the Zarr arrays are sized up front).
+    phenotype_id, n_tests, n_hits
+        (phenotypes,) the per-phenotype table.
     summary
-        Run metadata merged into ``trans_summary.json``.
-    formats
-        ``"parquet"`` and/or ``"zarr"``.
+        Written as ``trans_summary.json`` (with ``files`` added).
 
     Returns
     -------
-    dict
-        The summary written (tests, hits, ...), with ``files``.
+    list of str
+        The files written, all published together.
     """
-    from dqtl.association.trans_kernels import bh_by_phenotype
-    from dqtl.multitest import bh
-
     formats = list(dict.fromkeys(formats))
     bad = [f for f in formats if f not in ("parquet", "zarr")]
     if bad or not formats:
         raise InputError(f"output formats: expected parquet and/or zarr, got {formats}")
     paths = trans_output_paths(output_prefix)
-    n_ph = len(phenotype_id)
-    missing = [k for ks in variant_blocks for k in ks if not store.block_path(k).exists()]
-    missing += [k for k in permutation_keys if not store.block_path(k).exists()]
-    if missing:
-        raise RuntimeError(f"trans: {len(missing)} blocks are not recorded yet (e.g. {missing[0]})")
-
-    # ---- pass 1: p-values of every hit (in output order), test counts, permutation maxima
-    n_tests = np.zeros(n_ph, dtype=np.int64)
-    counters = {k: 0 for k in ("n_variants", "n_valid", "n_monomorphic", "n_maf_filtered",
-                               "n_imputed_calls", "n_variants_imputed")}
-    p_parts, ph_parts, r_parts = [], [], []
-    for b, keys in enumerate(variant_blocks):
-        for k in keys:
-            z = store.read(k, ["n_tests", "phenotype_start", *counters])
-            s = int(z["phenotype_start"])
-            n_tests[s : s + z["n_tests"].size] += z["n_tests"]
-            if k == keys[0]:
-                for c in counters:
-                    counters[c] += int(z[c])
-        hits = _variant_block_hits(store, keys, ["p_value", "r"])
-        if hits:
-            p_parts.append(hits["p_value"])
-            ph_parts.append(hits["phenotype_index"])
-            r_parts.append(hits["r"])
-        log.debug("trans output: read variant block %d", b)
-    p_all = np.concatenate(p_parts) if p_parts else np.zeros(0)
-    ph_all = np.concatenate(ph_parts) if ph_parts else np.zeros(0, dtype=np.int64)
-    m = int(n_tests.sum())
-    q_all = bh(p_all, n_tests=max(m, p_all.size)) if p_all.size else p_all.copy()
-    q_ph = bh_by_phenotype(p_all, ph_all, n_tests) if phenotype_qvalues else None
-    n_hits = np.bincount(ph_all, minlength=n_ph).astype(np.int64)
-
-    extra: dict[str, np.ndarray] = {}
-    null_fit: list[dict[str, Any]] = []
-    if permutation_keys:
-        extra, null_fit = _permutation_columns(
-            store, permutation_keys, p_all, np.concatenate(r_parts) if r_parts else np.zeros(0),
-            ph_all, phenotype_group, group_dof,
-        )
-    del r_parts, p_parts, ph_parts
-
-    columns: dict[str, Any] = {
-        "variant_id": str, "phenotype_id": str, "pval": np.float64, "b": np.float64,
-        "b_se": np.float64, "af": np.float64, "qval": np.float64,
-    }
-    if q_ph is not None:
-        columns["qval_phenotype"] = np.float64
-    for name in extra:
-        columns[name] = np.float64
+    file_cols: dict[str, Any] = {TRANS_FILE_COLUMNS[c]: (str if c in ("variant_id", "phenotype_id")
+                                                         else np.float64) for c in columns}
     schema = pa.schema([(k, pa.string() if t is str else pa.from_numpy_dtype(np.dtype(t)))
-                        for k, t in columns.items()])
-    out_summary = {
-        **summary,
-        "n_tests": m,
-        "n_hits": int(p_all.size),
-        "n_phenotypes_with_hits": int((n_hits > 0).sum()),
-        **counters,
-        "qvalue_note": (
-            "qval = BH over all n_tests tests (hits + tests above the p threshold); exact for "
-            "q <= pval_threshold, an upper bound above it"
-        ),
-    }
-    if null_fit:
-        out_summary["permutation_null"] = null_fit
-    pid_arrow = pa.array(np.asarray(phenotype_id).astype(str))
-
+                        for k, t in file_cols.items()])
     written: list[Path] = []
     with contextlib.ExitStack() as stack:
         writer = None
@@ -391,46 +313,31 @@ def write_trans_results(
             written.append(paths["pairs"])
         if "zarr" in formats:
             ztmp = stack.enter_context(atomic_dir(paths["zarr"]))
-            zw = _ZarrColumns(ztmp / "pairs", columns, int(p_all.size), zarr_chunk, out_summary)
+            zw = _ZarrColumns(ztmp / "pairs", file_cols, int(n_rows), zarr_chunk, summary)
             written.append(paths["zarr"])
-        # ---- pass 2: stream each variant block's hits into the outputs
-        off = 0
-        for keys in variant_blocks:
-            hits = _variant_block_hits(store, keys, ["variant_id", "p_value", "beta", "beta_se", "af"])
-            if not hits:
-                continue
-            n = hits["p_value"].size
-            sl = slice(off, off + n)
-            cols: dict[str, Any] = {
-                "variant_id": pa.array(hits["variant_id"].astype(str)),
-                "phenotype_id": pid_arrow.take(pa.array(hits["phenotype_index"])),
-                "pval": hits["p_value"], "b": hits["beta"], "b_se": hits["beta_se"],
-                "af": hits["af"], "qval": q_all[sl],
-            }
-            if q_ph is not None:
-                cols["qval_phenotype"] = q_ph[sl]
-            for name, values in extra.items():
-                cols[name] = values[sl]
+        n = 0
+        for batch in rows:
+            cols = {TRANS_FILE_COLUMNS[c]: batch[c] for c in columns}
             if writer is not None:
-                writer.write_table(pa.table(cols, schema=schema))
+                writer.write_table(pa.table({k: pa.array(v) for k, v in cols.items()}, schema=schema))
             if zw is not None:
-                zw.append({k: (np.asarray(v.to_numpy(zero_copy_only=False)).astype(str)
-                               if isinstance(v, pa.Array) else v) for k, v in cols.items()})
-            off += n
+                zw.append(cols)
+            n += len(batch["p_value"])
         if writer is not None:
-            if off == 0:
+            if n == 0:
                 writer.write_table(schema.empty_table())
             writer.close()
         if zw is not None:
             zw.close()
             _move_zarr_group(ztmp)
-        ptab = pa.table({"phenotype_id": pid_arrow, "n_tests": n_tests, "n_hits": n_hits})
+        ptab = pa.table({"phenotype_id": pa.array(np.asarray(phenotype_id).astype(str)),
+                         "n_tests": n_tests, "n_hits": n_hits})
         pq.write_table(ptab, stack.enter_context(atomic_path(paths["phenotypes"])), compression="zstd")
         written.append(paths["phenotypes"])
-        out_summary["files"] = [str(p) for p in [*written, paths["summary"]]]
+        files = [str(p) for p in [*written, paths["summary"]]]
         stmp = stack.enter_context(atomic_path(paths["summary"]))
-        stmp.write_text(json.dumps(out_summary, indent=1, default=_json_default))
-    return out_summary
+        stmp.write_text(json.dumps({**summary, "files": files}, indent=1, default=_json_default))
+    return files
 
 
 def _move_zarr_group(tmp: Path) -> None:
@@ -439,21 +346,3 @@ def _move_zarr_group(tmp: Path) -> None:
     for child in list(inner.iterdir()):
         os.replace(child, tmp / child.name)
     inner.rmdir()
-
-
-def _permutation_columns(
-    store: TransBlockStore,
-    keys: Sequence[tuple[int, int]],
-    p: np.ndarray,
-    r: np.ndarray,
-    ph: np.ndarray,
-    phenotype_group: np.ndarray,
-    group_dof: np.ndarray,
-) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
-    """``pval_perm`` and ``pval_beta`` of each hit from its group's genome-wide null."""
-    from dqtl.association.trans_kernels import permutation_null_columns
-
-    mx = np.max(np.stack([store.read(k, ["perm_max_abs_r"])["perm_max_abs_r"] for k in keys]), axis=0)
-    grp = np.asarray(phenotype_group)[ph] if p.size else np.zeros(0, dtype=np.int64)
-    pval_perm, pval_beta, fits = permutation_null_columns(mx, p, r, grp, group_dof)
-    return {"pval_perm": pval_perm, "pval_beta": pval_beta}, fits

@@ -50,6 +50,7 @@ import xarray as xr
 from scipy.special import digamma, gammaln
 
 from dqtl.errors import InputError
+from dqtl.io.samples import index_samples
 
 __all__ = [
     "FactorResult",
@@ -190,15 +191,8 @@ def _covariate_matrix(covariates: Any, n: int, sample_id: np.ndarray | None
         C = np.asarray(covariates["covariate_values"].values, dtype=np.float64)
         ids = [str(x) for x in covariates["covariate_id"].values]
         if sample_id is not None and "sample_id" in covariates:
-            cs = np.asarray(covariates["sample_id"].values).astype(str)
-            pos = pd.Index(cs).get_indexer(sample_id)
-            if (pos < 0).any():
-                miss = sample_id[pos < 0]
-                raise InputError(
-                    f"covariates: {miss.size} expression samples have no covariates (e.g. "
-                    f"{', '.join(miss[:3])}); give covariates for every sample"
-                )
-            C = C[pos]
+            C = C[index_samples(sample_id, covariates["sample_id"].values, where="covariates",
+                                problem="have no covariates", fix="give covariates for every sample")]
     else:
         C = np.asarray(covariates, dtype=np.float64)
         if C.ndim == 1:
@@ -594,7 +588,7 @@ def combine_covariates(
         Dataset must hold all of them (extra samples are ignored with a log line).
     drop_collinear
         Drop constant covariates and covariates collinear with the others, as chosen by the
-        column-pivoted QR of :class:`dqtl.association.residualize.Residualizer` (which logs
+        column-pivoted QR of :class:`dqtl.kernels.linalg.Residualizer` (which logs
         their names).
     names
         Names of the inputs for messages (default ``covariates 1``, ``covariates 2``, ...).
@@ -610,7 +604,7 @@ def combine_covariates(
     InputError
         No input, duplicated covariate IDs across inputs, or samples missing from an input.
     """
-    from dqtl.association.residualize import Residualizer
+    from dqtl.kernels.linalg import Residualizer
 
     if not covariates:
         raise InputError("covariates: nothing to combine; give at least one covariate source")
@@ -720,7 +714,6 @@ def choose_n_factors_by_discovery(
     seed: int = 0,
     max_iter: int = 1000,
     tol: float = 1e-6,
-    client: Any = None,
 ) -> DiscoveryCurve:
     """Number of hidden factors maximizing the eGenes discovered on a gene subset.
 
@@ -739,8 +732,8 @@ def choose_n_factors_by_discovery(
         Genes to map: a count (``int``) or a fraction (``float`` in (0, 1]); drawn with ``seed``.
     method
         ``"peer"`` (:func:`peer_factors`) or ``"pca"`` (:func:`expression_pcs`).
-    fdr, window, maf_threshold, client
-        Mapping settings.
+    fdr, window, maf_threshold
+        Mapping settings (run on the session's distributed Client when one is active).
     seed, max_iter, tol
         Gene subset seed and PEER settings.
 
@@ -782,7 +775,7 @@ def choose_n_factors_by_discovery(
             fac = res.to_covariates()
             cov = fac if known is None else combine_covariates(known, fac, drop_collinear=False)
         pairs = map_cis_nominal(genotypes, phen_sub, cov, window=window,
-                                maf_threshold=maf_threshold, client=client)
+                                maf_threshold=maf_threshold)
         n_e = int(count_egenes(pairs, fdr=fdr)["is_egene"].sum())
         log.info("discovery curve: %d factors -> %d eGenes of %d genes", K, n_e, n_sub)
         counts.append(n_e)

@@ -8,7 +8,7 @@ Three layers, as everywhere in dqtl:
 * the Dataset API, :func:`variant_qc` and :func:`sample_qc`, lazy (nothing is computed until
   the caller asks), returning sgkit-named variables.
 
-Conventions (as :func:`dqtl.association.kernels.dosage_from_calls`): an allele index > 0 counts
+Conventions (as :func:`dqtl.kernels.genotypes.dosage_from_calls`): an allele index > 0 counts
 as ALT; a call with any allele ``-1`` is missing; ``-2`` (non-present, mixed ploidy) alleles are
 ignored. Heterozygous = called with both REF and ALT alleles. Genotype Datasets with only
 ``call_dosage`` (no calls) are counted from the dosages: missing = NaN, ALT count = summed

@@ -237,7 +237,6 @@ def ld_prune(
     ld_prune_window: int = 200,
     r2_max: float = 0.2,
     variants_chunk_size: int | None = None,
-    client: Any = None,
 ) -> LDPruneResult:
     """Common variants in approximate linkage equilibrium (windowed greedy r^2 pruning).
 
@@ -254,8 +253,6 @@ def ld_prune(
         Squared correlation above which the later variant of a pair is pruned.
     variants_chunk_size
         Variants per task (default: the store's chunks).
-    client
-        A ``distributed.Client`` (default: the current dask scheduler).
 
     Returns
     -------
@@ -286,7 +283,7 @@ def ld_prune(
                             window=int(ld_prune_window), r2_max=float(r2_max),
                             maf_min=float(maf_min), min_call_rate=float(min_call_rate),
                             ploidy=ploidy, sub_block=max(int(ld_prune_window), 256)))
-    parts = client.gather(client.compute(tasks)) if client is not None else dask.compute(*tasks)
+    parts = dask.compute(*tasks)  # the session's distributed Client when one is active
     stats = np.concatenate([p["stats"] for p in parts])
     common = np.concatenate([p["common"] for p in parts])
     band = np.concatenate([p["band"] for p in parts])
@@ -390,7 +387,6 @@ def genotype_pcs(
     seed: int = 0,
     variants_chunk_size: int | None = None,
     persist_bytes: int = 2 << 30,
-    client: Any = None,
 ) -> GenotypePCA:
     """Principal components of LD-pruned common variants by randomized SVD (dask).
 
@@ -413,8 +409,6 @@ def genotype_pcs(
     persist_bytes
         Persist the standardised matrix (float32) in (cluster) memory when it is at most this
         large; above, each SVD pass recomputes it from the genotypes.
-    client
-        A ``distributed.Client``; default the current dask scheduler.
 
     Returns
     -------
@@ -441,7 +435,7 @@ def genotype_pcs(
         raise InputError(f"n_components: expected a positive integer, found {n_components!r}")
     pruned = ld_prune(ds, maf_min=maf_min, min_call_rate=min_call_rate,
                       ld_prune_window=ld_prune_window, r2_max=r2_max,
-                      variants_chunk_size=variants_chunk_size, client=client)
+                      variants_chunk_size=variants_chunk_size)
     idx = np.flatnonzero(pruned.keep)
     n_samples = pruned.n_samples
     if n_components > min(idx.size, n_samples) - 1 or idx.size < 2:
@@ -463,15 +457,12 @@ def genotype_pcs(
     X = _standardized_matrix(ds, idx, means, scales, variants_chunk_size)
     fits = X.nbytes <= persist_bytes
     if fits:
-        X = client.persist(X) if client is not None else X.persist()
+        X = X.persist()
     u, s, v = da.linalg.svd_compressed(
         X, int(n_components), iterator="QR", n_power_iter=int(n_power_iter),
         n_oversamples=int(n_oversamples), seed=int(seed), compute=not fits,
     )
-    if client is not None:
-        u, s, v = client.gather(client.compute([u, s, v]))
-    else:
-        u, s, v = dask.compute(u, s, v)
+    u, s, v = dask.compute(u, s, v)
     u = np.asarray(u, dtype=np.float64)
     s = np.asarray(s, dtype=np.float64)
     scores = np.asarray(v, dtype=np.float64).T * s
@@ -526,7 +517,6 @@ def project_samples(
     *,
     allow_missing_variants: bool = False,
     variants_chunk_size: int | None = None,
-    client: Any = None,
 ) -> xr.Dataset:
     """Coordinates of (new) samples on fitted genotype PCs: ``X_new^T U``.
 
@@ -578,7 +568,7 @@ def project_samples(
                              variants_chunk_size, flip=flip[keep])
     U = da.from_array(result.loadings[keep].astype(np.float32), chunks=(X.chunks[0], -1))
     proj = da.dot(X.T, U)
-    scores = client.compute(proj).result() if client is not None else proj.compute()
+    scores = proj.compute()
     return xr.Dataset(
         {
             "sample_id": ("samples", np.asarray(ds["sample_id"].values).astype(object)),

@@ -11,7 +11,8 @@ from distributed import Client
 from scipy import stats
 
 import dqtl
-from dqtl.association.cis import compute_parts, plan_cis
+from dqtl.compute import compute
+from dqtl.study import plan_study
 from dqtl.association.permutation import (
     PermutationSpec,
     cis_permutation_graph,
@@ -69,12 +70,12 @@ def test_map_cis_permutations__null_pval_beta_uniform():
 
 
 def test_cis_permutation_graph__results_identical_for_any_task_grouping(small):
-    plan = plan_cis(small, small, small)
+    plan = plan_study(small, small, small)
     spec = PermutationSpec(nperm_min=300, nperm_max=300, seed=9)
     runs = []
     for vpt, gpt in ((20_000, 64), (50, 1), (400, 7)):
-        tasks = cis_permutation_graph(plan, small, spec, variants_per_task=vpt, genes_per_task=gpt)
-        rows = [r for part in compute_parts(tasks) for r in part]
+        tasks = cis_permutation_graph(plan, spec, variants_per_task=vpt, genes_per_task=gpt)
+        rows = [r for part in compute(tasks) for r in part]
         runs.append(results_table(plan, rows))
     for other in runs[1:]:
         pd.testing.assert_frame_equal(runs[0], other)
@@ -84,7 +85,7 @@ def test_cis_permutation_graph__results_identical_for_any_task_grouping(small):
 def test_map_cis_permutations__distributed_identical_to_threads(small, dask_cluster):
     local = map_cis_permutations(small, small, small, permutations=300, seed=4)
     with Client(dask_cluster.address) as client:
-        dist = map_cis_permutations(small, small, small, permutations=300, seed=4, client=client)
+        dist = map_cis_permutations(small, small, small, permutations=300, seed=4)
     pd.testing.assert_frame_equal(local, dist)
 
 

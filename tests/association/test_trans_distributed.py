@@ -45,7 +45,7 @@ def test_run_trans__distributed_identical_to_threads(dask_cluster, inputs, threa
     geno, P, Cv = inputs
     with Client(dask_cluster.address) as client:
         assert len(client.scheduler_info()["workers"]) == 2
-        run_trans(geno, P, Cv, str(tmp_path / "d"), variants_per_block=500, client=client, **KW)
+        run_trans(geno, P, Cv, str(tmp_path / "d"), variants_per_block=500, **KW)
         done = client.run(lambda dask_worker: dask_worker.state.executed_count)
         assert all(v > 0 for v in done.values())  # both workers scanned blocks
     got = pd.read_parquet(tmp_path / "d.trans_qtl_pairs.parquet")
@@ -64,7 +64,7 @@ def test_run_trans__worker_killed_mid_scan_gives_identical_output(dask_cluster, 
 
         def scan():
             try:
-                run_trans(geno, P, Cv, str(prefix), variants_per_block=100, client=client, **KW)
+                run_trans(geno, P, Cv, str(prefix), variants_per_block=100, **KW)
             except BaseException as exc:  # noqa: BLE001  (re-raised in the test thread)
                 errors.append(exc)
 

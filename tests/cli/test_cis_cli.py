@@ -143,15 +143,15 @@ def test_cli_cis__failure_after_first_contig_leaves_no_partial_files(tmp_path, s
     import dqtl.workflows as wf
 
     calls = {"n": 0}
-    real = wf.assemble_pairs
+    real = wf.concat_parquet
 
-    def flaky(*a, **k):
+    def flaky(parts, path, schema):
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == 2:  # the second contig's file fails after the first was written
             raise OSError("disk full")
-        return real(*a, **k)
+        return real(parts, path, schema)
 
-    monkeypatch.setattr(wf, "assemble_pairs", flaky)
+    monkeypatch.setattr(wf, "concat_parquet", flaky)
     rc = main(["-q", "cis", str(store), str(BED), str(tmp_path / "x"), "--covariates", str(COV), "--no-progress"])
     assert rc == 2
     assert list(tmp_path.iterdir()) == []

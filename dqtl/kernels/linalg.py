@@ -1,4 +1,4 @@
-"""Covariate residualization: an orthonormal basis of ``[1, C]`` from a pivoted QR.
+"""Covariate basis and residual norms: an orthonormal basis of ``[1, C]`` from a pivoted QR.
 
 The intercept is always in the model. Covariates are centred (which removes the intercept
 direction), scaled to unit norm and factored with a column-pivoted QR; columns beyond the
@@ -11,13 +11,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.linalg
 
 from dqtl.errors import InputError
+from dqtl.kernels.genotypes import get_array_module
 
-__all__ = ["Residualizer"]
+__all__ = ["Residualizer", "residual_norm2"]
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +117,66 @@ class Residualizer:
         X = np.asarray(X, dtype=np.float64)
         return X - (X @ self.Q) @ self.Q.T
 
+    def extend(self, extra: np.ndarray, *, ids: Sequence[str] | None = None, rtol: float = 1e-8,
+               min_dof: int = 1, where: str = "") -> Residualizer:
+        """The basis of ``[1, C, extra]`` from this one: ``extra`` (samples, m) is residualized
+        on ``Q`` and factored with a pivoted QR; columns in the span of the others are dropped
+        (reported by their ``ids``). ``dof`` drops by the number of columns added.
+        """
+        E = np.asarray(extra, dtype=np.float64).reshape(self.n_samples, -1)
+        m = E.shape[1]
+        names = list(ids) if ids is not None else [f"extra{i + 1}" for i in range(m)]
+        if m == 0:
+            return self
+        En = np.linalg.norm(E, axis=0)
+        E = E - self.Q @ (self.Q.T @ E)
+        norms = np.linalg.norm(E, axis=0)
+        E = E / np.where(norms > 0, norms, 1.0)
+        E[:, norms <= rtol * np.maximum(En, 1e-300)] = 0.0
+        q, r, piv = scipy.linalg.qr(E, mode="economic", pivoting=True)
+        d = np.abs(np.diag(r))
+        rank = int(np.sum(d > rtol)) if d.size else 0
+        added = sorted(piv[:rank].tolist())
+        dropped = [names[i] for i in range(m) if i not in set(added)]
+        if dropped:
+            log.warning("%s%s are collinear with the model; dropped",
+                        f"{where}: " if where else "", ", ".join(dropped))
+        Q = np.hstack([self.Q, q[:, :rank]])
+        dof = self.n_samples - Q.shape[1] - 1
+        if dof < min_dof:
+            raise InputError(
+                f"{where + ': ' if where else ''}{self.n_samples} samples leave {dof} degrees of "
+                f"freedom after {Q.shape[1] - 1} covariates; need at least {min_dof}"
+            )
+        return Residualizer(Q=Q, dof=dof, kept=self.kept + tuple(names[i] for i in added),
+                            dropped=self.dropped + tuple(dropped))
+
     def subset(self, covariates: np.ndarray | None, sample_index: np.ndarray, **kwargs: object) -> Residualizer:
         """Residualizer of the same covariates restricted to ``sample_index``."""
         C = None if covariates is None else np.asarray(covariates)[sample_index]
         return Residualizer.from_covariates(C, n_samples=len(sample_index), **kwargs)  # type: ignore[arg-type]
+
+
+def residual_norm2(G: Any, Q: Any, *, centred: bool = False) -> Any:
+    """Squared norm of each row of ``G`` after projecting out the columns of ``Q``.
+
+    ``||g||^2 - sum_k (q_k . g)^2`` in float64, clipped at 0 (``Q`` orthonormal,
+    (samples, k), spanning the intercept). Rows are centred first (unless ``centred``), which
+    changes nothing mathematically but avoids cancellation. Each dot product is a row-wise
+    reduction, so a row's value does not depend on how many rows are passed (BLAS GEMM kernels
+    change their summation order with the matrix shape). Costs ``k`` passes over the rows.
+
+    >>> Q = np.full((4, 1), 0.5)  # the intercept on 4 samples
+    >>> residual_norm2(np.array([[1.0, 2.0, 3.0, 4.0]]), Q).round(12).tolist()
+    [5.0]
+    """
+    xp = get_array_module(G)
+    Gc = G.astype(xp.float64, copy=False)
+    if not centred:
+        Gc = Gc - Gc.mean(axis=1, keepdims=True)
+    out = (Gc * Gc).sum(axis=1)
+    QT = Q.T
+    for k in range(QT.shape[0]):
+        d = (Gc * QT[k]).sum(axis=1)
+        out -= d * d
+    return xp.maximum(out, 0.0)

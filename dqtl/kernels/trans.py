@@ -4,10 +4,9 @@ No xarray, no dask, no I/O. One call of :func:`trans_block` tests one variant bl
 block of phenotypes:
 
 1. decode the int8 calls (or dosages) of the analysis samples, mean-impute, allele frequency,
-   monomorphic and MAF filters (:func:`decode_block`, the xp-generic twin of
-   :func:`dqtl.association.cis.decode_genotype_block`);
+   monomorphic and MAF filters (:func:`dqtl.kernels.genotypes.decode_block`, shared with every method);
 2. per missing-value group of phenotypes: centre the genotypes on the group's samples, take their
-   residual norms (:func:`dqtl.association.kernels.residual_norm2`) and scale each row to unit
+   residual norms (:func:`dqtl.kernels.linalg.residual_norm2`) and scale each row to unit
    residual norm, in float32;
 3. one float32 GEMM per tile, ``R = G_hat @ P_hat^T``: ``R`` approximates the partial correlation
    ``r`` (phenotype rows are residualized and unit norm, so ``G P^T = G_res P^T``);
@@ -15,7 +14,7 @@ block of phenotypes:
    product of unit vectors (:func:`float32_tolerance`), so no hit is lost at the boundary;
 5. recompute ``r`` of every candidate exactly in float64 (one row-wise dot product per pair,
    the same arithmetic whatever the blocking) and keep ``|r| >= r*`` outside the cis window;
-6. statistics in float64 from ``r`` (:func:`dqtl.association.kernels.stats_from_r`), and the
+6. statistics in float64 from ``r`` (:func:`dqtl.kernels.stats.stats_from_r`), and the
    per-phenotype count of tests (valid variants outside the phenotype's cis window).
 
 Shapes are written ``(variants, samples)`` for genotypes and ``(phenotypes, samples)`` for
@@ -29,24 +28,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.stats
 
-from dqtl.association.kernels import (
-    dosage_from_calls,
-    get_array_module,
-    impute_mean,
-    stats_from_r,
-)
+from dqtl.kernels.genotypes import decode_block, get_array_module, to_host
+from dqtl.kernels.linalg import residual_norm2
+from dqtl.kernels.stats import float32_tolerance, stats_from_r
 
 __all__ = [
-    "r_threshold",
-    "float32_tolerance",
-    "DecodedBlock",
-    "decode_block",
     "GroupTile",
     "PhenotypeBlock",
     "PermutationBlock",
-    "residual_norm2_rows",
     "group_genotypes",
     "PreparedGroup",
     "PreparedBlock",
@@ -57,13 +47,9 @@ __all__ = [
     "count_tests",
     "max_abs_r",
     "trans_block",
-    "bh_by_phenotype",
-    "permutation_null_columns",
     "HIT_FIELDS",
 ]
 
-#: float32 unit roundoff
-_U32 = float(np.finfo(np.float32).eps) / 2.0
 #: candidate pairs recomputed in float64 per batch (bounds the (pairs, samples) gather)
 _EXACT_BATCH = 4096
 #: phenotype columns per GEMM tile inside a block (the tile is scanned while it is in cache)
@@ -86,118 +72,6 @@ HIT_FIELDS: dict[str, Any] = {
     "beta_se": np.float64,
     "af": np.float64,
 }
-
-
-def _host(x: Any) -> np.ndarray:
-    return x.get() if type(x).__module__.startswith("cupy") else np.asarray(x)
-
-
-def r_threshold(pval_threshold: float, dof: Any) -> np.ndarray:
-    """Correlation threshold of a two-sided t-test p-value threshold.
-
-    ``t* = t.isf(p / 2, dof)`` and ``r* = t* / sqrt(dof + t*^2)``: ``|r| >= r*`` if and only if
-    ``p <= pval_threshold`` (float64; one value per ``dof``).
-
-    >>> round(float(r_threshold(1e-5, 83)), 6)
-    0.458901
-    """
-    dof = np.asarray(dof, dtype=np.float64)
-    t = scipy.stats.t.isf(pval_threshold / 2.0, dof)
-    return t / np.sqrt(dof + t * t)
-
-
-def float32_tolerance(n_samples: int) -> float:
-    """Bound on ``|r32 - r|`` for a float32 product of two float64 unit vectors of length ``n``.
-
-    Rounding both inputs to float32 changes the product by at most ``2u + u^2``, and any
-    summation order of ``n`` float32 products errs by at most ``gamma_n = n u / (1 - n u)``
-    times ``sum |a_i b_i| <= 1`` (Cauchy-Schwarz), with ``u = 2^-24`` (Higham, *Accuracy and
-    Stability of Numerical Algorithms*, 2nd ed., section 3.1, DOI 10.1137/1.9780898718027).
-    The bound holds for blocked, pairwise, FMA or GPU summation alike, so relaxing the float32
-    hit test by it never loses a hit; candidates are then re-checked exactly in float64.
-    """
-    nu = (n_samples + 3) * _U32
-    if nu >= 0.5:
-        return float("inf")
-    return 1.01 * (nu / (1.0 - nu) + 2.0 * _U32)
-
-
-def _dosage_from_calls(gt: Any) -> Any:
-    """float64 ALT dosage of calls (variants, samples, ploidy), NaN where any allele is -1.
-
-    The semantics of :func:`dqtl.association.kernels.dosage_from_calls` (allele index > 0 is
-    ALT, -1 missing, -2 non-present and ignored), summed allele by allele: a reduction over
-    the short ploidy axis is several times slower.
-    """
-    xp = get_array_module(gt)
-    if gt.shape[-1] == 0:
-        return dosage_from_calls(gt, dtype=xp.float64)
-    # C order: fancy indexing of the samples may hand over a transposed layout, and row
-    # reductions must run along contiguous rows to sum in the same order for every blocking
-    d = xp.ascontiguousarray((gt[..., 0] > 0).astype(xp.float64))
-    missing = gt[..., 0] == -1
-    for k in range(1, gt.shape[-1]):
-        d += gt[..., k] > 0
-        missing |= gt[..., k] == -1
-    d[missing] = xp.nan
-    return d
-
-
-@dataclass
-class DecodedBlock:
-    """A decoded variant block (arrays of the block's array module).
-
-    Attributes
-    ----------
-    G : (variants, samples) float64
-        Mean-imputed ALT dosages of the analysis samples.
-    af : (variants,) float64
-        ALT allele frequency ``sum(g) / (ploidy n)`` (after imputation).
-    valid : (variants,) bool
-        Polymorphic and passing the MAF filter.
-    n_monomorphic, n_maf_filtered, n_imputed_calls, n_variants_imputed : int
-    """
-
-    G: Any
-    af: Any
-    valid: Any
-    n_monomorphic: int
-    n_maf_filtered: int
-    n_imputed_calls: int
-    n_variants_imputed: int
-
-
-def decode_block(block: Any, sample_index: Any, *, ploidy: int, maf_threshold: float) -> DecodedBlock:
-    """Decode calls (variants, samples, ploidy) int8 or dosages (variants, samples) of a block.
-
-    Selects the analysis samples, mean-imputes missing calls per variant, computes the ALT
-    allele frequency and the filters (monomorphic; ``min(af, 1 - af) < maf_threshold`` when
-    ``maf_threshold > 0``), exactly as :func:`dqtl.association.cis.decode_genotype_block`, on
-    numpy or cupy arrays.
-    """
-    xp = get_array_module(block)
-    idx = xp.asarray(sample_index)
-    if block.ndim == 3:
-        G = _dosage_from_calls(block[:, idx, :])
-    else:
-        G = xp.ascontiguousarray(block[:, idx].astype(xp.float64))
-    G, n_missing = impute_mean(G)
-    n = G.shape[1]
-    af = G.sum(axis=1) / (ploidy * n) if n else xp.zeros(G.shape[0])
-    if n:
-        monomorphic = G.max(axis=1) == G.min(axis=1)
-    else:
-        monomorphic = xp.ones(G.shape[0], dtype=bool)
-    valid = ~monomorphic
-    n_maf = 0
-    if maf_threshold > 0:
-        low = (xp.minimum(af, 1.0 - af) < maf_threshold) & valid
-        n_maf = int(low.sum())
-        valid &= ~low
-    return DecodedBlock(
-        G=G, af=af, valid=valid, n_monomorphic=int(monomorphic.sum()), n_maf_filtered=n_maf,
-        n_imputed_calls=int(n_missing.sum()), n_variants_imputed=int((n_missing > 0).sum()),
-    )
 
 
 @dataclass(frozen=True)
@@ -257,22 +131,6 @@ class PermutationBlock:
     Q: tuple[np.ndarray, ...]
 
 
-def residual_norm2_rows(Gc: Any, Q: Any) -> Any:
-    """Squared residual norm of each centred row: ``||g||^2 - sum_k (q_k . g)^2`` (float64).
-
-    Each dot product is a row-wise reduction, so a row's value does not depend on how many
-    rows are passed (BLAS GEMM kernels change their summation order with the matrix shape).
-    Costs ``k`` passes over the rows, ``k`` = columns of ``Q`` (small).
-    """
-    xp = get_array_module(Gc)
-    out = (Gc * Gc).sum(axis=1)
-    QT = Q.T
-    for k in range(QT.shape[0]):
-        d = (Gc * QT[k]).sum(axis=1)
-        out -= d * d
-    return xp.maximum(out, 0.0)
-
-
 def group_genotypes(G: Any, valid: Any, sample_index: Any, Q: Any) -> tuple[Any, Any, Any, Any]:
     """Genotypes of one group: centred rows, residual norms, testable mask, float32 unit rows.
 
@@ -288,14 +146,14 @@ def group_genotypes(G: Any, valid: Any, sample_index: Any, Q: Any) -> tuple[Any,
     -------
     (Gc, g_norm, ok, Gn32)
         ``Gc`` (variants, n_g) float64 centred on the group's samples; ``g_norm`` (variants,)
-        float64 residual norms (:func:`residual_norm2_rows`); ``ok`` = valid and not constant on
+        float64 residual norms (:func:`dqtl.kernels.linalg.residual_norm2`); ``ok`` = valid and not constant on
         these samples; ``Gn32`` (variants, n_g) float32 rows ``Gc / g_norm`` (zero where not
         ``ok``). Every output row depends on its input row only.
     """
     xp = get_array_module(G)
     Gs = G if sample_index is None else xp.ascontiguousarray(G[:, xp.asarray(sample_index)])
     Gc = Gs - Gs.mean(axis=1, keepdims=True)
-    g_norm = xp.sqrt(residual_norm2_rows(Gc, Q))
+    g_norm = xp.sqrt(residual_norm2(Gc, Q, centred=True))
     ok = valid & (g_norm > 1e-10 * np.sqrt(max(Gc.shape[1], 1)))
     scale = xp.where(ok, 1.0 / xp.where(ok, g_norm, 1.0), 0.0)
     Gn32 = (Gc * scale[:, None]).astype(xp.float32)
@@ -435,7 +293,7 @@ def count_tests(ok: Any, v0: int, cis_lo: np.ndarray, cis_hi: np.ndarray) -> np.
     -------
     (p,) int64
     """
-    okh = _host(ok).astype(np.int64)
+    okh = to_host(ok).astype(np.int64)
     cs = np.concatenate([[0], np.cumsum(okh)])
     nv = okh.size
     lo = np.clip(np.asarray(cis_lo, dtype=np.int64) - v0, 0, nv)
@@ -450,12 +308,12 @@ def _exact_candidates(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact float64 ``r`` of candidate pairs: decode their rows again, row-wise dots."""
     xp = get_array_module(pg.Gn32)
-    vv_h, pp_h = _host(vv), _host(pp)
+    vv_h, pp_h = to_host(vv), to_host(pp)
     rows, local = np.unique(vv_h, return_inverse=True)
     Gc = centred_rows(block, xp.asarray(rows), sample_index, pg.sample_index, ploidy=ploidy,
                       maf_threshold=maf_threshold)
     r = exact_r(Gc, pg.g_norm[xp.asarray(rows)], P, xp.asarray(local), xp.asarray(pp_h))
-    return vv_h, pp_h, _host(r)
+    return vv_h, pp_h, to_host(r)
 
 
 def max_abs_r(
@@ -560,14 +418,14 @@ def trans_block(
         raise ValueError("trans_block: no phenotype block")
     n_tests = np.zeros(phenotypes.stop - phenotypes.start, dtype=np.int64)
     parts: list[dict[str, np.ndarray]] = []
-    af_host = _host(prep.af)
+    af_host = to_host(prep.af)
     buf = None  # the product tile, reused
     for grp, pg in zip(phenotypes.groups, prep.groups, strict=True):
         n_tests[grp.index - phenotypes.start] = count_tests(pg.ok, v0, grp.cis_lo, grp.cis_hi)
         if nv == 0 or not bool(pg.ok.any()):
             continue
         thr = grp.r_star - float32_tolerance(int(pg.Gn32.shape[1]))
-        g_norm_h = _host(pg.g_norm)
+        g_norm_h = to_host(pg.g_norm)
         if buf is None:
             buf = xp.empty(min(nv, TILE_VARIANTS) * min(phenotypes.stop - phenotypes.start,
                                                           TILE_PHENOTYPES), dtype=xp.float32)
@@ -600,76 +458,3 @@ def trans_block(
     out.update(_concat_hits(parts))
     out["n_tests"] = n_tests
     return out
-
-
-def bh_by_phenotype(p: np.ndarray, phenotype_index: np.ndarray, n_tests: np.ndarray) -> np.ndarray:
-    """BH q-values within each phenotype over its own test count ``n_tests[phenotype]``.
-
-    ``p`` are the hits of all phenotypes; each phenotype's hits are adjusted with
-    :func:`dqtl.multitest.bh` and ``n_tests=n_tests[phenotype]`` (blockwise BH, see
-    :mod:`dqtl.multitest.bh`). Returns float64 q-values aligned with ``p``.
-    """
-    from dqtl.multitest import bh
-
-    p = np.asarray(p, dtype=np.float64)
-    ph = np.asarray(phenotype_index, dtype=np.int64)
-    q = np.full(p.shape, np.nan)
-    if p.size == 0:
-        return q
-    order = np.argsort(ph, kind="stable")
-    bounds = np.flatnonzero(np.diff(ph[order])) + 1
-    for idx in np.split(order, bounds):
-        q[idx] = bh(p[idx], n_tests=max(int(n_tests[ph[idx[0]]]), idx.size))
-    return q
-
-
-def permutation_null_columns(
-    max_abs_r_perm: np.ndarray,
-    p: np.ndarray,
-    r: np.ndarray,
-    group: np.ndarray,
-    group_dof: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
-    """Empirical and beta-approximated p-values of hits from a genome-wide permutation null.
-
-    Parameters
-    ----------
-    max_abs_r_perm : (groups, permutations) float64
-        Genome-wide maximum ``|r|`` of each synthetic permuted phenotype of each group.
-    p, r : (hits,) float64
-        Nominal p-values and correlations of the hits.
-    group : (hits,) int
-        Missing-value group of each hit's phenotype.
-    group_dof : (groups,) int
-
-    Returns
-    -------
-    (pval_perm, pval_beta, fits)
-        ``pval_perm = (#{minp_perm <= p} + 1) / (permutations + 1)``; ``pval_beta =
-        BetaCDF(p(r^2; true_df); a, b)`` with ``true_df, a, b`` fitted to the minimum p-values
-        (:func:`dqtl.multitest.beta_approx_pval`); ``fits``: one dict per group.
-    """
-    from scipy import special
-
-    from dqtl.multitest import beta_approx_pval, pval_from_r2
-
-    pval_perm = np.full(p.shape, np.nan)
-    pval_beta = np.full(p.shape, np.nan)
-    fits = []
-    for g in range(max_abs_r_perm.shape[0]):
-        r2 = np.minimum(np.asarray(max_abs_r_perm[g], dtype=np.float64) ** 2, 1.0)
-        dof = float(group_dof[g])
-        minp = np.sort(pval_from_r2(r2, dof))
-        fit = beta_approx_pval(r2, float(r2.max()), dof)
-        sel = np.asarray(group) == g
-        if sel.any():
-            pval_perm[sel] = (np.searchsorted(minp, p[sel], side="right") + 1) / (r2.size + 1)
-            pval_beta[sel] = special.betainc(
-                fit["beta_shape1"], fit["beta_shape2"], pval_from_r2(r[sel] ** 2, fit["true_df"])
-            )
-        fits.append({
-            "group": g, "dof": dof, "permutations": int(r2.size), "true_df": float(fit["true_df"]),
-            "beta_shape1": float(fit["beta_shape1"]), "beta_shape2": float(fit["beta_shape2"]),
-            "converged": bool(fit["converged"]), "min_pval_median": float(np.median(minp)),
-        })
-    return pval_perm, pval_beta, fits

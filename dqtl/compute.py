@@ -1,0 +1,109 @@
+"""The one compute helper: dask's own scheduling rules, one progress mechanism.
+
+An active ``distributed.Client`` (the default client of the session) runs the graph; otherwise
+the local threaded scheduler does. Nothing in the API takes a ``client=``: create a ``Client``
+(or connect to a scheduler) before calling, as with any dask code. Progress is off by default;
+``with dqtl.compute.show_progress():`` (the CLI's default) turns it on: dask's progress bar on
+stderr locally, a log line every ``interval`` seconds on a cluster.
+
+Locally each dask thread runs one task with single-threaded BLAS (``blas_threads=1``): the cores
+then also share the decoding and statistics, not only the products.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import dask
+
+__all__ = ["compute", "active_client", "show_progress"]
+
+log = logging.getLogger(__name__)
+
+
+def active_client() -> Any:
+    """The session's default ``distributed.Client``, or None (threads)."""
+    if "distributed" not in sys.modules:  # no Client can exist without the module imported
+        return None
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+@contextlib.contextmanager
+def show_progress(enabled: bool = True) -> Iterator[None]:
+    """Show progress for the computes inside this block."""
+    with dask.config.set({"dqtl.progress": bool(enabled)}):
+        yield
+
+
+def compute(
+    tasks: Sequence[Any],
+    *,
+    label: str = "tasks",
+    blas_threads: int | None = 1,
+    cache: dict[Any, Any] | None = None,
+) -> list[Any]:
+    """Compute dask collections (delayed tasks) and return their results in order.
+
+    Parameters
+    ----------
+    tasks
+        Dask collections; equal keys are computed once.
+    label
+        What the tasks are, for progress lines.
+    blas_threads
+        BLAS threads per dask thread on the local scheduler (None: leave BLAS alone).
+    cache
+        ``key -> result`` of tasks already computed (filled in).
+    """
+    cache = {} if cache is None else cache
+    uniq = [t for t in {_key(t): t for t in tasks}.values() if _key(t) not in cache]
+    progress = bool(dask.config.get("dqtl.progress", False))
+    if uniq:
+        client = active_client()
+        if client is not None:
+            results = _compute_distributed(client, uniq, label=label, progress=progress)
+        else:
+            with contextlib.ExitStack() as stack:
+                if blas_threads:
+                    from threadpoolctl import threadpool_limits
+
+                    stack.enter_context(threadpool_limits(limits=blas_threads, user_api="blas"))
+                if progress:
+                    from dask.diagnostics import ProgressBar
+
+                    stack.enter_context(ProgressBar(out=sys.stderr, dt=1.0))
+                results = list(dask.compute(*uniq, scheduler="threads"))
+        cache.update({_key(t): r for t, r in zip(uniq, results, strict=True)})
+    return [cache[_key(t)] for t in tasks]
+
+
+def _key(collection: Any) -> Any:
+    """A delayed object's key, or a dask array's name."""
+    key = getattr(collection, "key", None)
+    return key if key is not None else collection.name
+
+
+def _compute_distributed(client: Any, tasks: Sequence[Any], *, label: str, progress: bool,
+                         interval: float = 10.0) -> list[Any]:
+    from distributed import as_completed
+
+    t0 = last = time.perf_counter()
+    futures = client.compute(list(tasks))
+    done = 0
+    for _f in as_completed(futures):
+        done += 1
+        now = time.perf_counter()
+        if progress and (now - last >= interval or done == len(futures)):
+            last = now
+            log.info("%s: %d/%d done (%.0f s)", label, done, len(futures), now - t0)
+    return list(client.gather(futures))

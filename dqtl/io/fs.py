@@ -1,0 +1,233 @@
+"""Local paths and fsspec URLs (``file://``, ``s3://``, ``gs://``, ...) behind one interface.
+
+Every input and output path of the CLI and the API goes through here. Local paths stay plain
+(absolute, so workers elsewhere on a shared file system find them); URLs are handed to fsspec,
+whose protocol packages are optional extras (``pip install 'dqtl[s3]'`` for s3fs, ``[gcs]`` for
+gcsfs). S3-compatible servers are reached through the standard ``AWS_ENDPOINT_URL``
+environment variable and the usual credential chain.
+
+:class:`Publication` is the one atomic publish step of a run: outputs are written to staged
+siblings and moved into place together when everything succeeded; on failure the staged files
+are removed and existing outputs are left exactly as they were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from dqtl.errors import InputError
+
+__all__ = [
+    "is_url",
+    "filesystem",
+    "exists",
+    "absolute",
+    "join",
+    "parent",
+    "basename",
+    "open_file",
+    "storage_options",
+    "Publication",
+]
+
+log = logging.getLogger(__name__)
+
+_EXTRAS = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}
+
+
+def is_url(path: str | os.PathLike[str]) -> bool:
+    """True for ``scheme://...`` (including ``file://``)."""
+    return "://" in str(path)
+
+
+def absolute(path: str | os.PathLike[str]) -> str:
+    """A URL as given; a local path made absolute (``file://`` URLs become local paths)."""
+    s = os.fspath(path)
+    if s.startswith("file://"):
+        s = s[len("file://"):]
+    if is_url(s):
+        return s
+    return str(Path(s).expanduser().absolute())
+
+
+def _protocol(url: str) -> str:
+    return url.split("://", 1)[0].lower()
+
+
+def filesystem(path: str | os.PathLike[str]) -> tuple[Any, str]:
+    """``(fsspec filesystem, path within it)`` for a local path or URL, with clear errors."""
+    import fsspec
+
+    s = absolute(path)
+    if not is_url(s):
+        return fsspec.filesystem("file"), s
+    proto = _protocol(s)
+    try:
+        fs, p = fsspec.core.url_to_fs(s, **storage_options(s))
+    except ImportError:
+        pkg = _EXTRAS.get(proto, f"the fsspec package for {proto}://")
+        raise InputError(
+            f"{s}: reading {proto}:// URLs needs {pkg}: pip install 'dqtl[{proto if proto in ('s3', 'gcs') else 's3'}]'"
+            if proto in _EXTRAS else f"{s}: no fsspec implementation for {proto}:// URLs"
+        ) from None
+    except ValueError as exc:
+        raise InputError(f"{s}: not a usable URL ({exc})") from None
+    return fs, p
+
+
+def storage_options(url: str) -> dict[str, Any]:
+    """fsspec options for ``url``: the S3 endpoint from ``AWS_ENDPOINT_URL`` when set."""
+    if _protocol(url) in ("s3", "s3a"):
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint:
+            return {"client_kwargs": {"endpoint_url": endpoint}}
+    return {}
+
+
+def _remote_error(url: str, exc: BaseException) -> InputError:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    name = type(exc).__name__
+    if "NoCredentials" in name or "credential" in text.lower():
+        return InputError(f"{url}: no credentials for {_protocol(url)}:// (set AWS_ACCESS_KEY_ID/"
+                          f"AWS_SECRET_ACCESS_KEY or a profile): {text}")
+    if "NoSuchBucket" in text or "bucket" in text.lower() and "not" in text.lower():
+        return InputError(f"{url}: the bucket does not exist: {text}")
+    return InputError(f"{url}: {text}")
+
+
+def exists(path: str | os.PathLike[str]) -> bool:
+    """Whether a file or folder exists (a missing bucket or bad credentials raise InputError)."""
+    s = absolute(path)
+    if not is_url(s):
+        return os.path.exists(s)
+    fs, p = filesystem(s)
+    try:
+        return bool(fs.exists(p))
+    except (FileNotFoundError, PermissionError):
+        return False
+    except Exception as exc:  # botocore/gcsfs errors: one clear line
+        raise _remote_error(s, exc) from None
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path components (``/`` for URLs)."""
+    if is_url(base):
+        return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
+    return os.path.join(base, *parts)
+
+
+def parent(path: str) -> str:
+    if is_url(path):
+        return path.rstrip("/").rsplit("/", 1)[0]
+    return os.path.dirname(absolute(path))
+
+
+def basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1] if is_url(path) else os.path.basename(path)
+
+
+@contextlib.contextmanager
+def open_file(path: str | os.PathLike[str], mode: str = "rb") -> Iterator[Any]:
+    """Open a local path or URL (binary or text); missing files raise FileNotFoundError."""
+    s = absolute(path)
+    if not is_url(s):
+        with open(s, mode) as f:
+            yield f
+        return
+    fs, p = filesystem(s)
+    try:
+        f = fs.open(p, mode)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{s} does not exist") from None
+    except Exception as exc:
+        raise _remote_error(s, exc) from None
+    with f:
+        yield f
+
+
+class Publication:
+    """The atomic publish step of one run: stage every output, then move them all into place.
+
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> with Publication() as pub:
+    ...     with open(pub.stage(os.path.join(d, "a.txt")), "w") as f:
+    ...         _ = f.write("x")
+    >>> sorted(os.listdir(d))
+    ['a.txt']
+    """
+
+    def __init__(self) -> None:
+        self.token = secrets.token_hex(4)
+        self.staged: list[tuple[str, str]] = []  # (staged, final)
+        self.scratch: list[str] = []  # folders removed on commit and abort
+
+    def stage(self, final: str | os.PathLike[str]) -> str:
+        """A staged sibling of ``final`` to write to (its folder is created)."""
+        f = absolute(final)
+        tmp = join(parent(f), f".{basename(f)}.{self.token}.tmp")
+        fs, p = filesystem(f)
+        try:
+            fs.makedirs(parent(p) if is_url(f) else os.path.dirname(p), exist_ok=True)
+        except Exception as exc:
+            raise _remote_error(f, exc) from None
+        self.staged.append((tmp, f))
+        return tmp
+
+    def scratch_dir(self, near: str | os.PathLike[str], suffix: str) -> str:
+        """A work folder beside ``near`` removed when the publication ends."""
+        d = join(parent(absolute(near)), f".{basename(absolute(near))}.{self.token}.{suffix}")
+        fs, p = filesystem(d)
+        fs.makedirs(p, exist_ok=True)
+        self.scratch.append(d)
+        return d
+
+    def commit(self) -> list[str]:
+        """Move every staged output into place; returns the final paths."""
+        for tmp, final in self.staged:  # check every destination before moving any
+            if not is_url(final) and os.path.isdir(final) and not os.path.isdir(tmp):
+                self.abort()
+                raise InputError(f"output {final} is a folder; remove it or choose another prefix")
+        for tmp, final in self.staged:
+            if not is_url(final):
+                os.replace(tmp, final)
+            else:
+                fs, p = filesystem(tmp)
+                fs.mv(p, filesystem(final)[1], recursive=True)
+        done = [f for _, f in self.staged]
+        self.staged = []
+        self._clean_scratch()
+        return done
+
+    def abort(self) -> None:
+        """Remove every staged output and work folder (outputs already in place stay)."""
+        for tmp, _ in self.staged:
+            with contextlib.suppress(Exception):
+                fs, p = filesystem(tmp)
+                if fs.exists(p):
+                    fs.rm(p, recursive=True)
+        self.staged = []
+        self._clean_scratch()
+
+    def _clean_scratch(self) -> None:
+        for d in self.scratch:
+            with contextlib.suppress(Exception):
+                fs, p = filesystem(d)
+                if fs.exists(p):
+                    fs.rm(p, recursive=True)
+        self.scratch = []
+
+    def __enter__(self) -> Publication:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
