@@ -45,14 +45,15 @@ def dqtl_worker(args: argparse.Namespace) -> int:
     import numpy as np
 
     from dqtl.association.permutation import map_cis_permutations
+    from dqtl.io.results import to_tensorqtl_cis
 
     import_s = time.perf_counter() - t0
     geno, phen, cov, load_s = C.load_dqtl_inputs(args)
     dtype = np.float32 if args.precision == "float32" else np.float64
     cpu0 = C.cpu_s()
     t0 = time.perf_counter()
-    df = map_cis_permutations(geno, phen, cov, permutations=args.permutations, seed=args.perm_seed,
-                              window=args.window, dtype=dtype)
+    df = to_tensorqtl_cis(map_cis_permutations(geno, phen, cov, permutations=args.permutations,
+                                               seed=args.perm_seed, window=args.window, dtype=dtype))
     compute_s = time.perf_counter() - t0
     df.to_parquet(args.table)
     out = {

@@ -20,11 +20,13 @@ import xarray as xr
 
 from dqtl.association.cis import COUNTERS, CisBatch, cis_batches, cis_nominal_graph
 from dqtl.compute import compute
-from dqtl.io.fs import Publication, join, open_file
+from dqtl.io.fs import Publication, absolute, join, open_file, storage_options
 from dqtl.io.results import (
     CIS_PAIRS_SCHEMA,
     cis_pairs_table,
     concat_parquet,
+    from_tensorqtl_cis,
+    to_tensorqtl_cis,
     to_tensorqtl_pairs,
     write_table,
 )
@@ -178,10 +180,11 @@ def run_cis_permute(
         plan = plan_study(genotypes, phenotypes, covariates, window=window,
                           maf_threshold=maf_threshold,
                           allow_sample_intersection=allow_sample_intersection)
-    cis_df = map_cis_permutations(
+    res = map_cis_permutations(
         genotypes, phenotypes, covariates, permutations=permutations, seed=seed, fdr=fdr,
         qvalue_lambda=qvalue_lambda, phenotype_groups=phenotype_groups, dtype=dtype, plan=plan,
     )
+    cis_df = to_tensorqtl_cis(res)  # the file's columns
     sig = cis_df[cis_df["qval"] <= fdr]
     if phenotype_groups is not None:
         groups = pd.Series(dict(phenotype_groups)) if not isinstance(phenotype_groups, pd.Series) else phenotype_groups
@@ -228,7 +231,7 @@ def run_cis_permute(
         "%d significant pairs, %.1f s", len(cis_df), len(sig), fdr, cis_df.attrs.get("pi0", np.nan),
         cis_df.attrs.get("pval_threshold", np.nan), len(pdf), time.perf_counter() - t0,
     )
-    return cis_df
+    return res
 
 
 def run_cis_independent(
@@ -250,8 +253,9 @@ def run_cis_independent(
 ) -> Any:
     """Independent signals; writes ``{prefix}.cis_independent_qtl.txt.gz``.
 
-    ``cis_results`` is a ``cis_qtl.txt.gz`` from a permutation pass with the same seed and
-    permutations; without it the permutation pass runs first (and is written too).
+    ``cis_results`` is a ``cis_qtl.txt.gz`` (local path or URL) from a permutation pass with the
+    same seed and permutations; without it the permutation pass runs first, and its files and
+    the signals are published together.
     """
     import pandas as pd
 
@@ -263,7 +267,8 @@ def run_cis_independent(
     pub = Publication()
     if cis_results:
         try:
-            cis_df = pd.read_csv(cis_results, sep="\t")
+            cis_df = pd.read_csv(absolute(cis_results), sep="\t",
+                                 storage_options=storage_options(cis_results) or None)
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             if isinstance(exc, FileNotFoundError):
                 raise FileNotFoundError(f"permutation results {cis_results} do not exist") from None
@@ -274,16 +279,17 @@ def run_cis_independent(
                 f"{cis_results} lacks columns {sorted(need - set(cis_df.columns))}; expected the "
                 f"cis_qtl.txt.gz of 'dqtl cis --mode permute' (or tensorQTL with q-values)"
             )
+        res = from_tensorqtl_cis(cis_df)
     else:
-        cis_df = run_cis_permute(
+        res = run_cis_permute(
             genotypes, phenotypes, covariates, output_prefix, permutations=permutations, seed=seed,
             fdr=fdr, qvalue_lambda=qvalue_lambda, phenotype_groups=phenotype_groups, dtype=dtype,
             plan=plan, publication=pub,
         )
     with pub:  # the permutation pass's files and the signals are published together
         ind = map_cis_independent(
-            genotypes, phenotypes, covariates, cis_df, fdr=fdr, permutations=permutations,
+            genotypes, phenotypes, covariates, res, fdr=fdr, permutations=permutations,
             seed=seed, phenotype_groups=phenotype_groups, dtype=dtype, plan=plan,
         )
-        _write_table_gz(ind, pub.stage(f"{output_prefix}.cis_independent_qtl.txt.gz"))
+        _write_table_gz(to_tensorqtl_cis(ind), pub.stage(f"{output_prefix}.cis_independent_qtl.txt.gz"))
     return ind

@@ -21,6 +21,8 @@ import xarray as xr
 from dqtl.association.permutation import (
     PermutationSpec,
     cis_permutation_graph,
+    dataset_to_frame,
+    frame_to_dataset,
     results_table,
     with_groups,
 )
@@ -54,7 +56,7 @@ def map_cis_independent(
     genotypes: xr.Dataset,
     phenotypes: xr.Dataset,
     covariates: xr.Dataset | None,
-    cis_df: pd.DataFrame,
+    cis_results: xr.Dataset | pd.DataFrame,
     *,
     fdr: float = 0.05,
     permutations: PermutationSpec | str | int = 10_000,
@@ -72,23 +74,26 @@ def map_cis_independent(
     Parameters
     ----------
     cis_df
-        Output of :func:`dqtl.association.permutation.map_cis_permutations` (with ``qval``).
+        Output of :func:`dqtl.association.permutation.map_cis_permutations` (with ``q_value``),
+        or a DataFrame with the same names.
     permutations, seed
         Must be those of the permutation pass (the same permutations are reused).
 
     Returns
     -------
-    pandas.DataFrame
-        tensorQTL ``cis_independent_qtl`` columns: the permutation columns plus ``rank``.
+    xarray.Dataset
+        Dimension ``phenotypes`` (one entry per signal): the variables of the permutation
+        results without ``q_value`` and ``p_value_nominal_threshold``, plus ``rank``.
     """
+    cis_df = dataset_to_frame(cis_results)
     spec = permutations if isinstance(permutations, PermutationSpec) else PermutationSpec.parse(permutations, seed=seed)
-    if "qval" not in cis_df:
-        raise InputError("the permutation results have no 'qval' column: run cis --mode permute first")
+    if "q_value" not in cis_df:
+        raise InputError("the permutation results have no q-values (qval): run cis --mode permute first")
     key = "group_id" if phenotype_groups is not None else "phenotype_id"
-    signif = cis_df[cis_df["qval"] <= fdr]
+    signif = cis_df[cis_df["q_value"] <= fdr]
     if signif.empty:
         raise InputError(f"no significant phenotypes at FDR <= {fdr}: nothing to condition on")
-    threshold = float(signif["pval_beta"].max())
+    threshold = float(signif["p_value_beta"].max())
     if plan is None:
         plan = plan_study(genotypes, phenotypes, covariates, window=window,
                           maf_threshold=maf_threshold,
@@ -171,6 +176,6 @@ def map_cis_independent(
     order = {p: i for i, p in enumerate(plan.phenotype_id)}
     res["_o"] = res["phenotype_id"].map(order)
     res = res.sort_values(["_o", "rank"], kind="stable").drop(columns="_o").reset_index(drop=True)
-    keep_cols = [c for c in cis_df.columns if c not in ("qval", "pval_nominal_threshold")] + ["rank"]
+    keep_cols = [c for c in cis_df.columns if c not in ("q_value", "p_value_nominal_threshold")] + ["rank"]
     log.info("independent: %d signals in %d %ss", len(res), len(units), key.split("_")[0])
-    return res[keep_cols]
+    return frame_to_dataset(res[keep_cols])

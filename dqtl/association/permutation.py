@@ -451,7 +451,8 @@ def cis_permutation_graph(
 
 
 def results_table(plan: StudyPlan, rows: Sequence[dict[str, Any]]) -> Any:
-    """pandas DataFrame in tensorQTL ``cis_qtl.txt.gz`` column order (before q-values)."""
+    """pandas DataFrame of gene-level results, one row per phenotype (or group), before
+    q-values; dqtl's names in the order of tensorQTL's ``cis_qtl.txt.gz`` columns."""
     import pandas as pd
 
     rows = sorted((r for r in rows if not r.get("skipped")), key=lambda r: r["index"])
@@ -462,22 +463,22 @@ def results_table(plan: StudyPlan, rows: Sequence[dict[str, Any]]) -> Any:
     pos = plan.variant_position[vi]
     df = pd.DataFrame({
         "phenotype_id": plan.phenotype_id[idx],
-        "num_var": [r["num_var"] for r in rows],
+        "n_variants": [r["num_var"] for r in rows],
         "beta_shape1": [r["beta_shape1"] for r in rows],
         "beta_shape2": [r["beta_shape2"] for r in rows],
         "true_df": [r["true_df"] for r in rows],
-        "pval_true_df": [r["pval_true_df"] for r in rows],
+        "p_value_true_df": [r["pval_true_df"] for r in rows],
         "variant_id": plan.variant_id[vi],
         "start_distance": pos - (plan.phenotype_start[idx] + 1),
         "end_distance": pos - plan.phenotype_end[idx],
         "ma_samples": [r["ma_samples"] for r in rows],
         "ma_count": [r["ma_count"] for r in rows],
         "af": [r["af"] for r in rows],
-        "pval_nominal": [r["pval_nominal"] for r in rows],
-        "slope": [r["slope"] for r in rows],
-        "slope_se": [r["slope_se"] for r in rows],
-        "pval_perm": [r["pval_perm"] for r in rows],
-        "pval_beta": [r["pval_beta"] for r in rows],
+        "p_value": [r["pval_nominal"] for r in rows],
+        "beta": [r["slope"] for r in rows],
+        "beta_se": [r["slope_se"] for r in rows],
+        "p_value_perm": [r["pval_perm"] for r in rows],
+        "p_value_beta": [r["pval_beta"] for r in rows],
         "n_permutations": [r["n_perm"] for r in rows],
         "beta_converged": [bool(r["converged"]) for r in rows],
     })
@@ -516,7 +517,23 @@ def map_cis_permutations(
 
     Returns
     -------
-    pandas.DataFrame
+    xarray.Dataset
+        Dimension ``phenotypes`` (one entry per phenotype, or per group): ``phenotype_id``,
+        (``group_id``, ``group_size``), ``n_variants``, ``beta_shape1``, ``beta_shape2``,
+        ``true_df``, ``p_value_true_df``, ``variant_id`` (top variant), ``start_distance``,
+        ``end_distance``, ``ma_samples``, ``ma_count``, ``af``, ``p_value``, ``beta``,
+        ``beta_se``, ``p_value_perm``, ``p_value_beta``, ``n_permutations``,
+        ``beta_converged``, ``q_value``, ``p_value_nominal_threshold``; ``attrs`` ``pi0``,
+        ``fdr``, ``pval_threshold``, ``n_significant``. Files use tensorQTL's columns
+        (:func:`dqtl.io.results.to_tensorqtl_cis`).
+
+    Examples
+    --------
+    >>> import dqtl
+    >>> sim = dqtl.simulate(n_samples=60, n_variants=400, n_phenotypes=6, seed=2)
+    >>> res = dqtl.map_cis_permutations(sim, sim, sim, permutations=100, window=50_000)
+    >>> res.sizes["phenotypes"], bool((res.p_value_perm >= 1 / 101).all())
+    (6, True)
     """
     from dqtl.multitest.significance import add_significance
 
@@ -531,7 +548,25 @@ def map_cis_permutations(
     parts = compute(tasks, label="cis permutation tasks")
     rows = [r for part in parts for r in part]
     df = results_table(plan, rows)
-    return add_significance(df, fdr=fdr, qvalue_lambda=qvalue_lambda)
+    return frame_to_dataset(add_significance(df, fdr=fdr, qvalue_lambda=qvalue_lambda))
+
+
+def frame_to_dataset(df: Any) -> xr.Dataset:
+    """A gene-level table (one row per phenotype) as a Dataset along ``phenotypes``."""
+    ds = xr.Dataset({c: ("phenotypes", df[c].to_numpy()) for c in df.columns})
+    ds.attrs.update(df.attrs)
+    return ds
+
+
+def dataset_to_frame(ds: Any) -> Any:
+    """A gene-level Dataset (or DataFrame) as a pandas DataFrame with the same names."""
+    import pandas as pd
+
+    if isinstance(ds, pd.DataFrame):
+        return ds
+    df = pd.DataFrame({k: ds[k].values for k in ds.data_vars})
+    df.attrs.update(ds.attrs)
+    return df
 
 
 def with_groups(plan: StudyPlan, groups: Any) -> StudyPlan:

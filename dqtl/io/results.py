@@ -28,6 +28,9 @@ from dqtl.io.fs import absolute, filesystem, is_url, open_file
 
 __all__ = [
     "TENSORQTL_COLUMNS",
+    "GENE_COLUMNS",
+    "to_tensorqtl_cis",
+    "from_tensorqtl_cis",
     "CIS_NOMINAL_COLUMNS",
     "CIS_PAIRS_SCHEMA",
     "to_tensorqtl_pairs",
@@ -44,6 +47,36 @@ TENSORQTL_COLUMNS: dict[str, str] = {
     "beta_se": "slope_se",
     "q_value": "qval",
 }
+
+#: dqtl gene-level result name -> tensorQTL ``cis_qtl.txt.gz`` / ``cis_independent_qtl.txt.gz``
+#: column (names not listed are the same in both)
+GENE_COLUMNS: dict[str, str] = {
+    "n_variants": "num_var",
+    "p_value_true_df": "pval_true_df",
+    "p_value": "pval_nominal",
+    "beta": "slope",
+    "beta_se": "slope_se",
+    "p_value_perm": "pval_perm",
+    "p_value_beta": "pval_beta",
+    "q_value": "qval",
+    "p_value_nominal_threshold": "pval_nominal_threshold",
+}
+
+
+def to_tensorqtl_cis(ds: xr.Dataset | pd.DataFrame) -> pd.DataFrame:
+    """A gene-level result (permutations, independent signals) with tensorQTL's columns."""
+    df = ds if isinstance(ds, pd.DataFrame) else pd.DataFrame({k: ds[k].values for k in ds.data_vars})
+    out = df.rename(columns=GENE_COLUMNS)
+    out.attrs.update(getattr(ds, "attrs", {}))
+    return out
+
+
+def from_tensorqtl_cis(df: pd.DataFrame) -> xr.Dataset:
+    """A ``cis_qtl.txt.gz`` table (dqtl's or tensorQTL's) as a gene-level Dataset."""
+    back = {v: k for k, v in GENE_COLUMNS.items()}
+    named = df.rename(columns=back)
+    return xr.Dataset({c: ("phenotypes", named[c].to_numpy()) for c in named.columns})
+
 
 #: columns of tensorQTL's ``cis_qtl_pairs.<chr>.parquet``, in its order
 CIS_NOMINAL_COLUMNS = [

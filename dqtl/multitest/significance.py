@@ -20,32 +20,33 @@ log = logging.getLogger(__name__)
 def add_significance(
     df: pd.DataFrame, *, fdr: float = 0.05, qvalue_lambda: float | None = None
 ) -> pd.DataFrame:
-    """Add ``qval`` and ``pval_nominal_threshold`` to a permutation table (returns a copy).
+    """Add ``q_value`` and ``p_value_nominal_threshold`` to a permutation table (a copy).
 
-    q-values are Storey's over genes from ``pval_beta`` (``pval_perm`` where no beta fit exists
-    at all); pi0 by the smoother over lambda = 0.05..0.95, or at ``qvalue_lambda``. The global
-    threshold is the midpoint between the largest significant and the smallest non-significant
-    ``pval_beta``; each gene's nominal threshold is ``BetaPPF(threshold; shape1, shape2)``.
-    Genes without a beta fit fall back to ``pval_perm`` for their q-value input (logged).
+    q-values are Storey's over genes from ``p_value_beta`` (``p_value_perm`` where no beta fit
+    exists at all); pi0 by the smoother over lambda = 0.05..0.95, or at ``qvalue_lambda``. The
+    global threshold is the midpoint between the largest significant and the smallest
+    non-significant ``p_value_beta``; each gene's nominal threshold is ``BetaPPF(threshold;
+    shape1, shape2)``. Genes without a beta fit fall back to ``p_value_perm`` (logged).
     """
     out = df.copy()
     if not 0 < fdr < 1:
         raise ValueError(f"--fdr must be in (0, 1), got {fdr}")
-    pb = out["pval_beta"].to_numpy(dtype=float)
+    pb = out["p_value_beta"].to_numpy(dtype=float)
     use_beta = np.isfinite(pb).any()
-    p = np.where(np.isfinite(pb), pb, out["pval_perm"].to_numpy(dtype=float)) if use_beta else out["pval_perm"].to_numpy(dtype=float)
+    pp = out["p_value_perm"].to_numpy(dtype=float)
+    p = np.where(np.isfinite(pb), pb, pp) if use_beta else pp
     n_fallback = int((~np.isfinite(pb)).sum()) if use_beta else len(pb)
     if n_fallback:
         log.warning("%d phenotypes have no beta approximation; their q-values use pval_perm", n_fallback)
     if use_beta and len(out) > 2:
-        r = stats.pearsonr(out["pval_perm"][np.isfinite(pb)], pb[np.isfinite(pb)])[0]
+        r = stats.pearsonr(pp[np.isfinite(pb)], pb[np.isfinite(pb)])[0]
         log.info("correlation between beta-approximated and empirical p-values: %.4f", r)
     lam = None if qvalue_lambda is None else qvalue_lambda
     q = qvalue(p, lambda_=lam)
-    out["qval"] = q.qvalues
-    n_sig = int((out["qval"] <= fdr).sum())
+    out["q_value"] = q.qvalues
+    n_sig = int((out["q_value"] <= fdr).sum())
     threshold = min_pvalue_threshold(p, q.qvalues, fdr)
-    out["pval_nominal_threshold"] = (
+    out["p_value_nominal_threshold"] = (
         nominal_threshold(threshold, out["beta_shape1"].to_numpy(float), out["beta_shape2"].to_numpy(float))
         if np.isfinite(threshold) else np.nan
     )

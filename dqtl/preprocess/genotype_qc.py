@@ -39,6 +39,7 @@ import numpy as np
 import xarray as xr
 
 from dqtl.errors import InputError
+from dqtl.kernels.genotypes import call_counts
 
 __all__ = [
     "hwe_exact_p",
@@ -214,18 +215,10 @@ def _hwe_batch(
     return p
 
 
-def _calls_of(block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(called, n_alt_alleles, n_present_alleles) per (variant, sample) of a calls block."""
-    missing = (block == -1).any(axis=-1)
-    n_alt = (block > 0).sum(axis=-1, dtype=np.int64)
-    n_present = (block >= 0).sum(axis=-1, dtype=np.int64)
-    return ~missing, n_alt, n_present
-
-
 def _class_counts(block: np.ndarray) -> tuple[np.ndarray, ...]:
     """Per (variant, sample): called, alleles present, ALT count, hom-ref, het, hom-alt (bool/int)."""
     if block.ndim == 3:
-        called, n_alt, n_present = _calls_of(block)
+        called, n_alt, n_present = call_counts(block)
         n_alt = np.where(called, n_alt, 0)
         n_present = np.where(called, n_present, 0)
         hom_ref = called & (n_alt == 0) & (n_present > 0)

@@ -46,6 +46,7 @@ import xarray as xr
 from scipy.special import ndtri
 
 from dqtl.errors import InputError
+from dqtl.kernels.genotypes import dosage_from_calls
 
 __all__ = [
     "GenotypePCA",
@@ -68,16 +69,7 @@ _POP_BLOCK = 256  # variants per random-stream block of simulate_populations
 def _dosage(block: np.ndarray) -> np.ndarray:
     """(variants, samples) float32 ALT dosage with NaN for missing, from calls or dosages."""
     if block.ndim == 3:
-        # explicit loop over the (short) ploidy axis: much faster than reducing over it
-        alt = np.zeros(block.shape[:2], dtype=np.int8)
-        missing = np.zeros(block.shape[:2], dtype=bool)
-        for k in range(block.shape[2]):
-            a = block[:, :, k]
-            alt += a > 0
-            missing |= a == -1
-        d = alt.astype(np.float32)
-        d[missing] = np.nan
-        return d
+        return dosage_from_calls(block, dtype=np.float32)
     return np.array(block, dtype=np.float32, copy=True)
 
 

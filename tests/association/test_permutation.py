@@ -11,19 +11,38 @@ from distributed import Client
 from scipy import stats
 
 import dqtl
-from dqtl.compute import compute
-from dqtl.study import plan_study
 from dqtl.association.permutation import (
     PermutationSpec,
     cis_permutation_graph,
-    map_cis_permutations,
     results_table,
     sample_permutations,
 )
+from dqtl.association.permutation import map_cis_permutations as _map_cis_permutations
+from dqtl.compute import compute
 from dqtl.errors import InputError
+from dqtl.io.results import to_tensorqtl_cis
+from dqtl.study import plan_study
 from tests.conftest import REFERENCE
 
 SIM_REF = REFERENCE / "tensorqtl_sim"
+
+
+def map_cis_permutations(*args, **kwargs):
+    """The API result seen through the file writer (tensorQTL's columns), as users compare it."""
+    return to_tensorqtl_cis(_map_cis_permutations(*args, **kwargs))
+
+
+def test_map_cis_permutations__returns_dataset_with_spelled_out_names(small):
+    res = _map_cis_permutations(small, small, small, permutations=100, seed=1)
+    assert res.sizes["phenotypes"] == 60
+    for name in ("p_value", "beta", "beta_se", "p_value_perm", "p_value_beta", "q_value",
+                 "p_value_nominal_threshold", "n_variants"):
+        assert name in res, name
+    assert not {"pval_nominal", "slope", "qval", "pval_beta"} & set(res.data_vars)
+    assert 0 < res.attrs["pi0"] <= 1
+    table = to_tensorqtl_cis(res)
+    assert list(table.columns[:6]) == ["phenotype_id", "num_var", "beta_shape1", "beta_shape2",
+                                       "true_df", "pval_true_df"]
 
 
 @pytest.fixture(scope="module")
