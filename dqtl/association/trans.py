@@ -88,7 +88,7 @@ def _block_task(
     store: Any = None,
 ) -> dict[str, Any]:
     """Run :func:`trans_block` on one tile; record it in ``store`` or return it."""
-    if store is not None and store.block_path(key).exists():
+    if store is not None and store.has(key):
         return {"key": key, "skipped": True}
     _release_memory()
     res = trans_block(block, v0, sample_index, phenotypes, ploidy=ploidy,

@@ -87,7 +87,7 @@ def genotypes_from(path: str, *, fmt: str | None, progress: bool) -> Iterator[xr
     from dqtl.io.genotypes import load_genotypes
 
     if is_url(path) and not path.startswith("file://"):
-        if not exists(path):
+        if not exists(path):  # a missing bucket or credentials raise their own message
             raise FileNotFoundError(f"genotypes {path} do not exist (expected a VCF Zarr store)")
         yield load_genotypes(path, format=fmt, show_progress=progress)
         return

@@ -84,7 +84,10 @@ def run(args: argparse.Namespace) -> int:
     from dqtl.io.phenotypes import read_covariates, read_phenotype_bed
     from dqtl.workflows import run_cis_independent, run_cis_nominal, run_cis_permute
 
+    from dqtl.io.fs import check_bucket
+
     progress = not args.no_progress
+    check_bucket(args.output_prefix)  # fail before any work when the output bucket is missing
     if not 0 < args.fdr < 1:
         raise InputError(f"--fdr must be in (0, 1), got {args.fdr}")
     if args.qvalue_lambda is not None and not 0 <= args.qvalue_lambda < 1:

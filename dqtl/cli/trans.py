@@ -81,7 +81,10 @@ def run(args: argparse.Namespace) -> int:
     from dqtl.io.phenotypes import read_covariates, read_phenotype_bed
     from dqtl.io.trans_output import input_signature
 
+    from dqtl.io.fs import check_bucket
+
     progress = not args.no_progress
+    check_bucket(args.output_prefix)  # fail before any work when the output bucket is missing
     phen = read_phenotype_bed(args.phenotypes)
     cov = read_covariates(args.covariates, sample_ids=phen["sample_id"].values) if args.covariates else None
     formats = ("parquet", "zarr") if args.output_format == "both" else (args.output_format,)

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ __all__ = [
     "basename",
     "open_file",
     "storage_options",
+    "check_bucket",
     "Publication",
 ]
 
@@ -71,13 +73,15 @@ def filesystem(path: str | os.PathLike[str]) -> tuple[Any, str]:
     try:
         fs, p = fsspec.core.url_to_fs(s, **storage_options(s))
     except ImportError:
-        pkg = _EXTRAS.get(proto, f"the fsspec package for {proto}://")
+        pkg = _EXTRAS.get(proto)
+        extra = {"s3fs": "s3", "gcsfs": "gcs", "adlfs": "azure"}.get(pkg or "", "")
         raise InputError(
-            f"{s}: reading {proto}:// URLs needs {pkg}: pip install 'dqtl[{proto if proto in ('s3', 'gcs') else 's3'}]'"
-            if proto in _EXTRAS else f"{s}: no fsspec implementation for {proto}:// URLs"
+            f"{s}: {proto}:// URLs need the {pkg} package: pip install 'dqtl[{extra}]'"
+            if pkg else f"{s}: no fsspec implementation for {proto}:// URLs is installed"
         ) from None
     except ValueError as exc:
-        raise InputError(f"{s}: not a usable URL ({exc})") from None
+        raise InputError(f"{s}: no fsspec implementation for {proto}:// URLs ({exc}); use a local "
+                         "path or a URL such as s3://bucket/key or gs://bucket/key") from None
     return fs, p
 
 
@@ -106,6 +110,7 @@ def exists(path: str | os.PathLike[str]) -> bool:
     s = absolute(path)
     if not is_url(s):
         return os.path.exists(s)
+    check_bucket(s)
     fs, p = filesystem(s)
     try:
         return bool(fs.exists(p))
@@ -113,6 +118,27 @@ def exists(path: str | os.PathLike[str]) -> bool:
         return False
     except Exception as exc:  # botocore/gcsfs errors: one clear line
         raise _remote_error(s, exc) from None
+
+
+def check_bucket(url: str) -> None:
+    """Raise InputError unless the bucket (or container) of an object-store URL exists.
+
+    Buckets are never created by dqtl: a typo must not make a new bucket.
+    """
+    if not is_url(url) or _protocol(url) in ("file", "memory", "local"):
+        return
+    fs, p = filesystem(url)
+    bucket = p.split("/", 1)[0]
+    try:
+        fs.info(bucket)  # raises (unlike exists) on missing credentials
+        ok = True
+    except (FileNotFoundError, PermissionError):
+        ok = False
+    except Exception as exc:
+        raise _remote_error(url, exc) from None
+    if not ok:
+        raise InputError(f"{url}: the bucket {bucket!r} does not exist (or is not accessible with "
+                         "these credentials); create it first or fix the URL")
 
 
 def join(base: str, *parts: str) -> str:
@@ -151,6 +177,24 @@ def open_file(path: str | os.PathLike[str], mode: str = "rb") -> Iterator[Any]:
         yield f
 
 
+def _move_remote(src: str, dst: str) -> None:
+    """Move an object, or every object under a prefix, on an object store (copy then delete)."""
+    fs, p = filesystem(src)
+    dest = filesystem(dst)[1]
+    fs.invalidate_cache()
+    objects = fs.find(p)  # real objects only (no pseudo-folders)
+    if objects == [p] or not objects:
+        fs.copy(p, dest)
+        fs.rm(p)
+    else:
+        if fs.exists(dest):
+            fs.rm(dest, recursive=True)
+        for obj in objects:
+            fs.copy(obj, dest + obj[len(p):])
+        fs.rm(p, recursive=True)
+    fs.invalidate_cache()
+
+
 class Publication:
     """The atomic publish step of one run: stage every output, then move them all into place.
 
@@ -172,19 +216,20 @@ class Publication:
         """A staged sibling of ``final`` to write to (its folder is created)."""
         f = absolute(final)
         tmp = join(parent(f), f".{basename(f)}.{self.token}.tmp")
-        fs, p = filesystem(f)
-        try:
-            fs.makedirs(parent(p) if is_url(f) else os.path.dirname(p), exist_ok=True)
-        except Exception as exc:
-            raise _remote_error(f, exc) from None
+        if is_url(f):
+            check_bucket(f)  # object stores have no folders to make; never create a bucket
+        else:
+            os.makedirs(os.path.dirname(f), exist_ok=True)
         self.staged.append((tmp, f))
         return tmp
 
     def scratch_dir(self, near: str | os.PathLike[str], suffix: str) -> str:
         """A work folder beside ``near`` removed when the publication ends."""
         d = join(parent(absolute(near)), f".{basename(absolute(near))}.{self.token}.{suffix}")
-        fs, p = filesystem(d)
-        fs.makedirs(p, exist_ok=True)
+        if is_url(d):
+            check_bucket(d)
+        else:
+            os.makedirs(d, exist_ok=True)
         self.scratch.append(d)
         return d
 
@@ -196,10 +241,15 @@ class Publication:
                 raise InputError(f"output {final} is a folder; remove it or choose another prefix")
         for tmp, final in self.staged:
             if not is_url(final):
-                os.replace(tmp, final)
+                if os.path.isdir(tmp) and os.path.isdir(final):  # a store replacing its old self
+                    old = f"{tmp}.old"
+                    os.replace(final, old)
+                    os.replace(tmp, final)
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    os.replace(tmp, final)
             else:
-                fs, p = filesystem(tmp)
-                fs.mv(p, filesystem(final)[1], recursive=True)
+                _move_remote(tmp, final)
         done = [f for _, f in self.staged]
         self.staged = []
         self._clean_scratch()
@@ -210,6 +260,7 @@ class Publication:
         for tmp, _ in self.staged:
             with contextlib.suppress(Exception):
                 fs, p = filesystem(tmp)
+                fs.invalidate_cache()
                 if fs.exists(p):
                     fs.rm(p, recursive=True)
         self.staged = []
@@ -219,6 +270,7 @@ class Publication:
         for d in self.scratch:
             with contextlib.suppress(Exception):
                 fs, p = filesystem(d)
+                fs.invalidate_cache()
                 if fs.exists(p):
                     fs.rm(p, recursive=True)
         self.scratch = []

@@ -231,7 +231,13 @@ def _zarr_group_info(path: str) -> tuple[int, bool, Any]:
     """Zarr format, whether metadata is consolidated, and the call_genotype array (or None)."""
     import zarr
 
+    from dqtl.io.fs import exists, storage_options
+
+    if path.startswith("file://"):
+        path = path[len("file://"):]
     p = Path(path)
+    if "://" in path and not exists(path):
+        raise InputError(f"genotype store {path!r} does not exist")
     if "://" not in path and not p.exists():
         raise InputError(f"genotype store {path!r} does not exist")
     if "://" not in path and not is_zarr_store(p):
@@ -249,7 +255,13 @@ def _zarr_group_info(path: str) -> tuple[int, bool, Any]:
             str(p), mode="r", zarr_format=cast(Literal[2, 3], fmt), use_consolidated=consolidated
         )
     else:
-        group = zarr.open_group(path, mode="r")
+        try:
+            group = zarr.open_group(path, mode="r", storage_options=storage_options(path) or None)
+        except FileNotFoundError:
+            raise InputError(
+                f"genotype store {path!r} is not a Zarr store (no .zgroup or zarr.json): convert "
+                "VCF/PLINK/BGEN input first with 'dqtl convert INPUT OUTPUT'"
+            ) from None
         fmt = group.metadata.zarr_format
         consolidated = group.metadata.consolidated_metadata is not None
     cg = group.get("call_genotype")
@@ -307,7 +319,11 @@ def open_genotypes(source: str | os.PathLike[str] | xr.Dataset, *, chunks: int |
             f"genotype source must be a Zarr store path or an xarray.Dataset, got "
             f"{type(source).__name__}"
         )
+    from dqtl.io.fs import storage_options
+
     path = os.fspath(source)
+    if path.startswith("file://"):
+        path = path[len("file://"):]
     name = f"genotype store {path!r}"
     fmt, consolidated, cg = _zarr_group_info(path)
     if cg is None:
@@ -320,6 +336,8 @@ def open_genotypes(source: str | os.PathLike[str] | xr.Dataset, *, chunks: int |
     if len(outer) > 1:
         dask_chunks["samples"] = outer[1]
     kwargs: dict[str, Any] = dict(consolidated=consolidated, zarr_format=fmt, mask_and_scale=False)
+    if "://" in path and storage_options(path):
+        kwargs["storage_options"] = storage_options(path)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*separate the stored chunks.*")
         try:

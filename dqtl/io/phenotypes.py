@@ -14,13 +14,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from dqtl.errors import InputError
+from dqtl.io.fs import absolute, basename, exists, is_url, storage_options
 from dqtl.io.samples import align_samples, check_unique
 
 __all__ = [
@@ -37,15 +37,18 @@ log = logging.getLogger(__name__)
 _BED_POS = ["chr", "start", "end"]
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    name = path.name.lower()
+def _read_table(path: str) -> pd.DataFrame:
+    """A tab-separated (optionally gzipped) or parquet table from a local path or URL."""
+    name = basename(path).lower()
+    kw: dict = {"storage_options": storage_options(path) or None} if is_url(path) else {}
     try:
         if name.endswith(".parquet"):
-            return pd.read_parquet(path)
+            return pd.read_parquet(path, **kw)
         # read the header row raw: pandas would silently rename duplicated column names
-        header = pd.read_csv(path, sep="\t", header=None, nrows=1, dtype=str).iloc[0].tolist()
+        header = pd.read_csv(path, sep="\t", header=None, nrows=1, dtype=str, **kw).iloc[0].tolist()
         try:
-            df = pd.read_csv(path, sep="\t", header=None, skiprows=1, dtype={0: str}, low_memory=False)
+            df = pd.read_csv(path, sep="\t", header=None, skiprows=1, dtype={0: str},
+                             low_memory=False, **kw)
         except pd.errors.EmptyDataError:
             raise InputError(f"{path} has a header but no data rows") from None
         if df.shape[1] != len(header):
@@ -85,8 +88,8 @@ def read_phenotype_bed(path: str | os.PathLike[str]) -> xr.Dataset:
         (samples,). Rows are sorted by contig (first-seen order) then start; an unsorted input is
         sorted with a log line.
     """
-    path = Path(path)
-    if not path.exists():
+    path = absolute(path)
+    if not exists(path):
         raise FileNotFoundError(f"phenotype file {path} does not exist")
     df = _read_table(path)
     return phenotypes_from_frame(df, source=str(path))
@@ -209,8 +212,8 @@ def read_covariates(
         ``covariate_values`` (samples, covariates) float64, ``covariate_id`` (covariates,),
         ``sample_id`` (samples,).
     """
-    path = Path(path)
-    if not path.exists():
+    path = absolute(path)
+    if not exists(path):
         raise FileNotFoundError(f"covariates file {path} does not exist")
     df = _read_table(path)
     if df.shape[1] < 2 or df.shape[0] == 0:

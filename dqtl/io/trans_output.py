@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -47,7 +47,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dqtl.errors import InputError
-from dqtl.io.atomic import atomic_dir, atomic_path
+from dqtl.io.atomic import atomic_path
+from dqtl.io.fs import (
+    Publication,
+    absolute,
+    basename,
+    check_bucket,
+    exists,
+    filesystem,
+    is_url,
+    join,
+    open_file,
+    storage_options,
+)
 
 __all__ = [
     "TransBlockStore",
@@ -74,15 +86,16 @@ _FORMAT = "dqtl-trans-blocks-1"
 _BLOCK_RE = re.compile(r"^b(\d{7})_(\d{4})\.npz$")
 
 
-def trans_output_paths(output_prefix: str | os.PathLike[str]) -> dict[str, Path]:
-    """The files a trans run writes (``pairs``, ``zarr``, ``phenotypes``, ``summary``, ``blocks``)."""
-    p = str(output_prefix)
+def trans_output_paths(output_prefix: str | os.PathLike[str]) -> dict[str, str]:
+    """The files a trans run writes (``pairs``, ``zarr``, ``phenotypes``, ``summary``, ``blocks``);
+    local paths are made absolute, URLs kept."""
+    p = absolute(output_prefix)
     return {
-        "pairs": Path(f"{p}.trans_qtl_pairs.parquet"),
-        "zarr": Path(f"{p}.trans_qtl_pairs.zarr"),
-        "phenotypes": Path(f"{p}.trans_phenotype_tests.parquet"),
-        "summary": Path(f"{p}.trans_summary.json"),
-        "blocks": Path(f"{p}.trans_blocks"),
+        "pairs": f"{p}.trans_qtl_pairs.parquet",
+        "zarr": f"{p}.trans_qtl_pairs.zarr",
+        "phenotypes": f"{p}.trans_phenotype_tests.parquet",
+        "summary": f"{p}.trans_summary.json",
+        "blocks": f"{p}.trans_blocks",
     }
 
 
@@ -92,24 +105,36 @@ def input_signature(path: str | os.PathLike[str]) -> str:
     For a directory (a Zarr store) every file below it counts; for a file, it and its siblings
     of the same stem (``x.pgen``: ``x.pvar``, ``x.psam``); for a prefix, every ``prefix.*``.
     Changing, adding or removing a file changes it. Listing a store of many chunk files takes
-    a stat call per file.
+    a stat call per file (an object listing for URLs: sizes and ETags or modification times).
     """
-    p = Path(path)
+    s = absolute(path)
     entries: list[str] = []
+    if is_url(s):
+        fs, fp = filesystem(s)
+        with contextlib.suppress(FileNotFoundError):
+            for name, info in fs.find(fp, detail=True).items():
+                tag = info.get("ETag") or info.get("mtime") or info.get("LastModified") or ""
+                entries.append(f"{name[len(fp):]}:{info.get('size')}:{tag}")
+        entries.sort()
+        h = hashlib.sha256(s.encode())
+        for e in entries:
+            h.update(e.encode())
+        return h.hexdigest()
+    p = Path(s)
     if p.is_dir():
         for root, _dirs, files in os.walk(p):
             for f in files:
-                fp = Path(root) / f
-                st = fp.stat()
-                entries.append(f"{fp.relative_to(p)}:{st.st_size}:{st.st_mtime_ns}")
+                fp2 = Path(root) / f
+                st = fp2.stat()
+                entries.append(f"{fp2.relative_to(p)}:{st.st_size}:{st.st_mtime_ns}")
     else:
         # a file and its siblings of the same stem (x.pgen: x.pvar, x.psam), or a prefix's files
         stem = p.name[: -len(p.suffix)] if p.exists() and p.suffix else p.name
         cands = sorted({*([p] if p.exists() else []), *p.parent.glob(glob_escape(stem) + ".*")})
-        for fp in cands:
-            if fp.is_file():
-                st = fp.stat()
-                entries.append(f"{fp.name}:{st.st_size}:{st.st_mtime_ns}")
+        for fp2 in cands:
+            if fp2.is_file():
+                st = fp2.stat()
+                entries.append(f"{fp2.name}:{st.st_size}:{st.st_mtime_ns}")
     entries.sort()
     h = hashlib.sha256(str(p.resolve()).encode())
     for e in entries:
@@ -119,12 +144,14 @@ def input_signature(path: str | os.PathLike[str]) -> str:
 
 @dataclass(frozen=True)
 class TransBlockStore:
-    """Folder of completed block results of one trans run (picklable: a path and a hash).
+    """Folder (or object prefix) of completed block results of one trans run.
 
-    Use :meth:`open` to create or resume it.
+    Picklable (a path or URL and a hash); use :meth:`open` to create or resume it. On an
+    object store a block object appears only when its upload completes, which is the same
+    guarantee as the local temporary-file-and-rename.
     """
 
-    path: Path
+    path: str
     fingerprint: str
 
     @classmethod
@@ -133,39 +160,50 @@ class TransBlockStore:
 
         A folder with another fingerprint (other inputs or parameters) is emptied first.
         """
-        path = Path(path).absolute()  # workers may run in another directory
-        mpath = path / "manifest.json"
-        if path.exists():
+        path = absolute(path)  # workers may run in another directory
+        fs, fp = filesystem(path)
+        if is_url(path):
+            check_bucket(path)
+        mpath = join(path, "manifest.json")
+        if fs.exists(fp):
             old = None
             with contextlib.suppress(OSError, ValueError):
-                old = json.loads(mpath.read_text())
+                with open_file(mpath, "rb") as f:
+                    old = json.loads(f.read())
             if not isinstance(old, dict) or old.get("fingerprint") != fingerprint:
-                if any(path.iterdir()):
+                if fs.ls(fp):
                     log.warning(
                         "%s holds blocks of a run with other inputs or parameters; they are "
                         "discarded and the scan starts afresh", path,
                     )
-                shutil.rmtree(path)
-        path.mkdir(parents=True, exist_ok=True)
-        if not mpath.exists():
-            body = {"format": _FORMAT, "fingerprint": fingerprint, **manifest}
-            with atomic_path(mpath) as tmp:
-                tmp.write_text(json.dumps(body, indent=1, default=_json_default))
+                fs.rm(fp, recursive=True)
+        if not is_url(path):
+            os.makedirs(path, exist_ok=True)
+        if not exists(mpath):
+            body = json.dumps({"format": _FORMAT, "fingerprint": fingerprint, **manifest},
+                              indent=1, default=_json_default)
+            if is_url(path):
+                with open_file(mpath, "wb") as f:
+                    f.write(body.encode())
+            else:
+                with atomic_path(mpath) as tmp:
+                    tmp.write_text(body)
         return cls(path=path, fingerprint=fingerprint)
 
-    def block_path(self, key: tuple[int, int]) -> Path:
-        return self.path / f"b{int(key[0]):07d}_{int(key[1]):04d}.npz"
+    def block_path(self, key: tuple[int, int]) -> str:
+        return join(self.path, f"b{int(key[0]):07d}_{int(key[1]):04d}.npz")
 
     def has(self, key: tuple[int, int]) -> bool:
         """Whether the block ``key`` is recorded."""
-        return self.block_path(key).exists()
+        return exists(self.block_path(key))
 
     def completed(self) -> set[tuple[int, int]]:
-        """Keys of the blocks recorded on disk."""
+        """Keys of the blocks recorded."""
         out = set()
-        if self.path.exists():
-            for name in os.listdir(self.path):
-                m = _BLOCK_RE.match(name)
+        fs, fp = filesystem(self.path)
+        if fs.exists(fp):
+            for name in fs.ls(fp, detail=False):
+                m = _BLOCK_RE.match(basename(str(name)))
                 if m:
                     out.add((int(m.group(1)), int(m.group(2))))
         return out
@@ -173,11 +211,17 @@ class TransBlockStore:
     def write(self, key: tuple[int, int], arrays: dict[str, Any]) -> None:
         """Record one block atomically (temporary file in the folder, then rename)."""
         final = self.block_path(key)
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=self.path)
+        payload: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
+        payload["fingerprint"] = np.array(self.fingerprint)
+        if is_url(final):
+            buf = io.BytesIO()
+            np.savez(buf, **payload)
+            with open_file(final, "wb") as fh:
+                fh.write(buf.getvalue())
+            return
+        fd, tmp = tempfile.mkstemp(prefix=f".{basename(final)}.", suffix=".tmp", dir=self.path)
         try:
             with os.fdopen(fd, "wb") as fh:
-                payload: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
-                payload["fingerprint"] = np.array(self.fingerprint)
                 np.savez(fh, **payload)
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -190,7 +234,9 @@ class TransBlockStore:
     def read(self, key: tuple[int, int], fields: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Arrays of one recorded block (all, or only ``fields``)."""
         path = self.block_path(key)
-        with np.load(path, allow_pickle=False) as z:
+        with open_file(path, "rb") as fh:
+            data = fh.read() if is_url(path) else None
+        with np.load(io.BytesIO(data) if data is not None else path, allow_pickle=False) as z:
             if str(z["fingerprint"]) != self.fingerprint:
                 raise InputError(
                     f"{path} belongs to another run (fingerprint mismatch); delete {self.path} "
@@ -200,7 +246,9 @@ class TransBlockStore:
             return {k: z[k] for k in names if k != "fingerprint"}
 
     def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        fs, fp = filesystem(self.path)
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(fp, recursive=True)
 
 
 def _json_default(o: Any) -> Any:
@@ -221,10 +269,11 @@ def _json_default(o: Any) -> Any:
 class _ZarrColumns:
     """Write 1-D columns of known total length into a Zarr group, one full chunk at a time."""
 
-    def __init__(self, path: Path, columns: dict[str, Any], n: int, chunk: int, attrs: dict[str, Any]) -> None:
+    def __init__(self, path: str, columns: dict[str, Any], n: int, chunk: int, attrs: dict[str, Any]) -> None:
         import zarr
 
-        self.group = zarr.open_group(str(path), mode="w", zarr_format=3)
+        self.group = zarr.open_group(path, mode="w", zarr_format=3,
+                                     storage_options=storage_options(path) or None)
         self.group.attrs.update(json.loads(json.dumps(attrs, default=_json_default)))
         self.chunk = max(1, min(chunk, max(n, 1)))
         self.arrays = {}
@@ -303,17 +352,18 @@ def write_trans_tables(
                                                          else np.float64) for c in columns}
     schema = pa.schema([(k, pa.string() if t is str else pa.from_numpy_dtype(np.dtype(t)))
                         for k, t in file_cols.items()])
-    written: list[Path] = []
-    with contextlib.ExitStack() as stack:
+    written: list[str] = []
+    with Publication() as pub:
         writer = None
         zw = None
+        out = None
         if "parquet" in formats:
-            tmp = stack.enter_context(atomic_path(paths["pairs"]))
-            writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+            out = contextlib.ExitStack()
+            fh = out.enter_context(open_file(pub.stage(paths["pairs"]), "wb"))
+            writer = pq.ParquetWriter(fh, schema, compression="zstd")
             written.append(paths["pairs"])
         if "zarr" in formats:
-            ztmp = stack.enter_context(atomic_dir(paths["zarr"]))
-            zw = _ZarrColumns(ztmp / "pairs", file_cols, int(n_rows), zarr_chunk, summary)
+            zw = _ZarrColumns(pub.stage(paths["zarr"]), file_cols, int(n_rows), zarr_chunk, summary)
             written.append(paths["zarr"])
         n = 0
         for batch in rows:
@@ -323,26 +373,19 @@ def write_trans_tables(
             if zw is not None:
                 zw.append(cols)
             n += len(batch["p_value"])
-        if writer is not None:
+        if writer is not None and out is not None:
             if n == 0:
                 writer.write_table(schema.empty_table())
             writer.close()
+            out.close()
         if zw is not None:
             zw.close()
-            _move_zarr_group(ztmp)
         ptab = pa.table({"phenotype_id": pa.array(np.asarray(phenotype_id).astype(str)),
                          "n_tests": n_tests, "n_hits": n_hits})
-        pq.write_table(ptab, stack.enter_context(atomic_path(paths["phenotypes"])), compression="zstd")
+        with open_file(pub.stage(paths["phenotypes"]), "wb") as fh:
+            pq.write_table(ptab, fh, compression="zstd")
         written.append(paths["phenotypes"])
-        files = [str(p) for p in [*written, paths["summary"]]]
-        stmp = stack.enter_context(atomic_path(paths["summary"]))
-        stmp.write_text(json.dumps({**summary, "files": files}, indent=1, default=_json_default))
+        files = [*written, paths["summary"]]
+        with open_file(pub.stage(paths["summary"]), "wb") as fh:
+            fh.write(json.dumps({**summary, "files": files}, indent=1, default=_json_default).encode())
     return files
-
-
-def _move_zarr_group(tmp: Path) -> None:
-    """The Zarr group was built in ``tmp/pairs``; make ``tmp`` itself the group."""
-    inner = tmp / "pairs"
-    for child in list(inner.iterdir()):
-        os.replace(child, tmp / child.name)
-    inner.rmdir()
