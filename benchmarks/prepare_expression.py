@@ -85,7 +85,7 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float, float, float]:
 
 
 def int_blocks(x: np.ndarray, block: int = 2000) -> np.ndarray:
-    from dqtl.preprocess.normalize import inverse_normal_transform
+    from dqtl.preprocess.rank_normalize import inverse_normal_transform
 
     out = np.empty(x.shape, dtype=np.float64)
     for i in range(0, x.shape[0], block):

@@ -13,7 +13,7 @@ _EXPORTS: dict[str, str] = {
     # ingestion
     "convert": "dqtl.io.convert",
     "open_genotypes": "dqtl.io.genotypes",
-    "load_genotypes": "dqtl.io.genotypes",
+    "load_genotypes": "dqtl.io.convert",
     "contig_names": "dqtl.io.genotypes",
     "normalize_contig": "dqtl.io.genotypes",
     "read_phenotype_bed": "dqtl.io.phenotypes",
@@ -46,8 +46,8 @@ _EXPORTS: dict[str, str] = {
     "tmm_norm_factors": "dqtl.preprocess.normalize",
     "effective_lib_size": "dqtl.preprocess.normalize",
     "cpm": "dqtl.preprocess.normalize",
-    "inverse_normal_transform": "dqtl.preprocess.normalize",
-    "quantile_normalize": "dqtl.preprocess.normalize",
+    "inverse_normal_transform": "dqtl.preprocess.rank_normalize",
+    "quantile_normalize": "dqtl.preprocess.rank_normalize",
     "prepare_expression": "dqtl.preprocess.expression",
     "write_phenotype_bed": "dqtl.preprocess.expression",
     "read_expression_matrix": "dqtl.io.expression",
@@ -63,11 +63,11 @@ _EXPORTS: dict[str, str] = {
     "peer_factors": "dqtl.preprocess.factors",
     "expression_pcs": "dqtl.preprocess.factors",
     "gtex_n_factors": "dqtl.preprocess.factors",
-    "choose_n_factors_by_discovery": "dqtl.preprocess.factors",
+    "choose_n_factors_by_discovery": "dqtl.preprocess.factor_discovery",
     "combine_covariates": "dqtl.preprocess.factors",
     # simulation
     "simulate": "dqtl.simulation",
-    "write_simulation": "dqtl.simulation",
+    "write_simulation": "dqtl.simulation_files",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

@@ -16,7 +16,9 @@ from scipy import stats
 
 import dqtl.simulation as sim_module
 from dqtl.errors import InputError
-from dqtl.simulation import GENOTYPE_BLOCK, simulate, write_simulation
+from dqtl.io.bgzf import BgzfWriter
+from dqtl.simulation import GENOTYPE_BLOCK, simulate
+from dqtl.simulation_files import write_simulation
 
 SMALL = dict(n_samples=40, n_variants=600, n_phenotypes=30, n_contigs=2, contig_length=2_000_000)
 
@@ -352,7 +354,7 @@ def test_bgzf_writer__virtual_offsets_address_the_written_bytes(tmp_path):
     rng = np.random.default_rng(0)
     records = [rng.bytes(int(rng.integers(1, 40_000))) for _ in range(12)]
     offsets = []
-    with open(path, "wb") as raw, sim_module._BgzfWriter(raw) as fh:
+    with open(path, "wb") as raw, BgzfWriter(raw) as fh:
         for rec in records:
             offsets.append(fh.tell())
             fh.write(rec)

@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from dqtl.cli._common import (
+from dqtl.cli.common import (
     add_genotype_args,
     add_scheduler_args,
     genotypes_from,
@@ -81,10 +81,9 @@ def read_phenotype_groups(path: str) -> pd.Series:
 def run(args: argparse.Namespace) -> int:
     from dqtl.association.permutation import PermutationSpec
     from dqtl.errors import InputError
+    from dqtl.io.fs import check_bucket
     from dqtl.io.phenotypes import read_covariates, read_phenotype_bed
     from dqtl.workflows import run_cis_independent, run_cis_nominal, run_cis_permute
-
-    from dqtl.io.fs import check_bucket
 
     progress = not args.no_progress
     check_bucket(args.output_prefix)  # fail before any work when the output bucket is missing

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from dqtl.cli._common import (
+from dqtl.cli.common import (
     add_genotype_args,
     add_scheduler_args,
     genotypes_from,

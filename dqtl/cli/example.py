@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from dqtl.cli._common import scheduler
+    from dqtl.cli.common import scheduler
     from dqtl.io.atomic import atomic_path
     from dqtl.io.convert import convert
     from dqtl.io.genotypes import open_genotypes

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from dqtl.cli._common import (
+from dqtl.cli.common import (
     add_genotype_args,
     add_scheduler_args,
     genotypes_from,
@@ -89,13 +89,8 @@ def run(args: argparse.Namespace) -> int:
     from dqtl.errors import InputError
     from dqtl.io.atomic import atomic_path
     from dqtl.io.phenotypes import read_covariates, read_phenotype_bed
-    from dqtl.preprocess.factors import (
-        choose_n_factors_by_discovery,
-        expression_pcs,
-        gtex_n_factors,
-        peer_factors,
-        plot_discovery_curve,
-    )
+    from dqtl.preprocess.factor_discovery import choose_n_factors_by_discovery, plot_discovery_curve
+    from dqtl.preprocess.factors import expression_pcs, gtex_n_factors, peer_factors
 
     out = Path(args.output)
     if out.is_dir():

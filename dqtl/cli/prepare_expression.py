@@ -7,14 +7,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from dqtl.cli._common import positive_int
+from dqtl.cli.common import positive_int
 from dqtl.errors import InputError
 
 log = logging.getLogger(__name__)
 
 
 def _offset(text: str) -> str | float | None:
-    from dqtl.preprocess.normalize import INT_OFFSETS
+    from dqtl.preprocess.rank_normalize import INT_OFFSETS
 
     if text.lower() == "none":
         return None

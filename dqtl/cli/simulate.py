@@ -11,8 +11,8 @@ from dqtl.simulation import (
     SIMULATION_FORMATS,
     check_simulation_parameters,
     simulate,
-    write_simulation,
 )
+from dqtl.simulation_files import write_simulation
 
 log = logging.getLogger(__name__)
 

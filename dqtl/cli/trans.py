@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from dqtl.cli._common import (
+from dqtl.cli.common import (
     add_genotype_args,
     add_scheduler_args,
     genotypes_from,
@@ -78,10 +78,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dqtl.association.trans import run_trans
+    from dqtl.io.fs import check_bucket
     from dqtl.io.phenotypes import read_covariates, read_phenotype_bed
     from dqtl.io.trans_output import input_signature
-
-    from dqtl.io.fs import check_bucket
 
     progress = not args.no_progress
     check_bucket(args.output_prefix)  # fail before any work when the output bucket is missing

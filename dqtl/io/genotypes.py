@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -31,7 +30,6 @@ from dqtl.variables import GENOTYPE_OPTIONAL, GENOTYPE_REQUIRED, validate
 
 __all__ = [
     "open_genotypes",
-    "load_genotypes",
     "contig_names",
     "normalize_contig",
     "is_zarr_store",
@@ -353,63 +351,3 @@ def open_genotypes(source: str | os.PathLike[str] | xr.Dataset, *, chunks: int |
         var.attrs.pop("_FillValue", None)
         var.attrs.pop("missing_value", None)
     return _finalize(ds, name, None)
-
-
-def load_genotypes(
-    source: str | os.PathLike[str] | xr.Dataset,
-    *,
-    format: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    chunks: int | None = None,
-    show_progress: bool = False,
-) -> xr.Dataset:
-    """Open genotypes from a store, a Dataset, or VCF/PLINK/PGEN/BGEN files (converted first).
-
-    Parameters
-    ----------
-    source : str, path-like or xarray.Dataset
-        A Zarr store or Dataset (opened with :func:`open_genotypes`), or a genotype file or
-        prefix (converted with :func:`dqtl.io.convert.convert`).
-    format : {"vcf", "plink", "pgen", "bgen"}, optional
-        Input format of a file or prefix that several formats share.
-    cache_dir : str or path-like, optional
-        Where converted stores live (default: a new temporary directory). A store converted
-        earlier from the same, unchanged files is reused.
-    chunks : int, optional
-        Variants per dask chunk.
-    show_progress : bool, default False
-        Show conversion progress.
-
-    Returns
-    -------
-    xarray.Dataset
-        As :func:`open_genotypes`.
-    """
-    if isinstance(source, xr.Dataset):
-        return open_genotypes(source, chunks=chunks)
-    path = os.fspath(source)
-    if "://" in path or is_zarr_store(path):
-        return open_genotypes(path, chunks=chunks)
-    from dqtl.io.convert import _source_signature, convert, resolve_input
-
-    gi = resolve_input(path, format=format)
-    cache = (
-        Path(cache_dir) if cache_dir is not None else Path(tempfile.mkdtemp(prefix="dqtl-geno-"))
-    )
-    cache.mkdir(parents=True, exist_ok=True)
-    stem = gi.path.name
-    for suffix in (".gz", ".bgz", ".vcf", ".bcf", ".bed", ".pgen", ".bgen"):
-        stem = stem.removesuffix(suffix)
-    store = cache / f"{stem}.{gi.format}.vcz"
-    if is_zarr_store(store):
-        import zarr
-
-        try:
-            stamp = zarr.open_group(str(store), mode="r").attrs.get("dqtl_source")
-        except Exception:  # a damaged cache entry is simply rebuilt
-            stamp = None
-        if stamp == _source_signature(gi):
-            log.info("using cached genotype store %s", store)
-            return open_genotypes(store, chunks=chunks)
-    convert(gi.path, store, format=gi.format, force=True, show_progress=show_progress)
-    return open_genotypes(store, chunks=chunks)

@@ -22,7 +22,7 @@ from dqtl.errors import InputError
 __all__ = ["bh"]
 
 
-def _as_pvalues(p: object, name: str) -> np.ndarray:
+def as_pvalues(p: object, name: str) -> np.ndarray:
     try:
         arr = np.asarray(p, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -65,7 +65,7 @@ def bh(p: np.ndarray, *, n_tests: int | None = None) -> np.ndarray:
     InputError
         p-values outside [0, 1], or ``n_tests`` smaller than the number of non-NaN p-values.
     """
-    arr = _as_pvalues(p, "bh(p)")
+    arr = as_pvalues(p, "bh(p)")
     shape = arr.shape
     flat = arr.ravel()
     keep = ~np.isnan(flat)

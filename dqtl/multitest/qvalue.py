@@ -38,7 +38,7 @@ import numpy as np
 from scipy import special
 
 from dqtl.errors import InputError
-from dqtl.multitest.bh import _as_pvalues, bh
+from dqtl.multitest.bh import as_pvalues, bh
 from dqtl.multitest.spline import SmoothingError, r_density, r_quantile7, smooth_spline
 
 __all__ = ["QValueResult", "Pi0Estimate", "qvalue", "pi0est", "lfdr", "DEFAULT_LAMBDA"]
@@ -229,7 +229,7 @@ def pi0est(
         Invalid options or p-values, or data from which pi0 cannot be estimated (this function
         does not fall back; :func:`qvalue` does).
     """
-    arr = _as_pvalues(p, "pi0est(p)").ravel()
+    arr = as_pvalues(p, "pi0est(p)").ravel()
     lam = _check_lambda(lambda_)
     method = _check_method(pi0_method)
     _check_df(smooth_df, lam)
@@ -321,7 +321,7 @@ def lfdr(
     Depends on R's kernel density (FFT binning) and a GCV smoothing spline; agreement with R is
     ~1e-12 relative rather than bit-exact.
     """
-    arr = _as_pvalues(p, "lfdr(p)")
+    arr = as_pvalues(p, "lfdr(p)")
     if not (0 < pi0 <= 1):
         raise InputError(f"lfdr(pi0): expected a value in (0, 1], got {pi0!r}.")
     flat = arr.ravel()
@@ -378,7 +378,7 @@ def qvalue(
         Invalid p-values or options. Data from which pi0 cannot be estimated do not raise: a
         warning is logged and ``pi0 = 1`` (BH) is used.
     """
-    arr = _as_pvalues(p, "qvalue(p)")
+    arr = as_pvalues(p, "qvalue(p)")
     if fdr is not None and not (0 < fdr <= 1):
         raise InputError(f"qvalue(fdr): expected an FDR level in (0, 1], got {fdr!r}.")
     lam = _check_lambda(lambda_)

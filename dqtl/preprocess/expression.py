@@ -50,15 +50,9 @@ from dqtl.errors import InputError
 from dqtl.io.annotation import chrom_sort_key, set_chrom_prefix
 from dqtl.io.atomic import atomic_path
 from dqtl.io.expression import validate_counts
-from dqtl.preprocess.normalize import (
-    INT_OFFSETS,
-    cpm,
-    effective_lib_size,
-    inverse_normal_transform,
-    quantile_normalize,
-    tmm_norm_factors,
-)
-from dqtl.preprocess.qc import SampleQC, _aligned_tpm, filter_counts, sample_qc
+from dqtl.preprocess.normalize import cpm, effective_lib_size, tmm_norm_factors
+from dqtl.preprocess.qc import SampleQC, aligned_tpm, filter_counts, sample_qc
+from dqtl.preprocess.rank_normalize import INT_OFFSETS, inverse_normal_transform, quantile_normalize
 
 __all__ = [
     "NORMALIZATIONS",
@@ -382,7 +376,7 @@ def prepare_expression(
     samples = pd.Index([str(s) for s in counts.columns], dtype=object)
     counts = counts.set_axis(samples, axis=1)
     if tpm is not None:
-        tpm = _aligned_tpm(tpm.set_axis([str(s) for s in tpm.columns], axis=1), counts)
+        tpm = aligned_tpm(tpm.set_axis([str(s) for s in tpm.columns], axis=1), counts)
         tv = tpm.to_numpy(dtype=np.float64)
         if not np.isfinite(tv).all() or (tv < 0).any():
             r, c = (int(k[0]) for k in np.nonzero(~np.isfinite(tv) | (tv < 0)))

@@ -134,12 +134,12 @@ def gene_filter(
     n = counts.shape[1]
     keep = filter_counts(counts.to_numpy(), t_cnt) >= frac * n
     if tpm is not None:
-        tpm = _aligned_tpm(tpm, counts)
+        tpm = aligned_tpm(tpm, counts)
         keep &= filter_counts(tpm.to_numpy(), t_tpm) >= frac * n
     return pd.Series(keep, index=counts.index, name="expressed")
 
 
-def _aligned_tpm(tpm: pd.DataFrame, counts: pd.DataFrame) -> pd.DataFrame:
+def aligned_tpm(tpm: pd.DataFrame, counts: pd.DataFrame) -> pd.DataFrame:
     """TPM reordered to the genes and samples of ``counts`` (same sets required)."""
     if not tpm.columns.equals(counts.columns):
         miss = counts.columns.difference(tpm.columns)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import dask.array as da
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
 import pytest
 import statsmodels.api as sm
@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dqtl.association.cis import map_cis_nominal
-from dqtl.study import plan_study as plan_cis
-from dqtl.kernels.linalg import Residualizer
 from dqtl.errors import InputError
+from dqtl.kernels.linalg import Residualizer
+from dqtl.study import plan_study as plan_cis
 
 
 def make_data(seed=0, n=80, v=500, p=12, k=3, missing_gt=0.02, contig="1", length=3_000_000, chunks=100):

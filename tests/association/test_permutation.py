@@ -104,6 +104,7 @@ def test_cis_permutation_graph__results_identical_for_any_task_grouping(small):
 def test_map_cis_permutations__distributed_identical_to_threads(small, dask_cluster):
     local = map_cis_permutations(small, small, small, permutations=300, seed=4)
     with Client(dask_cluster.address) as client:
+        assert len(client.scheduler_info()["workers"]) == 2
         dist = map_cis_permutations(small, small, small, permutations=300, seed=4)
     pd.testing.assert_frame_equal(local, dist)
 

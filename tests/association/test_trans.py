@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dqtl.association.trans import choose_block_sizes, map_trans, plan_trans, run_trans
+from dqtl.errors import InputError
 from dqtl.kernels import decode_block, float32_tolerance, r_threshold
 from dqtl.kernels.trans import trans_block
-from dqtl.errors import InputError
 from dqtl.multitest import bh, pval_from_r2
 from tests.conftest import EXAMPLE, REFERENCE
 

@@ -15,7 +15,8 @@ from dqtl.io.phenotypes import read_covariates, read_phenotype_bed
 from dqtl.preprocess.factors import expression_pcs, peer_factors
 from dqtl.preprocess.genotype_qc import variant_qc
 from dqtl.preprocess.pca import genotype_pcs
-from dqtl.simulation import simulate, write_simulation
+from dqtl.simulation import simulate
+from dqtl.simulation_files import write_simulation
 
 
 @pytest.fixture(scope="module")

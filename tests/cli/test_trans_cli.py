@@ -15,7 +15,8 @@ import pytest
 import xarray as xr
 
 from dqtl.cli.main import main
-from dqtl.simulation import simulate, write_simulation
+from dqtl.simulation import simulate
+from dqtl.simulation_files import write_simulation
 from tests.conftest import EXAMPLE, REFERENCE
 
 N_SAMPLES = 400

@@ -13,11 +13,10 @@ import xarray as xr
 import zarr
 
 from dqtl.errors import InputError
-from dqtl.io.convert import convert
+from dqtl.io.convert import convert, load_genotypes
 from dqtl.io.genotypes import (
     check_variant_order,
     contig_names,
-    load_genotypes,
     normalize_contig,
     open_genotypes,
 )

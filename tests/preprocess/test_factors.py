@@ -11,14 +11,16 @@ import xarray as xr
 
 from dqtl.association.cis import map_cis_nominal
 from dqtl.errors import InputError
-from dqtl.preprocess.factors import (
+from dqtl.preprocess.factor_discovery import (
     choose_n_factors_by_discovery,
-    combine_covariates,
     count_egenes,
+    plot_discovery_curve,
+)
+from dqtl.preprocess.factors import (
+    combine_covariates,
     expression_pcs,
     gtex_n_factors,
     peer_factors,
-    plot_discovery_curve,
 )
 from dqtl.simulation import simulate
 

@@ -16,7 +16,7 @@ from dqtl.preprocess.expression import (
     prepare_expression,
     write_phenotype_bed,
 )
-from dqtl.preprocess.normalize import quantile_normalize
+from dqtl.preprocess.rank_normalize import quantile_normalize
 from dqtl.simulate_counts import SAMPLE_BLOCK, simulate_counts
 
 GTEX = Path(__file__).resolve().parents[1] / "reference" / "gtex_prepare_expression"

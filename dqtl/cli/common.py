@@ -83,8 +83,8 @@ def scheduler(address: str | None, *, progress: bool = True) -> Iterator[Any]:
 def genotypes_from(path: str, *, fmt: str | None, progress: bool) -> Iterator[xr.Dataset]:
     """Open a VCF Zarr store (local path or URL), or convert VCF/PLINK/PGEN/BGEN into a
     temporary store first."""
+    from dqtl.io.convert import load_genotypes
     from dqtl.io.fs import exists, is_url
-    from dqtl.io.genotypes import load_genotypes
 
     if is_url(path) and not path.startswith("file://"):
         if not exists(path):  # a missing bucket or credentials raise their own message
