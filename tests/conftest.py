@@ -13,6 +13,10 @@ from pathlib import Path
 
 import pytest
 
+# scripts that generate reference outputs or fixtures run in their own environments (R,
+# tensorQTL): they are not test modules, and --doctest-modules must not import them
+collect_ignore_glob = ["reference/*", "data/*"]
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "dqtl" / "data" / "geuvadis"
 REFERENCE = Path(__file__).resolve().parent / "reference"
 
