@@ -65,7 +65,7 @@ COUNTERS = ("n_monomorphic", "n_maf_filtered", "n_imputed_calls", "n_variants_im
 
 #: default bounds of one batch: variants spanned beyond one window, pairs, phenotypes
 VARIANTS_PER_TASK = 20_000
-PAIRS_PER_TASK = 1_000_000
+PAIRS_PER_TASK = 250_000
 PHENOTYPES_PER_TASK = 256
 
 
