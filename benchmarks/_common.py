@@ -157,7 +157,8 @@ def ensure_simulation(params: dict[str, Any], cache_dir: Path) -> dict[str, Path
     if marker.exists() and json.loads(marker.read_text()) == params:
         log.info("reusing simulated inputs in %s", d)
         return paths
-    from dqtl.simulation import simulate, write_simulation
+    from dqtl.simulation import simulate
+    from dqtl.simulation_files import write_simulation
 
     log.info("simulating %s into %s", params, d)
     t0 = time.perf_counter()

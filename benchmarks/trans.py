@@ -102,7 +102,8 @@ def ensure_data(args: argparse.Namespace) -> dict[str, str]:
     marker = d / "params.json"
     if marker.exists() and json.loads(marker.read_text()) == params:
         return paths
-    from dqtl.simulation import simulate, write_simulation
+    from dqtl.simulation import simulate
+    from dqtl.simulation_files import write_simulation
 
     t0 = time.perf_counter()
     ds = simulate(**params)

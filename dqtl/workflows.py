@@ -23,12 +23,11 @@ from dqtl.compute import compute
 from dqtl.io.fs import Publication, absolute, join, open_file, storage_options
 from dqtl.io.results import (
     CIS_PAIRS_SCHEMA,
-    cis_pairs_table,
+    CisPairsPart,
     concat_parquet,
     from_tensorqtl_cis,
     to_tensorqtl_cis,
     to_tensorqtl_pairs,
-    write_table,
 )
 from dqtl.study import StudyPlan, plan_study
 
@@ -49,16 +48,10 @@ class CisNominalSummary:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def write_pairs_part(pairs: dict[str, np.ndarray], path: str) -> dict[str, int]:
-    """Task: write one batch's pairs as a parquet part; return its counts only."""
-    n = write_table(cis_pairs_table(pairs), path)
-    return {"n_pairs": n, **{k: int(pairs[k]) for k in COUNTERS}}
-
-
-def concat_pairs_parts(summaries: list[dict[str, int]], parts: list[str], path: str) -> dict[str, int]:
+def concat_pairs_parts(summaries: list[dict[str, Any]], parts: list[str], path: str) -> dict[str, int]:
     """Task: concatenate a contig's parts (batch order = final order) into its file."""
-    n = concat_parquet(parts, path, CIS_PAIRS_SCHEMA)
-    out = {k: sum(s[k] for s in summaries) for k in COUNTERS}
+    n = concat_parquet(parts, path, CIS_PAIRS_SCHEMA, remove_parts=True)
+    out = {k: int(sum(int(s[k]) for s in summaries)) for k in COUNTERS}
     out["n_pairs"] = n
     return out
 
@@ -90,21 +83,20 @@ def run_cis_nominal(
                           maf_threshold=maf_threshold,
                           allow_sample_intersection=allow_sample_intersection)
     batches = cis_batches(plan)
-    graph = cis_nominal_graph(plan, dtype=dtype, variants_chunk_size=variants_chunk_size,
-                              batches=batches)
     log.info(
         "cis nominal: %d phenotypes, %d samples, %d variants, dof %d, window %d bp, %d tasks",
         plan.n_phenotypes, plan.n_samples, plan.n_variants, plan.dof, plan.window, len(batches),
     )
     summary = CisNominalSummary(n_phenotypes=plan.n_phenotypes, n_samples=plan.n_samples)
-    write = dask.delayed(write_pairs_part, pure=False)
     concat = dask.delayed(concat_pairs_parts, pure=False)
     with Publication() as pub:
         work = pub.scratch_dir(f"{output_prefix}.cis_qtl_pairs", "parts")
+        part_paths = [join(work, f"part-{k:07d}.arrow") for k in range(len(batches))]
+        graph = cis_nominal_graph(plan, dtype=dtype, variants_chunk_size=variants_chunk_size,
+                                  batches=batches, sinks=[CisPairsPart(p) for p in part_paths])
         by_contig: dict[str, list[tuple[CisBatch, Any, str]]] = {c: [] for c in plan.contigs}
-        for k, (batch, task) in enumerate(graph):
-            part = join(work, f"part-{k:07d}.parquet")
-            by_contig[batch.contig].append((batch, write(task, part), part))
+        for (batch, task), part in zip(graph, part_paths, strict=True):
+            by_contig[batch.contig].append((batch, task, part))
         finals, tasks = [], []
         for contig, items in by_contig.items():
             final = f"{output_prefix}.cis_qtl_pairs.{contig}.parquet"

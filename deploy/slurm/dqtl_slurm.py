@@ -28,11 +28,11 @@ def main() -> None:
     a = ap.parse_args()
     cluster = SLURMCluster(cores=a.cores, processes=1, memory=a.memory, walltime=a.walltime, queue=a.queue)
     cluster.scale(jobs=a.jobs)
-    with Client(cluster) as client:
+    with Client(cluster), dqtl.show_progress():  # the active Client runs every dqtl graph
         geno = dqtl.open_genotypes(a.genotypes)
         phen = dqtl.read_phenotype_bed(a.phenotypes)
         cov = dqtl.read_covariates(a.covariates, sample_ids=phen.sample_id.values)
-        dqtl.run_cis_nominal(geno, phen, cov, a.output_prefix, client=client, progress=True)
+        dqtl.run_cis_nominal(geno, phen, cov, a.output_prefix)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ __all__ = [
     "pairs_dataset",
     "PAIR_VARIABLES",
     "COUNTERS",
+    "PAIRS_PER_SLICE",
 ]
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,11 @@ PAIR_VARIABLES = (
 #: per-run counters summed over tasks (each variant counted once)
 COUNTERS = ("n_monomorphic", "n_maf_filtered", "n_imputed_calls", "n_variants_imputed")
 
-#: default bounds of one batch: variants spanned beyond one window, pairs, phenotypes
-VARIANTS_PER_TASK = 20_000
-PAIRS_PER_TASK = 250_000
-PHENOTYPES_PER_TASK = 256
+#: default bounds of one batch task: bytes of decoded float64 genotypes (sets the variants it
+#: spans beyond one window) and phenotypes; pairs are produced in slices of PAIRS_PER_SLICE
+DECODED_BYTES_PER_TASK = 128 << 20
+PHENOTYPES_PER_TASK = 1024
+PAIRS_PER_SLICE = 250_000
 
 
 @dataclass(frozen=True)
@@ -88,11 +90,18 @@ class CisBatch:
 def cis_batches(
     plan: StudyPlan,
     *,
-    variants_per_task: int = VARIANTS_PER_TASK,
-    pairs_per_task: int = PAIRS_PER_TASK,
+    variants_per_task: int | None = None,
     phenotypes_per_task: int = PHENOTYPES_PER_TASK,
 ) -> list[CisBatch]:
-    """Cut the plan's phenotypes into batches (they do not depend on the store's chunking)."""
+    """Cut the plan's phenotypes into batches (they do not depend on the store's chunking).
+
+    A batch spans at most ``variants_per_task`` variants (default: as many as
+    :data:`DECODED_BYTES_PER_TASK` of float64 dosages of the analysis samples hold, at least
+    4,096), or one phenotype's window when that is larger; each variant is decoded by about
+    ``1 + window / span`` batches.
+    """
+    if variants_per_task is None:
+        variants_per_task = max(4096, DECODED_BYTES_PER_TASK // (8 * max(plan.n_samples, 1)))
     lo, hi = plan.window_lo, plan.window_hi
     sizes = np.maximum(hi - lo, 0)
     out: list[CisBatch] = []
@@ -110,19 +119,18 @@ def cis_batches(
         out.append(CisBatch(contig, rows, v0, v1, count_from, int(sizes[rows].sum())))
         cur.clear()
 
-    pairs = 0
+    hi_max = 0
     for i in range(plan.n_phenotypes):
         if cur:
             first = cur[0]
-            span = max(int(hi[cur].max()), int(hi[i])) - int(lo[first])
+            span = max(hi_max, int(hi[i])) - int(lo[first])
             if (plan.phenotype_contig[i] != plan.phenotype_contig[first]
                     or span > max(variants_per_task, int(sizes[i]))
-                    or pairs + int(sizes[i]) > pairs_per_task
                     or len(cur) >= phenotypes_per_task):
                 flush()
-                pairs = 0
+                hi_max = 0
         cur.append(i)
-        pairs += int(sizes[i])
+        hi_max = max(hi_max, int(hi[i]))
     flush()
     return out
 
@@ -142,8 +150,14 @@ def cis_batch_kernel(
     ploidy: int,
     maf_threshold: float,
     dtype: Any,
+    sink: Any = None,
+    pairs_per_slice: int = PAIRS_PER_SLICE,
 ) -> dict[str, np.ndarray]:
     """Test one batch of phenotypes against the variants of their windows.
+
+    The block is decoded once; the batch's phenotypes are then tested in slices of at most
+    ``pairs_per_slice`` pairs (each slice's product spans only its own windows), so memory holds
+    one slice of pairs at a time when a ``sink`` takes them.
 
     Parameters
     ----------
@@ -161,36 +175,86 @@ def cis_batch_kernel(
         IDs and positions of the block's variants.
     phenotype_id, phenotype_start, phenotype_end
         The batch's phenotypes and their BED coordinates.
+    sink
+        Optional callable taking each slice's pairs (a dict as returned below) in order, with a
+        ``close()`` method called at the end (e.g. a parquet part writer); the task then
+        returns only the counters and ``n_pairs``.
 
     Returns
     -------
     dict of 1-D arrays, one entry per tested pair, sorted by phenotype (batch order) then
-    variant: the :data:`PAIR_VARIABLES`, and the :data:`COUNTERS` as 0-d arrays.
+    variant: the :data:`PAIR_VARIABLES`, and the :data:`COUNTERS` and ``n_pairs`` as 0-d arrays.
     """
     dec = decode_block(block, sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
-    G, valid = dec.G, dec.valid
     ma_samples, ma_count = dec.minor_allele()
-    nv = G.shape[0]
-    vi_all = np.arange(nv) + v0
-    Gc = G - G.mean(axis=1, keepdims=True)
-    Gw = Gc.astype(dtype, copy=False)
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("p", "v", "r", "g_norm", "p_norm", "dof")}
+    counts = decode_block_counts(dec, slice(max(count_from - v0, 0), None))
+    G = dec.G
+    G -= G.mean(axis=1, keepdims=True)  # centred in place (the decoded copy is this task's)
+    n_phen = len(phenotype_id)
+    lo_all = np.zeros(n_phen, dtype=np.int64)
+    hi_all = np.zeros(n_phen, dtype=np.int64)
+    groups = []
     for rows, sidx, P_hat, p_norm, Q, dof, lo, hi in parts:
-        if sidx is None:
-            Gs, Gsw = Gc, Gw
-        else:
-            Gs = np.ascontiguousarray(Gc[:, sidx])
-            Gsw = Gs.astype(dtype, copy=False)
+        Gs = G if sidx is None else np.ascontiguousarray(G[:, sidx])
         g_norm = np.sqrt(residual_norm2(Gs, Q, centred=sidx is None))
-        ok = valid & (g_norm > 1e-10 * np.sqrt(Gs.shape[1]))
-        R = Gsw @ P_hat.astype(dtype, copy=False).T  # (v, p)
-        inwin = (vi_all[:, None] >= lo[None, :]) & (vi_all[:, None] < hi[None, :]) & ok[:, None]
+        ok = dec.valid & (g_norm > 1e-10 * np.sqrt(Gs.shape[1]))
+        where = np.full(n_phen, -1, dtype=np.int64)
+        where[rows] = np.arange(len(rows))
+        groups.append((where, Gs.astype(dtype, copy=False), g_norm, ok,
+                       P_hat.astype(dtype, copy=False), p_norm, dof))
+        lo_all[rows], hi_all[rows] = lo, hi
+    sizes = np.maximum(hi_all - lo_all, 0)
+    info = dict(variant_id=np.asarray(variant_id), variant_position=np.asarray(variant_position,
+                dtype=np.int64), phenotype_id=np.asarray(phenotype_id),
+                phenotype_start=np.asarray(phenotype_start, dtype=np.int64),
+                phenotype_end=np.asarray(phenotype_end, dtype=np.int64),
+                af=np.asarray(dec.af, dtype=np.float64), ma_samples=ma_samples, ma_count=ma_count)
+    outs = []
+    n_pairs = 0
+    a = 0
+    while a < n_phen:  # slices of consecutive phenotypes, at most pairs_per_slice pairs each
+        b = a + 1
+        total = int(sizes[a])
+        while b < n_phen and total + int(sizes[b]) <= pairs_per_slice:
+            total += int(sizes[b])
+            b += 1
+        out = _slice_pairs(a, b, v0, lo_all, hi_all, groups, info)
+        n_pairs += len(out["p_value"])
+        if sink is not None:
+            sink(out)
+        else:
+            outs.append(out)
+        a = b
+    if sink is not None:
+        sink.close()
+        return {"n_pairs": np.asarray(n_pairs), **{k: np.asarray(v) for k, v in counts.items()}}
+    cat = {k: np.concatenate([o[k] for o in outs]) if outs else np.zeros(0) for k in PAIR_VARIABLES}
+    return {**cat, "n_pairs": np.asarray(n_pairs), **{k: np.asarray(v) for k, v in counts.items()}}
+
+
+def _slice_pairs(
+    a: int, b: int, v0: int, lo_all: np.ndarray, hi_all: np.ndarray,
+    groups: Sequence[tuple[Any, ...]], info: dict[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """Pairs of the batch's phenotypes ``a:b`` (sorted by phenotype then variant)."""
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("p", "v", "r", "g_norm", "p_norm", "dof")}
+    va = max(int(lo_all[a:b].min()) - v0, 0)
+    vb = max(int(hi_all[a:b].max()) - v0, va)
+    vi = np.arange(va, vb) + v0
+    for where, Gsw, g_norm, ok, P_hat, p_norm, dof in groups:
+        sel = np.flatnonzero(where[a:b] >= 0) + a  # batch positions of this group in the slice
+        if sel.size == 0 or vb <= va:
+            continue
+        gpos = where[sel]
+        R = Gsw[va:vb] @ P_hat[gpos].T  # (v, p)
+        inwin = ((vi[:, None] >= lo_all[sel][None, :]) & (vi[:, None] < hi_all[sel][None, :])
+                 & ok[va:vb, None])
         vv, pp = np.nonzero(inwin)
-        cols["p"].append(rows[pp])
-        cols["v"].append(vv)
-        cols["r"].append(R[vv, pp].astype(np.float64) / g_norm[vv])
-        cols["g_norm"].append(g_norm[vv])
-        cols["p_norm"].append(p_norm[pp])
+        cols["p"].append(sel[pp])
+        cols["v"].append(vv + va)
+        cols["r"].append(R[vv, pp].astype(np.float64) / g_norm[vv + va])
+        cols["g_norm"].append(g_norm[vv + va])
+        cols["p_norm"].append(p_norm[gpos][pp])
         cols["dof"].append(np.full(len(vv), dof, dtype=np.int64))
     cat = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in cols.items()}
     pi = cat["p"].astype(np.int64)
@@ -199,22 +263,19 @@ def cis_batch_kernel(
     pi, vloc = pi[order], vloc[order]
     t, p, slope, se = stats_from_r(cat["r"][order], cat["dof"][order], cat["g_norm"][order],
                                    cat["p_norm"][order])
-    pos = np.asarray(variant_position, dtype=np.int64)[vloc]
-    counted = slice(max(count_from - v0, 0), None)
-    counts = decode_block_counts(dec, counted)
+    pos = info["variant_position"][vloc]
     return {
-        "phenotype_id": np.asarray(phenotype_id)[pi],
-        "variant_id": np.asarray(variant_id).astype(str)[vloc] if vloc.size else np.zeros(0, dtype=str),
-        "start_distance": pos - (np.asarray(phenotype_start, dtype=np.int64)[pi] + 1),
-        "end_distance": pos - np.asarray(phenotype_end, dtype=np.int64)[pi],
-        "af": np.asarray(dec.af, dtype=np.float64)[vloc],
-        "ma_samples": np.asarray(ma_samples, dtype=np.int32)[vloc],
-        "ma_count": np.asarray(ma_count, dtype=np.int32)[vloc],
+        "phenotype_id": info["phenotype_id"][pi],
+        "variant_id": info["variant_id"][vloc].astype(str) if vloc.size else np.zeros(0, dtype=str),
+        "start_distance": pos - (info["phenotype_start"][pi] + 1),
+        "end_distance": pos - info["phenotype_end"][pi],
+        "af": info["af"][vloc],
+        "ma_samples": np.asarray(info["ma_samples"], dtype=np.int32)[vloc],
+        "ma_count": np.asarray(info["ma_count"], dtype=np.int32)[vloc],
         "p_value": p,
         "t_value": t,
         "beta": slope,
         "beta_se": se,
-        **{k: np.asarray(v) for k, v in counts.items()},
     }
 
 
@@ -235,15 +296,20 @@ def cis_nominal_graph(
     dtype: Any = np.float64,
     variants_chunk_size: int | None = None,
     batches: Sequence[CisBatch] | None = None,
+    sinks: Sequence[Any] | None = None,
 ) -> list[tuple[CisBatch, Any]]:
-    """Lazy cis-nominal graph: one delayed :func:`cis_batch_kernel` call per batch."""
+    """Lazy cis-nominal graph: one delayed :func:`cis_batch_kernel` call per batch.
+
+    ``sinks``: one per batch (see :func:`cis_batch_kernel`): each task then hands its pairs to
+    its sink where it runs and returns only counts.
+    """
     arr = plan.genotype_array(variants_chunk_size)
     vid = plan.genotypes["variant_id"].data  # lazy when the store keeps it lazily
     batches = cis_batches(plan) if batches is None else batches
     where = plan.group_of()
     kernel = dask.delayed(cis_batch_kernel, pure=True)
     out = []
-    for b in batches:
+    for k, b in enumerate(batches):
         parts = []
         g_of = where[b.rows]
         for g in np.unique(g_of):
@@ -259,6 +325,7 @@ def cis_nominal_graph(
             vid[b.v0:b.v1], plan.variant_position[b.v0:b.v1], plan.phenotype_id[b.rows],
             plan.phenotype_start[b.rows], plan.phenotype_end[b.rows],
             ploidy=plan.ploidy, maf_threshold=plan.maf_threshold, dtype=dtype,
+            sink=None if sinks is None else sinks[k],
         )
         out.append((b, task))
     return out

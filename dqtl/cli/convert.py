@@ -57,18 +57,33 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``dqtl convert`` with parsed arguments; returns the exit code."""
-    from dqtl.io.convert import convert
+    import tempfile
 
-    out = convert(
-        args.input,
-        args.output,
-        format=args.format,
-        variants_chunk_size=args.variants_chunk_size,
-        samples_chunk_size=args.samples_chunk_size,
-        worker_processes=args.workers,
-        show_progress=not args.no_progress,
-        zarr_format=args.zarr_format,
-        force=args.force,
-    )
+    from dqtl.errors import InputError
+    from dqtl.io.convert import convert
+    from dqtl.io.fs import check_bucket, exists, is_url, localized_fileset, upload
+
+    remote_out = is_url(args.output) and not args.output.startswith("file://")
+    if remote_out:
+        check_bucket(args.output)
+        if exists(args.output) and not args.force:
+            raise InputError(f"OUTPUT {args.output} exists; pass --force to replace it")
+    with localized_fileset(args.input, what="INPUT") as source, \
+            tempfile.TemporaryDirectory(prefix="dqtl-convert-") as work:
+        target = f"{work}/store.vcz" if remote_out else args.output.removeprefix("file://")
+        out = convert(
+            source,
+            target,
+            format=args.format,
+            variants_chunk_size=args.variants_chunk_size,
+            samples_chunk_size=args.samples_chunk_size,
+            worker_processes=args.workers,
+            show_progress=not args.no_progress,
+            zarr_format=args.zarr_format,
+            force=args.force,
+        )
+        if remote_out:  # built locally, then uploaded whole
+            upload(out, args.output)
+            out = args.output
     log.info("genotype store written: %s", out)
     return 0

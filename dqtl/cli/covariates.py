@@ -55,13 +55,15 @@ def run(args: argparse.Namespace) -> int:
 
     from dqtl.errors import InputError
     from dqtl.io.atomic import atomic_path
+    from dqtl.io.fs import check_bucket, is_url
     from dqtl.io.phenotypes import read_covariates
     from dqtl.preprocess.factors import combine_covariates
     from dqtl.preprocess.pca import genotype_pcs
 
-    out = Path(args.output)
-    if out.is_dir():
+    out = args.output
+    if not is_url(out) and Path(out).is_dir():
         raise InputError(f"OUTPUT: {out} is a directory; expected a file path")
+    check_bucket(out)
     if args.genotype_pcs and not args.genotypes:
         raise InputError("--genotype-pcs needs --genotypes (the genotypes to compute PCs from)")
     if args.genotypes and not args.genotype_pcs:

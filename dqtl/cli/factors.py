@@ -88,13 +88,15 @@ def run(args: argparse.Namespace) -> int:
 
     from dqtl.errors import InputError
     from dqtl.io.atomic import atomic_path
+    from dqtl.io.fs import check_bucket, is_url
     from dqtl.io.phenotypes import read_covariates, read_phenotype_bed
     from dqtl.preprocess.factor_discovery import choose_n_factors_by_discovery, plot_discovery_curve
     from dqtl.preprocess.factors import expression_pcs, gtex_n_factors, peer_factors
 
-    out = Path(args.output)
-    if out.is_dir():
+    out = args.output
+    if not is_url(out) and Path(out).is_dir():
         raise InputError(f"OUTPUT: {out} is a directory; expected a file path")
+    check_bucket(out)
     if not args.tol > 0:
         raise InputError(f"--tol must be > 0, got {args.tol}")
     if args.n_factors == "discovery" and not args.genotypes:

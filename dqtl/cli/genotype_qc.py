@@ -58,11 +58,13 @@ def run(args: argparse.Namespace) -> int:
     from dqtl.compute import compute
     from dqtl.errors import InputError
     from dqtl.io.atomic import atomic_path
+    from dqtl.io.fs import check_bucket
     from dqtl.preprocess.genotype_qc import sample_qc, variant_qc
 
     prefix = str(args.output_prefix)
     if not prefix or prefix.endswith(("/", "\\")):
         raise InputError(f"OUTPUT_PREFIX: expected a file name prefix, found {prefix!r}")
+    check_bucket(prefix)
     progress = not args.no_progress
     with genotypes_from(args.genotypes, fmt=args.genotype_format, progress=progress) as geno, \
             scheduler(args.scheduler_address, progress=progress):

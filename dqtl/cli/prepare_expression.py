@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
-from pathlib import Path
 from typing import Any
 
 from dqtl.cli.common import positive_int
@@ -151,14 +151,24 @@ def run(args: argparse.Namespace) -> int:
         except (TypeError, ValueError):
             raise InputError(f"--float-format: expected a printf format such as %.6g, found "
                              f"{args.float_format!r}") from None
-    if args.qc_report and Path(args.qc_report).resolve() == Path(args.output).resolve():
+    from dqtl.io.fs import absolute, check_bucket, localized
+
+    if args.qc_report and absolute(args.qc_report) == absolute(args.output):
         raise InputError("--qc-report: must differ from OUTPUT")
-    counts, names = read_expression_matrix(args.counts, what="counts", return_description=True)
-    tpm = read_expression_matrix(args.tpm, what="TPM") if args.tpm else None
-    annotation = read_gene_annotation(args.annotation, feature=args.annotation_feature)
-    lookup = read_sample_participant_lookup(args.sample_participant_lookup) \
-        if args.sample_participant_lookup else None
-    sex = read_reported_sex(args.sex) if args.sex else None
+    check_bucket(args.output)  # fail before any work when the output bucket is missing
+    with contextlib.ExitStack() as stack:  # URL inputs are read from local copies
+        def local(path: str | None, what: str) -> str | None:
+            return stack.enter_context(localized(path, what=what)) if path else None
+
+        counts, names = read_expression_matrix(local(args.counts, "--counts"), what="counts",
+                                               return_description=True)
+        tpm = read_expression_matrix(local(args.tpm, "--tpm"), what="TPM") if args.tpm else None
+        annotation = read_gene_annotation(local(args.annotation, "--annotation"),
+                                          feature=args.annotation_feature)
+        lookup = read_sample_participant_lookup(local(args.sample_participant_lookup,
+                                                      "--sample-participant-lookup")) \
+            if args.sample_participant_lookup else None
+        sex = read_reported_sex(local(args.sex, "--sex")) if args.sex else None
     chromosomes = None
     if args.chromosomes:
         chromosomes = [c.strip() for c in args.chromosomes.split(",") if c.strip()]

@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from dqtl.io.fs import absolute, basename, is_url, upload
+
 __all__ = ["atomic_path", "atomic_dir"]
 
 
@@ -33,9 +35,16 @@ def _publish_mode(path: Path, *, directory: bool) -> None:
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path in the same folder; on success rename it to ``path``.
 
-    On any exception the temporary file is removed and ``path`` is untouched.
+    On any exception the temporary file is removed and ``path`` is untouched. For a URL
+    (``s3://...``) the file is built locally and uploaded on success (an object appears whole).
     """
-    path = Path(path)
+    if is_url(path) and not os.fspath(path).startswith("file://"):
+        with tempfile.TemporaryDirectory(prefix="dqtl-upload-") as d:
+            tmp_local = Path(d) / basename(os.fspath(path))
+            yield tmp_local
+            upload(tmp_local, os.fspath(path))
+        return
+    path = Path(absolute(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -55,9 +64,17 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary directory beside ``path``; on success move it to ``path``.
 
-    An existing ``path`` is replaced only after the new one is complete.
+    An existing ``path`` is replaced only after the new one is complete. For a URL the folder
+    is built locally and uploaded on success.
     """
-    path = Path(path)
+    if is_url(path) and not os.fspath(path).startswith("file://"):
+        with tempfile.TemporaryDirectory(prefix="dqtl-upload-") as d:
+            tmp_local = Path(d) / basename(os.fspath(path))
+            tmp_local.mkdir()
+            yield tmp_local
+            upload(tmp_local, os.fspath(path))
+        return
+    path = Path(absolute(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:

@@ -35,6 +35,9 @@ __all__ = [
     "open_file",
     "storage_options",
     "check_bucket",
+    "localized",
+    "localized_fileset",
+    "upload",
     "Publication",
 ]
 
@@ -192,6 +195,77 @@ def _move_remote(src: str, dst: str) -> None:
         for obj in objects:
             fs.copy(obj, dest + obj[len(p):])
         fs.rm(p, recursive=True)
+    fs.invalidate_cache()
+
+
+@contextlib.contextmanager
+def localized(path: str | os.PathLike[str], *, what: str = "input") -> Iterator[str]:
+    """A local path for ``path``: itself when local, else a downloaded copy (file or folder)
+    removed on exit. For readers that need a local file (gzip text, native libraries)."""
+    s = absolute(path)
+    if not is_url(s):
+        yield s
+        return
+    if not exists(s):
+        raise FileNotFoundError(f"{what} {s} does not exist")
+    import tempfile
+
+    fs, p = filesystem(s)
+    with tempfile.TemporaryDirectory(prefix="dqtl-download-") as d:
+        local = os.path.join(d, basename(s))
+        try:
+            fs.get(p, local, recursive=fs.isdir(p))
+        except Exception as exc:
+            raise _remote_error(s, exc) from None
+        yield local
+
+
+@contextlib.contextmanager
+def localized_fileset(path: str | os.PathLike[str], *, what: str = "input") -> Iterator[str]:
+    """Like :func:`localized` for a file set: a URL's object and its siblings of the same stem
+    (``x.pgen``: ``x.pvar``, ``x.psam``; ``x.vcf.gz``: ``x.vcf.gz.tbi``), or every ``prefix.*``
+    of a prefix, downloaded side by side. Yields the local path or prefix."""
+    s = absolute(path)
+    if not is_url(s):
+        yield s
+        return
+    import tempfile
+
+    check_bucket(s)
+    fs, p = filesystem(s)
+    fs.invalidate_cache()
+    name = basename(p)
+    stem = name.split(".", 1)[0]
+    folder = p.rsplit("/", 1)[0]
+    try:
+        siblings = [o for o in fs.ls(folder, detail=False) if basename(str(o)).startswith(stem + ".")]
+    except FileNotFoundError:
+        siblings = []
+    if not siblings:
+        raise FileNotFoundError(f"{what} {s} does not exist")
+    with tempfile.TemporaryDirectory(prefix="dqtl-download-") as d:
+        try:
+            for o in siblings:
+                fs.get(str(o), os.path.join(d, basename(str(o))), recursive=fs.isdir(str(o)))
+        except Exception as exc:
+            raise _remote_error(s, exc) from None
+        yield os.path.join(d, name)
+
+
+def upload(local: str | os.PathLike[str], url: str) -> None:
+    """Copy a finished local file or folder to ``url`` (replacing what is there)."""
+    check_bucket(url)
+    fs, p = filesystem(url)
+    try:
+        if os.path.isdir(local):
+            fs.invalidate_cache()
+            if fs.exists(p):
+                fs.rm(p, recursive=True)
+            fs.put(os.fspath(local), p, recursive=True)
+        else:
+            fs.put_file(os.fspath(local), p)
+    except Exception as exc:
+        raise _remote_error(url, exc) from None
     fs.invalidate_cache()
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,7 @@ __all__ = [
     "write_parquet",
     "write_table",
     "concat_parquet",
+    "CisPairsPart",
 ]
 
 #: dqtl result variable -> tensorQTL column name
@@ -154,20 +156,63 @@ def write_table(table: pa.Table, path: str) -> int:
     return table.num_rows
 
 
-def concat_parquet(parts: Sequence[str], path: str, schema: pa.Schema) -> int:
-    """Concatenate parquet part files, in order, into one file (one row group per part).
+def concat_parquet(parts: Sequence[str], path: str, schema: pa.Schema, *,
+                   remove_parts: bool = False) -> int:
+    """Concatenate part files (Arrow IPC, as :class:`CisPairsPart` writes them), in order, into
+    one parquet file, one row group per record batch.
 
-    Memory holds one part at a time. Returns the number of rows written.
+    Memory holds one record batch at a time. ``remove_parts`` deletes each part once copied.
+    Returns the number of rows written.
     """
     fs, p = filesystem(path)
     n = 0
     with fs.open(p, "wb") as out, pq.ParquetWriter(out, schema, compression="zstd") as writer:
         for part in parts:
-            with open_file(part, "rb") as f:
-                table = pq.read_table(f)
-            if table.num_rows:
-                writer.write_table(table.cast(schema))
-                n += table.num_rows
+            with open_file(part, "rb") as f, pa.ipc.open_file(f) as reader:
+                for i in range(reader.num_record_batches):
+                    batch = reader.get_batch(i)
+                    if batch.num_rows:
+                        writer.write_table(pa.Table.from_batches([batch]).cast(schema))
+                        n += batch.num_rows
+            if remove_parts:
+                pfs, pp = filesystem(part)
+                pfs.rm(pp)
         if n == 0:
             writer.write_table(schema.empty_table())
     return n
+
+
+class CisPairsPart:
+    """A part of cis pairs written where a task runs: call it with each slice of pairs (dqtl's
+    names), then ``close()``. Picklable before first use (a path); the file (Arrow IPC, lz4,
+    one record batch per slice: cheap to write, read once by :func:`concat_parquet`) is opened
+    on the first slice."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fh: Any = None
+        self._writer: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"])  # type: ignore[misc]
+
+    def __call__(self, pairs: Mapping[str, np.ndarray]) -> None:
+        if self._writer is None:
+            fs, p = filesystem(self.path)
+            if not is_url(absolute(self.path)):
+                os.makedirs(os.path.dirname(p), exist_ok=True)
+            self._fh = fs.open(p, "wb")
+            self._writer = pa.ipc.new_file(
+                self._fh, CIS_PAIRS_SCHEMA, options=pa.ipc.IpcWriteOptions(compression="lz4"))
+        self._writer.write_table(cis_pairs_table(pairs))
+
+    def close(self) -> None:
+        if self._writer is None:
+            self(dict.fromkeys(("phenotype_id", "variant_id"), np.zeros(0, dtype=str))
+                 | {k: np.zeros(0) for k in ("start_distance", "af", "ma_samples", "ma_count",
+                                              "p_value", "beta", "beta_se")})
+        self._writer.close()
+        self._fh.close()

@@ -79,9 +79,15 @@ def dosage_from_calls(gt: Any, dtype: Any = np.float64) -> Any:
     [[1.0, 2.0, nan]]
     """
     xp = get_array_module(gt)
-    called, n_alt, _ = call_counts(gt)
+    shape = gt.shape[:2]
+    n_alt = xp.zeros(shape, dtype=xp.int8)
+    missing = xp.zeros(shape, dtype=bool)
+    for k in range(gt.shape[-1]):  # as call_counts, without the alleles-present count
+        a = gt[..., k]
+        n_alt += a > 0
+        missing |= a == -1
     d = xp.ascontiguousarray(n_alt.astype(dtype))
-    d[~called] = xp.nan
+    d[missing] = xp.nan
     return d
 
 

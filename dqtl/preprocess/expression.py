@@ -50,6 +50,7 @@ from dqtl.errors import InputError
 from dqtl.io.annotation import chrom_sort_key, set_chrom_prefix
 from dqtl.io.atomic import atomic_path
 from dqtl.io.expression import validate_counts
+from dqtl.io.fs import basename, is_url
 from dqtl.preprocess.normalize import cpm, effective_lib_size, tmm_norm_factors
 from dqtl.preprocess.qc import SampleQC, aligned_tpm, filter_counts, sample_qc
 from dqtl.preprocess.rank_normalize import INT_OFFSETS, inverse_normal_transform, quantile_normalize
@@ -480,7 +481,7 @@ def prepare_expression(
 
 def check_bed_output(path: str | os.PathLike[str]) -> str:
     """The output kind for a BED path: ``"gz"``, ``"text"`` or ``"parquet"`` (else InputError)."""
-    name = Path(path).name.lower()
+    name = basename(os.fspath(path)).lower()
     if name.endswith(".bed.parquet") or name.endswith(".parquet"):
         return "parquet"
     if name.endswith(".bed.gz"):
@@ -511,7 +512,7 @@ def write_phenotype_bed(
     pathlib.Path
     """
     kind = check_bed_output(path)
-    path = Path(path)
+    path = path if is_url(path) else Path(path)
     with atomic_path(path) as tmp:
         if kind == "parquet":
             bed.to_parquet(tmp, index=False)

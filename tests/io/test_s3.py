@@ -168,3 +168,60 @@ def test_cli__bad_urls_one_clear_line_exit_2_no_output(s3, case):
     fs.invalidate_cache()
     assert not fs.exists(f"cohort/bad-{case}")
     assert "nosuchbucket" not in [Path(b).name for b in fs.ls("")]  # never creates a bucket
+
+
+def test_cli_other_commands__read_and_write_s3_urls(s3, tmp_path, monkeypatch):
+    """convert, genotype-qc, covariates, factors and prepare-expression with s3:// paths give the
+    files of the same commands on local paths."""
+    from dqtl.io.expression import write_gct
+    from dqtl.simulate_counts import simulate_counts
+
+    env, fs = s3["env"], s3["fs"]
+    fs.put(str(EXAMPLE / "geuvadis_ceu90_maf01.vcf.gz"), "cohort/raw/geu.vcf.gz")
+    fs.put(str(EXAMPLE / "geuvadis_ceu90_maf01.vcf.gz.tbi"), "cohort/raw/geu.vcf.gz.tbi")
+    r = _dqtl(env, "convert", "s3://cohort/raw/geu.vcf.gz", "s3://cohort/conv/geu.vcz")
+    assert r.returncode == 0, r.stderr
+    r = _dqtl(env, "genotype-qc", "s3://cohort/conv/geu.vcz", "s3://cohort/qc/geu")
+    assert r.returncode == 0, r.stderr
+    for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(k, env[k])
+    conv = dqtl.open_genotypes("s3://cohort/conv/geu.vcz")  # the converted store, read remotely
+    assert conv.sizes["variants"] == 2394 and conv.sizes["samples"] == 90
+    r = _dqtl(env, "convert", str(EXAMPLE / "geuvadis_ceu90_maf01.vcf.gz"), str(tmp_path / "l.vcz"))
+    assert r.returncode == 0, r.stderr
+    r = _dqtl(env, "genotype-qc", str(tmp_path / "l.vcz"), str(tmp_path / "geu"))
+    assert r.returncode == 0, r.stderr
+    got = _read(fs, "cohort/qc/geu.variant_qc.tsv.gz")
+    ref = pd.read_csv(tmp_path / "geu.variant_qc.tsv.gz", sep="\t")
+    pd.testing.assert_frame_equal(got, ref)
+    # covariates and factors
+    r = _dqtl(env, "factors", "s3://cohort/expression.bed.gz", "s3://cohort/cov/factors.txt",
+              "--method", "pca", "--n-factors", "3")
+    assert r.returncode == 0, r.stderr
+    r = _dqtl(env, "covariates", "s3://cohort/cov/all.txt", "--known", "s3://cohort/covariates.txt",
+              "--factors", "s3://cohort/cov/factors.txt")
+    assert r.returncode == 0, r.stderr
+    with fs.open("cohort/cov/all.txt", "rb") as f:
+        combined = pd.read_csv(f, sep="\t")
+    assert len(combined) == 5 + 3 and combined.shape[1] == 91
+    # expression preparation from object storage
+    sim = simulate_counts(300, 40, seed=3)
+    write_gct(sim.counts, tmp_path / "counts.gct.gz", description=sim.annotation["gene_name"])
+    sim.tpm.to_parquet(tmp_path / "tpm.parquet")
+    a = sim.annotation
+    (tmp_path / "genes.gtf").write_text("".join(
+        f'{r_.chr}\tsim\tgene\t{r_.start}\t{r_.end}\t.\t{r_.strand}\t.\tgene_id "{g}"; gene_name "{r_.gene_name}";\n'
+        for g, r_ in a.iterrows()))
+    for name in ("counts.gct.gz", "tpm.parquet", "genes.gtf"):
+        fs.put(str(tmp_path / name), f"cohort/expr/{name}")
+    r = _dqtl(env, "prepare-expression", "--counts", "s3://cohort/expr/counts.gct.gz", "--tpm",
+              "s3://cohort/expr/tpm.parquet", "--annotation", "s3://cohort/expr/genes.gtf",
+              "s3://cohort/expr/out.bed.gz")
+    assert r.returncode == 0, r.stderr
+    r = _dqtl(env, "prepare-expression", "--counts", str(tmp_path / "counts.gct.gz"), "--tpm",
+              str(tmp_path / "tpm.parquet"), "--annotation", str(tmp_path / "genes.gtf"),
+              str(tmp_path / "out.bed.gz"))
+    assert r.returncode == 0, r.stderr
+    with fs.open("cohort/expr/out.bed.gz", "rb") as f:
+        got = pd.read_csv(f, sep="\t", compression="gzip")
+    pd.testing.assert_frame_equal(got, pd.read_csv(tmp_path / "out.bed.gz", sep="\t"))
