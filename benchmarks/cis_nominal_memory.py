@@ -40,7 +40,8 @@ def run_cli(paths: dict[str, Path], bed: Path, prefix: Path, window: int, python
     cmd = [sys.executable, "-c", _CHILD, "-q", "cis", str(paths["zarr"]), str(bed), str(prefix),
            "--covariates", str(paths["covariates"]), "--window", str(window), "--no-progress"]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=C.REPO)
+    # run outside the repository: a child started in it would import its dqtl before PYTHONPATH's
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=prefix.parent)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])

@@ -97,8 +97,9 @@ def cis_batches(
 
     A batch spans at most ``variants_per_task`` variants (default: as many as
     :data:`DECODED_BYTES_PER_TASK` of float64 dosages of the analysis samples hold, at least
-    4,096), or one phenotype's window when that is larger; each variant is decoded by about
-    ``1 + window / span`` batches.
+    4,096), or its largest window plus a quarter of that when the window is larger (so
+    neighbours with windows larger than the budget still share a task); each variant is decoded
+    by about ``1 + window / (span - window)`` batches.
     """
     if variants_per_task is None:
         variants_per_task = max(4096, DECODED_BYTES_PER_TASK // (8 * max(plan.n_samples, 1)))
@@ -119,18 +120,19 @@ def cis_batches(
         out.append(CisBatch(contig, rows, v0, v1, count_from, int(sizes[rows].sum())))
         cur.clear()
 
-    hi_max = 0
+    hi_max = size_max = 0
     for i in range(plan.n_phenotypes):
         if cur:
             first = cur[0]
             span = max(hi_max, int(hi[i])) - int(lo[first])
-            if (plan.phenotype_contig[i] != plan.phenotype_contig[first]
-                    or span > max(variants_per_task, int(sizes[i]))
+            limit = max(variants_per_task, max(size_max, int(sizes[i])) + variants_per_task // 4)
+            if (plan.phenotype_contig[i] != plan.phenotype_contig[first] or span > limit
                     or len(cur) >= phenotypes_per_task):
                 flush()
-                hi_max = 0
+                hi_max = size_max = 0
         cur.append(i)
         hi_max = max(hi_max, int(hi[i]))
+        size_max = max(size_max, int(sizes[i]))
     flush()
     return out
 
@@ -185,30 +187,26 @@ def cis_batch_kernel(
     dict of 1-D arrays, one entry per tested pair, sorted by phenotype (batch order) then
     variant: the :data:`PAIR_VARIABLES`, and the :data:`COUNTERS` and ``n_pairs`` as 0-d arrays.
     """
-    dec = decode_block(block, sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
-    ma_samples, ma_count = dec.minor_allele()
+    dec = _decode_rows(block, sample_index, parts, ploidy=ploidy, maf_threshold=maf_threshold,
+                       dtype=dtype)
     counts = decode_block_counts(dec, slice(max(count_from - v0, 0), None))
-    G = dec.G
-    G -= G.mean(axis=1, keepdims=True)  # centred in place (the decoded copy is this task's)
     n_phen = len(phenotype_id)
     lo_all = np.zeros(n_phen, dtype=np.int64)
     hi_all = np.zeros(n_phen, dtype=np.int64)
     groups = []
-    for rows, sidx, P_hat, p_norm, Q, dof, lo, hi in parts:
-        Gs = G if sidx is None else np.ascontiguousarray(G[:, sidx])
-        g_norm = np.sqrt(residual_norm2(Gs, Q, centred=sidx is None))
-        ok = dec.valid & (g_norm > 1e-10 * np.sqrt(Gs.shape[1]))
+    for (rows, _sidx, P_hat, p_norm, _Q, dof, lo, hi), (Gsw, g_norm, ok) in zip(
+            parts, dec.groups, strict=True):
         where = np.full(n_phen, -1, dtype=np.int64)
         where[rows] = np.arange(len(rows))
-        groups.append((where, Gs.astype(dtype, copy=False), g_norm, ok,
-                       P_hat.astype(dtype, copy=False), p_norm, dof))
+        groups.append((where, Gsw, g_norm, ok, P_hat.astype(dtype, copy=False), p_norm, dof))
         lo_all[rows], hi_all[rows] = lo, hi
+    ma_samples, ma_count = dec.ma_samples, dec.ma_count
     sizes = np.maximum(hi_all - lo_all, 0)
     info = dict(variant_id=np.asarray(variant_id), variant_position=np.asarray(variant_position,
                 dtype=np.int64), phenotype_id=np.asarray(phenotype_id),
                 phenotype_start=np.asarray(phenotype_start, dtype=np.int64),
                 phenotype_end=np.asarray(phenotype_end, dtype=np.int64),
-                af=np.asarray(dec.af, dtype=np.float64), ma_samples=ma_samples, ma_count=ma_count)
+                af=dec.af, ma_samples=ma_samples, ma_count=ma_count)
     outs = []
     n_pairs = 0
     a = 0
@@ -277,6 +275,58 @@ def _slice_pairs(
         "beta": slope,
         "beta_se": se,
     }
+
+
+#: variants decoded at a time inside a batch task (bounds the float64 temporaries)
+DECODE_ROWS = 2048
+
+
+@dataclass
+class _DecodedRows:
+    """A batch's block decoded run by run: per group the centred product operand (``dtype``,
+    on the group's samples), residual norms and testable mask; allele statistics; counters."""
+
+    groups: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+    af: np.ndarray
+    ma_samples: np.ndarray
+    ma_count: np.ndarray
+    valid: np.ndarray
+    monomorphic: np.ndarray
+    n_missing: np.ndarray
+
+
+def _decode_rows(block: np.ndarray, sample_index: np.ndarray, parts: Sequence[tuple[Any, ...]], *,
+                 ploidy: int, maf_threshold: float, dtype: Any) -> _DecodedRows:
+    """Decode ``block`` :data:`DECODE_ROWS` variants at a time into preallocated outputs.
+
+    Every step is row-local (:func:`dqtl.kernels.genotypes.decode_block`,
+    :func:`dqtl.kernels.linalg.residual_norm2`), so the result equals decoding the whole block
+    at once, while the float64 temporaries stay a few MiB.
+    """
+    nv = int(block.shape[0])
+    n = len(sample_index)
+    groups = []
+    for _rows, sidx, _P, _pn, _Q, _dof, _lo, _hi in parts:
+        ng = n if sidx is None else len(sidx)
+        groups.append((np.empty((nv, ng), dtype=dtype), np.empty(nv), np.empty(nv, dtype=bool)))
+    out = _DecodedRows(groups=groups, af=np.empty(nv), ma_samples=np.empty(nv, dtype=np.int32),
+                       ma_count=np.empty(nv, dtype=np.int32), valid=np.empty(nv, dtype=bool),
+                       monomorphic=np.empty(nv, dtype=bool), n_missing=np.empty(nv, dtype=np.int64))
+    for s in range(0, nv, DECODE_ROWS):
+        e = min(s + DECODE_ROWS, nv)
+        dec = decode_block(block[s:e], sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
+        out.ma_samples[s:e], out.ma_count[s:e] = dec.minor_allele()
+        out.af[s:e], out.valid[s:e] = dec.af, dec.valid
+        out.monomorphic[s:e], out.n_missing[s:e] = dec.monomorphic, dec.n_missing
+        G = dec.G
+        G -= G.mean(axis=1, keepdims=True)
+        for (Gsw, g_norm, ok), (_rows, sidx, _P, _pn, Q, _dof, _lo, _hi) in zip(groups, parts,
+                                                                              strict=True):
+            Gs = G if sidx is None else np.ascontiguousarray(G[:, sidx])
+            g_norm[s:e] = np.sqrt(residual_norm2(Gs, Q, centred=sidx is None))
+            ok[s:e] = dec.valid & (g_norm[s:e] > 1e-10 * np.sqrt(Gs.shape[1]))
+            Gsw[s:e] = Gs
+    return out
 
 
 def decode_block_counts(dec: Any, rows: slice) -> dict[str, int]:
