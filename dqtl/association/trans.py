@@ -57,7 +57,7 @@ from dqtl.association.trans_results import assemble_trans, write_trans_results
 from dqtl.compute import compute
 from dqtl.errors import InputError
 from dqtl.kernels.trans import PermutationBlock, PhenotypeBlock, trans_block
-from dqtl.study import StudyPlan
+from dqtl.study import StudyPlan, genotype_array
 
 __all__ = [
     "TransPlan",
@@ -159,10 +159,10 @@ def trans_graph(
 
     if device not in ("cpu", "gpu"):
         raise InputError(f"--device must be cpu or gpu, got {device!r}")
-    if plan.study is None:
-        raise InputError("the trans plan has no study plan: build it with plan_trans")
-    genotypes = plan.study.genotypes
-    arr = plan.study.genotype_array(plan.variants_per_block)
+    if plan.genotypes is None:
+        raise InputError("the trans plan has no genotypes: build it with plan_trans")
+    genotypes = plan.genotypes
+    arr = genotype_array(genotypes, plan.variants_per_block)
     if arr.shape[0] != plan.n_variants:
         raise InputError("genotypes changed between plan_trans and trans_graph")
     if device == "gpu":

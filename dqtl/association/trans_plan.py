@@ -64,7 +64,7 @@ class TransPlan:
     seed: int
     fingerprint: str
     report: dict[str, Any] = field(default_factory=dict)
-    study: StudyPlan | None = field(default=None, repr=False)
+    genotypes: xr.Dataset | None = field(default=None, repr=False)  # the study's genotypes
 
     @property
     def n_samples(self) -> int:
@@ -287,9 +287,11 @@ def plan_trans(
             if rows.size == 0:
                 continue
             idx = g.index[rows]
+            contiguous = rows[-1] - rows[0] + 1 == rows.size  # then a view, no copy
+            P = g.P_hat[rows[0]:rows[-1] + 1] if contiguous else np.ascontiguousarray(g.P_hat[rows])
             tiles.append(GroupTile(
                 index=idx.astype(np.int64), sample_index=g.sample_index,
-                P=np.ascontiguousarray(g.P_hat[rows]), p_norm=g.p_norm[rows], Q=g.Q, dof=int(g.dof),
+                P=P, p_norm=g.p_norm[rows], Q=g.Q, dof=int(g.dof),
                 r_star=float(group_r[gi]), cis_lo=lo[idx], cis_hi=hi[idx],
             ))
         blocks.append(PhenotypeBlock(start=s, stop=e, groups=tuple(tiles)))
@@ -337,7 +339,7 @@ def plan_trans(
         n_variants=n_variants, variants_per_block=v_b, phenotypes_per_block=p_b,
         pval_threshold=float(pval_threshold), maf_threshold=float(maf_threshold),
         cis_window=int(cis_window), ploidy=ploidy, permutations=int(permutations), seed=int(seed),
-        fingerprint=h.hexdigest(), report=report, study=study,
+        fingerprint=h.hexdigest(), report=report, genotypes=study.genotypes,
     )
 
 
