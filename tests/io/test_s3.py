@@ -20,8 +20,9 @@ import dqtl
 from tests.conftest import EXAMPLE
 
 pytest.importorskip("s3fs")
-MOTO = shutil.which("moto_server")
-pytestmark = pytest.mark.skipif(MOTO is None, reason="moto[server] is not installed")
+pytest.importorskip("moto.server", reason="moto[server] is not installed")
+# moto's standalone server, started as users start it (the moto_server script, or its module)
+MOTO = [shutil.which("moto_server")] if shutil.which("moto_server") else [sys.executable, "-m", "moto.server"]
 
 BED = EXAMPLE / "expression.bed.gz"
 COV = EXAMPLE / "covariates.txt"
@@ -38,7 +39,7 @@ def s3(tmp_path_factory):
     """A moto server on 127.0.0.1 with a bucket holding the GEUVADIS store and tables."""
     port = _free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
-    proc = subprocess.Popen([MOTO, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log,
+    proc = subprocess.Popen([*MOTO, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log,
                             start_new_session=True)
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.time() + 30
