@@ -71,8 +71,8 @@ class Variable:
             )
 
 
-def _dims(dims: Iterable[str]) -> str:
-    d = tuple(dims)
+def _dims(dims: Iterable[object]) -> str:
+    d = tuple(str(x) for x in dims)
     return "(" + ", ".join(d) + ("," if len(d) == 1 else "") + ")"
 
 

@@ -157,8 +157,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--qc-report: must differ from OUTPUT")
     check_bucket(args.output)  # fail before any work when the output bucket is missing
     with contextlib.ExitStack() as stack:  # URL inputs are read from local copies
-        def local(path: str | None, what: str) -> str | None:
-            return stack.enter_context(localized(path, what=what)) if path else None
+        def local(path: str, what: str) -> str:
+            return stack.enter_context(localized(path, what=what))
 
         counts, names = read_expression_matrix(local(args.counts, "--counts"), what="counts",
                                                return_description=True)

@@ -495,7 +495,7 @@ def check_bed_output(path: str | os.PathLike[str]) -> str:
 
 def write_phenotype_bed(
     bed: pd.DataFrame, path: str | os.PathLike[str], *, float_format: str | None = None
-) -> Path:
+) -> str | Path:
     """Write a phenotype BED atomically: ``.bed.gz`` (gzip), ``.bed`` or ``.bed.parquet``.
 
     Parameters
@@ -509,10 +509,10 @@ def write_phenotype_bed(
 
     Returns
     -------
-    pathlib.Path
+    pathlib.Path, or the URL (str) for an object-store output
     """
     kind = check_bed_output(path)
-    path = path if is_url(path) else Path(path)
+    path = os.fspath(path) if is_url(path) else Path(path)
     with atomic_path(path) as tmp:
         if kind == "parquet":
             bed.to_parquet(tmp, index=False)
