@@ -37,6 +37,9 @@ _EXPORTS: dict[str, str] = {
     "plan_trans": "dqtl.association.trans",
     "map_trans": "dqtl.association.trans",
     "run_trans": "dqtl.association.trans",
+    # fine-mapping and colocalization
+    "susie": "dqtl.finemap.susie",
+    "coloc_abf": "dqtl.finemap.coloc",
     # multiple testing
     "bh": "dqtl.multitest.bh",
     "qvalue": "dqtl.multitest.qvalue",

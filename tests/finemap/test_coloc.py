@@ -17,8 +17,7 @@ CASES = sorted(p.name for p in (REFERENCE / "coloc").iterdir() if p.is_dir())
 
 def _dataset(case, k):
     meta = json.loads((REFERENCE / "coloc" / case / "case.json").read_text())[f"dataset{k}"]
-    df = pd.read_csv(REFERENCE / "coloc" / case / f"dataset{k}.tsv", sep="\t",
-                     float_precision="round_trip")
+    df = pd.read_csv(REFERENCE / "coloc" / case / f"dataset{k}.tsv", sep="\t")
     d = {c: df[c].to_numpy() for c in meta["columns_used"]}
     d["type"] = meta["type"]
     d["N"] = meta["N"]
@@ -32,12 +31,12 @@ def _dataset(case, k):
 def test_coloc_abf__equals_coloc_5_2_3(case):
     res = coloc_abf(_dataset(case, 1), _dataset(case, 2))
     d = REFERENCE / "coloc" / case
-    summary = pd.read_csv(d / "expected_summary.tsv", sep="\t", float_precision="round_trip").iloc[0]
+    summary = pd.read_csv(d / "expected_summary.tsv", sep="\t").iloc[0]
     assert int(res.summary["nsnps"]) == int(summary["nsnps"])
     for h in range(5):
         np.testing.assert_allclose(res.summary[f"PP.H{h}.abf"], summary[f"PP.H{h}.abf"], rtol=1e-10,
                                    atol=1e-300, err_msg=f"PP.H{h}")
-    exp = pd.read_csv(d / "expected_results.tsv", sep="\t", float_precision="round_trip")
+    exp = pd.read_csv(d / "expected_results.tsv", sep="\t")
     assert res.results["snp"].tolist() == exp["snp"].tolist()
     for col in exp.columns:
         if col == "snp":
