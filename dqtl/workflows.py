@@ -31,7 +31,14 @@ from dqtl.io.results import (
 )
 from dqtl.study import StudyPlan, plan_study
 
-__all__ = ["CisNominalSummary", "run_cis_nominal", "run_cis_permute", "run_cis_independent"]
+__all__ = [
+    "CisNominalSummary",
+    "run_cis_nominal",
+    "run_cis_permute",
+    "run_cis_independent",
+    "run_finemap",
+    "read_cis_results",
+]
 
 log = logging.getLogger(__name__)
 
@@ -249,29 +256,13 @@ def run_cis_independent(
     same seed and permutations; without it the permutation pass runs first, and its files and
     the signals are published together.
     """
-    import pandas as pd
-
     from dqtl.association.independent import map_cis_independent
-    from dqtl.errors import InputError
 
     plan = plan_study(genotypes, phenotypes, covariates, window=window, maf_threshold=maf_threshold,
                       allow_sample_intersection=allow_sample_intersection)
     pub = Publication()
     if cis_results:
-        try:
-            cis_df = pd.read_csv(absolute(cis_results), sep="\t",
-                                 storage_options=storage_options(cis_results) or None)
-        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            if isinstance(exc, FileNotFoundError):
-                raise FileNotFoundError(f"permutation results {cis_results} do not exist") from None
-            raise InputError(f"cannot read permutation results {cis_results}: {exc}") from None
-        need = {"phenotype_id", "variant_id", "pval_beta", "qval"}
-        if not need <= set(cis_df.columns):
-            raise InputError(
-                f"{cis_results} lacks columns {sorted(need - set(cis_df.columns))}; expected the "
-                f"cis_qtl.txt.gz of 'dqtl cis --mode permute' (or tensorQTL with q-values)"
-            )
-        res = from_tensorqtl_cis(cis_df)
+        res = read_cis_results(cis_results)
     else:
         res = run_cis_permute(
             genotypes, phenotypes, covariates, output_prefix, permutations=permutations, seed=seed,
@@ -285,3 +276,78 @@ def run_cis_independent(
         )
         _write_table_gz(to_tensorqtl_cis(ind), pub.stage(f"{output_prefix}.cis_independent_qtl.txt.gz"))
     return ind
+
+
+def read_cis_results(path: str) -> Any:
+    """A ``cis_qtl.txt.gz`` (dqtl's or tensorQTL's; local or URL) as a gene-level Dataset."""
+    import pandas as pd
+
+    from dqtl.errors import InputError
+
+    try:
+        df = pd.read_csv(absolute(path), sep="\t", storage_options=storage_options(path) or None)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise FileNotFoundError(f"permutation results {path} do not exist") from None
+        raise InputError(f"cannot read permutation results {path}: {exc}") from None
+    need = {"phenotype_id", "variant_id", "pval_beta", "qval"}
+    if not need <= set(df.columns):
+        raise InputError(
+            f"{path} lacks columns {sorted(need - set(df.columns))}; expected the cis_qtl.txt.gz of "
+            f"'dqtl cis --mode permute' (or tensorQTL with q-values)"
+        )
+    return from_tensorqtl_cis(df)
+
+
+def run_finemap(
+    genotypes: xr.Dataset,
+    phenotypes: xr.Dataset,
+    covariates: xr.Dataset | None,
+    output_prefix: str,
+    *,
+    cis_results: str | None = None,
+    fdr: float = 0.05,
+    window: int = 1_000_000,
+    maf_threshold: float = 0.0,
+    max_effects: int = 10,
+    coverage: float = 0.95,
+    min_abs_corr: float = 0.5,
+    allow_sample_intersection: bool = False,
+) -> Any:
+    """SuSiE fine-mapping of eGenes (``q_value <= fdr`` in ``cis_results``) or of every tested
+    phenotype; writes ``{prefix}.susie_cs.txt.gz`` (``phenotype_id, cs_id, variant_id, pip,
+    cs_coverage, cs_min_abs_corr, cs_size``) and ``{prefix}.susie_pips.parquet``
+    (``phenotype_id, variant_id, pip`` for every variant of every fine-mapped gene), together.
+    """
+    import pandas as pd
+
+    from dqtl.errors import InputError
+    from dqtl.finemap.mapping import map_finemap
+
+    t0 = time.perf_counter()
+    plan = plan_study(genotypes, phenotypes, covariates, window=window, maf_threshold=maf_threshold,
+                      allow_sample_intersection=allow_sample_intersection)
+    ids = None
+    if cis_results:
+        res = read_cis_results(cis_results)
+        q = res["q_value"].values.astype(float)
+        ids = res["phenotype_id"].values.astype(str)[q <= fdr]
+        if ids.size == 0:
+            raise InputError(f"{cis_results}: no eGene at FDR <= {fdr}; nothing to fine-map")
+        log.info("finemap: %d eGenes at FDR %.2g from %s", ids.size, fdr, cis_results)
+    ds = map_finemap(genotypes, phenotypes, covariates, phenotype_ids=ids, max_effects=max_effects,
+                     coverage=coverage, min_abs_corr=min_abs_corr, plan=plan)
+    cs = pd.DataFrame({
+        "phenotype_id": ds["cs_phenotype_id"].values, "cs_id": ds["cs_id"].values,
+        "variant_id": ds["cs_variant_id"].values, "pip": ds["cs_pip"].values,
+        "cs_coverage": ds["cs_coverage"].values, "cs_min_abs_corr": ds["cs_min_abs_corr"].values,
+        "cs_size": ds["cs_size"].values,
+    })
+    pips = pd.DataFrame({"phenotype_id": ds["pip_phenotype_id"].values,
+                         "variant_id": ds["pip_variant_id"].values, "pip": ds["pip"].values})
+    with Publication() as pub:
+        _write_table_gz(cs, pub.stage(f"{output_prefix}.susie_cs.txt.gz"))
+        _write_frame_parquet(pips, pub.stage(f"{output_prefix}.susie_pips.parquet"))
+    log.info("finemap: %d genes, %d credible sets (%d variants), %.1f s",
+             int(ds.attrs["n_phenotypes"]), cs["cs_id"].nunique(), len(cs), time.perf_counter() - t0)
+    return ds

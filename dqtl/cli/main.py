@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "dqtl.cli.convert",
     "dqtl.cli.cis",
     "dqtl.cli.trans",
+    "dqtl.cli.finemap",
     "dqtl.cli.prepare_expression",
     "dqtl.cli.genotype_qc",
     "dqtl.cli.factors",
