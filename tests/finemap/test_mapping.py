@@ -98,3 +98,33 @@ def test_cli_finemap__bad_input_exit_2_one_line_no_output(tmp_path, capsys, extr
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and match in err, err
     assert not list(tmp_path.glob("x.susie*"))
+
+
+def test_map_finemap__geuvadis_credible_sets_equal_tensorqtl_susie_map():
+    import json
+
+    from dqtl.io.convert import load_genotypes
+    from tests.conftest import REFERENCE
+
+    ref = REFERENCE / "tensorqtl_susie"
+    egenes = json.loads((ref / "summary.json").read_text())["egenes"]
+    geno = load_genotypes(str(EXAMPLE / "geuvadis_ceu90_maf01"), format="pgen")
+    phen = dqtl.read_phenotype_bed(BED)
+    cov = dqtl.read_covariates(COV, sample_ids=phen.sample_id.values)
+    res = map_finemap(geno, phen, cov, phenotype_ids=egenes)
+    tq = pd.read_csv(ref / "geuvadis.susie_cs.tsv", sep="\t")
+    ours = pd.DataFrame({"phenotype_id": res.cs_phenotype_id.values,
+                         "variant_id": res.cs_variant_id.values, "cs": res.cs_id.values})
+    reported = sorted(set(tq.phenotype_id))
+    assert len(reported) == 5
+    for g in reported:
+        mine = {frozenset(d.variant_id) for _, d in ours[ours.phenotype_id == g].groupby("cs")}
+        theirs = {frozenset(d.variant_id) for _, d in tq[tq.phenotype_id == g].groupby("cs_id")}
+        assert mine == theirs, g
+    pips = pd.DataFrame({"phenotype_id": res.pip_phenotype_id.values,
+                         "variant_id": res.pip_variant_id.values, "pip": res.pip.values})
+    m = pips.merge(pd.read_csv(ref / "geuvadis.susie_pips.tsv", sep="\t"),
+                   on=["phenotype_id", "variant_id"], suffixes=("", "_tq"))
+    diff = (m.pip - m.pip_tq).abs().groupby(m.phenotype_id).max()
+    close = diff[diff.index != "ENSG00000189339"]  # see tests/reference/tensorqtl_susie/README.md
+    assert len(close) == 4 and (close < 1e-4).all(), diff
