@@ -96,3 +96,17 @@ def dask_cluster(tmp_path_factory):
 @pytest.fixture(scope="session")
 def example_dir() -> Path:
     return EXAMPLE
+
+
+@pytest.fixture(autouse=True)
+def _restore_dqtl_logger():
+    """``dqtl.cli.main.main`` configures the ``dqtl`` logger (level, handler) as the CLI must;
+    reset it around each test so one test's ``-q`` does not hide another test's log records."""
+    import logging
+
+    logger = logging.getLogger("dqtl")
+    logger.setLevel(logging.NOTSET)  # a module fixture may have run the CLI before this test
+    yield
+    logger.setLevel(logging.NOTSET)
+    logger.handlers.clear()
+    logger.propagate = True
