@@ -37,6 +37,7 @@ __all__ = [
     "run_cis_permute",
     "run_cis_independent",
     "run_finemap",
+    "run_coloc",
     "read_cis_results",
 ]
 
@@ -351,3 +352,85 @@ def run_finemap(
     log.info("finemap: %d genes, %d credible sets (%d variants), %.1f s",
              int(ds.attrs["n_phenotypes"]), cs["cs_id"].nunique(), len(cs), time.perf_counter() - t0)
     return ds
+
+
+def run_coloc(
+    gwas_path: str,
+    eqtl_prefix: str,
+    genotypes: xr.Dataset,
+    output_prefix: str,
+    *,
+    fdr: float = 0.05,
+    eqtl_n: int | None = None,
+    gwas_type: str = "quant",
+    gwas_s: float | None = None,
+    gwas_n: float | None = None,
+    p1: float = 1e-4,
+    p2: float = 1e-4,
+    p12: float = 1e-5,
+) -> Any:
+    """``coloc.abf`` of every eGene of an eQTL run with a GWAS; writes
+    ``{output_prefix}.coloc.txt.gz`` (``phenotype_id, nsnps, PP.H0.abf ... PP.H4.abf, top_snp,
+    top_snp_pp_h4``).
+
+    The eQTL side is read from the files of ``dqtl cis``: ``{eqtl_prefix}.cis_qtl_pairs.*.parquet``
+    (nominal statistics) and, when present, ``{eqtl_prefix}.cis_qtl.txt.gz`` (eGenes at ``fdr``;
+    otherwise every gene of the pairs). GWAS alleles are harmonised against ``genotypes``.
+    """
+    import glob
+
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from dqtl.errors import InputError
+    from dqtl.finemap.colocalize import coloc_genes, harmonise_gwas
+    from dqtl.io.fs import exists
+    from dqtl.io.sumstats import read_gwas_sumstats
+
+    gwas = read_gwas_sumstats(gwas_path)
+    files = sorted(glob.glob(glob.escape(eqtl_prefix) + ".cis_qtl_pairs.*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"--eqtl {eqtl_prefix}: no {eqtl_prefix}.cis_qtl_pairs.*.parquet "
+                                "(run dqtl cis --mode nominal with this prefix first)")
+    genes = None
+    if exists(f"{eqtl_prefix}.cis_qtl.txt.gz"):
+        res = read_cis_results(f"{eqtl_prefix}.cis_qtl.txt.gz")
+        q = res["q_value"].values.astype(float)
+        genes = set(res["phenotype_id"].values.astype(str)[q <= fdr].tolist())
+        if not genes:
+            raise InputError(f"{eqtl_prefix}.cis_qtl.txt.gz: no eGene at FDR <= {fdr}")
+    cols = ["phenotype_id", "variant_id", "af", "slope", "slope_se"]
+    parts = []
+    for f in files:
+        table = pq.read_table(f, columns=cols,
+                              filters=[("phenotype_id", "in", sorted(genes))] if genes else None)
+        parts.append(table.to_pandas())
+    pairs = pd.concat(parts, ignore_index=True).rename(columns={"slope": "beta", "slope_se": "beta_se"})
+    if pairs.empty:
+        raise InputError(f"--eqtl {eqtl_prefix}: no pairs for the selected genes")
+    alleles = np.asarray(genotypes["variant_allele"].values).astype(str)
+    contigs = np.asarray(genotypes["contig_id"].values).astype(str)
+    variants = pd.DataFrame({
+        "variant_id": np.asarray(genotypes["variant_id"].values).astype(str),
+        "contig": contigs[np.asarray(genotypes["variant_contig"].values).astype(np.int64)],
+        "position": np.asarray(genotypes["variant_position"].values).astype(np.int64),
+        "ref": alleles[:, 0], "alt": alleles[:, 1] if alleles.shape[1] > 1 else "",
+    })
+    harmonised, report = harmonise_gwas(gwas, variants)
+    log.info("coloc: GWAS %d variants: %d kept (%d swapped alleles flipped), %d strand-ambiguous "
+             "dropped, %d allele mismatches dropped, %d not in the genotypes", report["gwas_variants"],
+             report["kept"], report["swapped_alleles_flipped"], report["strand_ambiguous_dropped"],
+             report["allele_mismatch_dropped"], report["not_in_genotypes"])
+    if harmonised.empty or not pairs["variant_id"].isin(harmonised["variant_id"]).any():
+        raise InputError(f"{gwas_path}: no GWAS variant overlaps the eQTL variants after allele "
+                         "harmonisation (check the genome build and contig names)")
+    n = int(eqtl_n or genotypes.sizes["samples"])
+    sdY = {g: 1.0 for g in pairs["phenotype_id"].unique()}  # normalized expression (INT): sd 1
+    summary, _ = coloc_genes(pairs, harmonised, sdY=sdY, n_samples=n, gwas_type=gwas_type,
+                             gwas_s=gwas_s, gwas_n=gwas_n, p1=p1, p2=p2, p12=p12)
+    with Publication() as pub:
+        _write_table_gz(summary, pub.stage(f"{output_prefix}.coloc.txt.gz"))
+    log.info("coloc: %d genes, %d with PP.H4 > 0.8", len(summary),
+             int((summary["PP.H4.abf"] > 0.8).sum()))
+    summary.attrs["harmonisation"] = report
+    return summary

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "dqtl.cli.cis",
     "dqtl.cli.trans",
     "dqtl.cli.finemap",
+    "dqtl.cli.coloc",
     "dqtl.cli.prepare_expression",
     "dqtl.cli.genotype_qc",
     "dqtl.cli.factors",

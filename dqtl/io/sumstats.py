@@ -1,0 +1,82 @@
+"""GWAS summary statistics in the GWAS-SSF / GWAS Catalog harmonised layout.
+
+Required columns: ``chromosome``, ``base_pair_location``, ``effect_allele``, ``other_allele``,
+``beta``, ``standard_error``; optional ``p_value``, ``effect_allele_frequency``, ``n``,
+``variant_id`` / ``rsid``. Tab-separated, optionally gzipped, local path or URL. Every problem is
+one :class:`~dqtl.errors.InputError` naming the file, the column and the first bad row.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+
+from dqtl.errors import InputError
+from dqtl.io.fs import absolute, exists, is_url, storage_options
+
+__all__ = ["read_gwas_sumstats", "REQUIRED_COLUMNS"]
+
+REQUIRED_COLUMNS = ("chromosome", "base_pair_location", "effect_allele", "other_allele", "beta",
+                    "standard_error")
+
+
+def read_gwas_sumstats(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read and validate a GWAS-SSF summary statistics file.
+
+    Returns a DataFrame with the required columns (alleles upper-case, ``chromosome`` as str,
+    ``base_pair_location`` int64) and whichever optional columns are present.
+    """
+    src = absolute(path)
+    if not exists(src):
+        raise FileNotFoundError(f"summary statistics {src} do not exist")
+    kw = {"storage_options": storage_options(src) or None} if is_url(src) else {}
+    try:
+        df = pd.read_csv(src, sep="\t", dtype={"chromosome": str, "effect_allele": str,
+                                                "other_allele": str}, low_memory=False, **kw)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        raise InputError(f"cannot read summary statistics {src}: {' '.join(str(exc).split())}; "
+                         "expected a tab-separated GWAS-SSF table") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(f"{src}: missing columns {missing}; GWAS-SSF needs {list(REQUIRED_COLUMNS)}")
+    if df.empty:
+        raise InputError(f"{src}: no rows")
+    for col in ("base_pair_location", "beta", "standard_error", "p_value",
+                "effect_allele_frequency", "n"):
+        if col in df.columns:
+            v = pd.to_numeric(df[col], errors="coerce")
+            bad = v.isna() & df[col].notna()
+            if bad.any() or (col in REQUIRED_COLUMNS and v.isna().any()):
+                i = int(np.flatnonzero(bad | (v.isna() if col in REQUIRED_COLUMNS else bad))[0])
+                raise InputError(f"{src}: column {col} row {i + 2} is not a number "
+                                 f"({df[col].iloc[i]!r})")
+            df[col] = v
+    se = df["standard_error"].to_numpy(dtype=float)
+    if not ((se > 0) & np.isfinite(se)).all():
+        i = int(np.flatnonzero(~((se > 0) & np.isfinite(se)))[0])
+        raise InputError(f"{src}: standard_error must be > 0 (row {i + 2}: {se[i]})")
+    if "p_value" in df.columns:
+        p = df["p_value"].to_numpy(dtype=float)
+        bad = ~((p > 0) & (p <= 1))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputError(f"{src}: p_value must be in (0, 1] (row {i + 2}: {p[i]})")
+    if "effect_allele_frequency" in df.columns:
+        f = df["effect_allele_frequency"].to_numpy(dtype=float)
+        bad = ~((f > 0) & (f < 1))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputError(f"{src}: effect_allele_frequency must be in (0, 1) (row {i + 2})")
+    df["base_pair_location"] = df["base_pair_location"].astype(np.int64)
+    df["chromosome"] = df["chromosome"].astype(str)
+    for col in ("effect_allele", "other_allele"):
+        df[col] = df[col].astype(str).str.upper()
+    key = df["chromosome"] + ":" + df["base_pair_location"].astype(str) + ":" + \
+        df[["effect_allele", "other_allele"]].apply(lambda r: "/".join(sorted(r)), axis=1)
+    dup = key.duplicated()
+    if dup.any():
+        raise InputError(f"{src}: variant {key[dup].iloc[0]} appears more than once (row "
+                         f"{int(np.flatnonzero(dup)[0]) + 2}); remove the duplicates")
+    return df

@@ -1,0 +1,146 @@
+"""``dqtl coloc`` end to end on a simulation: shared causal -> H4, distinct causal -> H3, null ->
+neither; allele harmonisation; bad summary statistics."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import dqtl
+from dqtl.cli.main import main
+from dqtl.finemap.colocalize import harmonise_gwas
+from dqtl.simulation_files import write_simulation
+
+AMBIG = {("A", "T"), ("T", "A"), ("C", "G"), ("G", "C")}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("coloc")
+    sim = dqtl.simulate(n_samples=400, n_variants=4000, n_phenotypes=60, n_covariates=2,
+                        n_hidden=0, fraction_egenes=0.5, effect_size=0.7, seed=8)
+    files = {k: str(p[0]) for k, p in write_simulation(sim, tmp, formats=("zarr", "bed", "covariates"),
+                                                       prefix="sim").items()}
+    prefix = tmp / "eqtl"
+    for mode in ("nominal", "permute"):
+        assert main(["-q", "cis", files["zarr"], files["bed"], str(prefix), "--covariates",
+                     files["covariates"], "--mode", mode, "--permutations", "300", "--no-progress"]) == 0
+    return sim, files, prefix, tmp
+
+
+def _gwas(sim, causal, tmp, name, seed=1, swap_every=2):
+    """GWAS-SSF sumstats of a trait with effects at ``causal`` variants (the same samples)."""
+    G = dqtl.kernels.dosage_from_calls(np.asarray(sim.call_genotype.values))
+    G = np.where(np.isnan(G), np.nanmean(G, axis=1, keepdims=True), G)
+    rng = np.random.default_rng(seed)
+    y = rng.normal(size=G.shape[1])
+    for c in causal:
+        y = y + 0.6 * (G[c] - G[c].mean())
+    Gc = G - G.mean(axis=1, keepdims=True)
+    yc = y - y.mean()
+    ss = (Gc * Gc).sum(axis=1)
+    beta = Gc @ yc / np.where(ss > 0, ss, 1)
+    resid = ((yc[None, :] - beta[:, None] * Gc) ** 2).sum(axis=1) / (G.shape[1] - 2)
+    se = np.sqrt(resid / np.where(ss > 0, ss, 1))
+    alleles = sim.variant_allele.values.astype(str)
+    ok = ss > 0
+    ea, oa = alleles[:, 1].copy(), alleles[:, 0].copy()
+    swap = (np.arange(len(beta)) % swap_every) == 0  # half the rows given on the other strand order
+    ea[swap], oa[swap] = alleles[swap, 0], alleles[swap, 1]
+    b = np.where(swap, -beta, beta)
+    f = G.mean(axis=1) / 2
+    f = np.where(swap, 1 - f, f)
+    df = pd.DataFrame({"chromosome": "chr" + sim.contig_id.values[sim.variant_contig.values].astype(str),
+                       "base_pair_location": sim.variant_position.values, "effect_allele": ea,
+                       "other_allele": oa, "beta": b, "standard_error": se,
+                       "effect_allele_frequency": np.clip(f, 1e-4, 1 - 1e-4), "n": G.shape[1]})[ok]
+    path = tmp / f"{name}.tsv.gz"
+    df.to_csv(path, sep="\t", index=False, compression="gzip")
+    return path
+
+
+def _pick(sim):
+    """Two eGenes on different contigs whose causal variants have unambiguous alleles."""
+    alleles = sim.variant_allele.values.astype(str)
+    eg = np.flatnonzero(sim.phenotype_is_egene.values)
+    causal = sim.phenotype_causal_variant.values
+    contig = sim.variant_contig.values
+    good = [i for i in eg if (alleles[causal[i], 0], alleles[causal[i], 1]) not in AMBIG]
+    a = good[0]
+    b = next(i for i in good if contig[causal[i]] != contig[causal[a]])
+    return a, b
+
+
+def test_cli_coloc__shared_distinct_and_null(study, tmp_path):
+    sim, files, prefix, tmp = study
+    a, b = _pick(sim)
+    causal = sim.phenotype_causal_variant.values
+    pos = sim.variant_position.values
+    contig = sim.variant_contig.values
+    alleles = sim.variant_allele.values.astype(str)
+    # for gene b: a GWAS variant in its window, far from its eQTL variant (low LD), unambiguous
+    far = [v for v in range(len(pos)) if contig[v] == contig[causal[b]]
+           and 300_000 < abs(pos[v] - pos[causal[b]]) < 900_000
+           and abs(pos[v] - (sim.phenotype_start.values[b] + 1)) < 900_000
+           and (alleles[v, 0], alleles[v, 1]) not in AMBIG]
+    gwas = _gwas(sim, [causal[a], far[0]], tmp_path, "gwas")
+    out = tmp_path / "c"
+    rc = main(["-q", "coloc", str(out), "--gwas", str(gwas), "--eqtl", str(prefix), "--genotypes",
+               files["zarr"], "--no-progress"])
+    assert rc == 0
+    res = pd.read_csv(f"{out}.coloc.txt.gz", sep="\t").set_index("phenotype_id")
+    ga, gb = str(sim.phenotype_id.values[a]), str(sim.phenotype_id.values[b])
+    assert res.loc[ga, "PP.H4.abf"] > 0.8, res.loc[ga]
+    assert res.loc[ga, "top_snp"] == str(sim.variant_id.values[causal[a]]) or \
+        res.loc[ga, "top_snp_pp_h4"] < 0.9  # the causal or a variant in LD with it
+    assert res.loc[gb, "PP.H3.abf"] > 0.8, res.loc[gb]
+    # eGenes far from both GWAS signals: neither colocalized nor distinct-causal called
+    others = res.drop(index=[ga, gb])
+    null_genes = [g for g in others.index
+                  if all(abs(pos[c] - (sim.phenotype_start.values[list(sim.phenotype_id.values).index(g)] + 1)) > 2_500_000
+                         or contig[c] != contig[causal[list(sim.phenotype_id.values).index(g)]]
+                         for c in (causal[a], far[0]))]
+    assert null_genes
+    assert (others.loc[null_genes, ["PP.H3.abf", "PP.H4.abf"]].max(axis=1) < 0.8).all()
+
+
+def test_harmonise_gwas__flips_swapped_drops_ambiguous_and_mismatched():
+    variants = pd.DataFrame({"variant_id": ["v1", "v2", "v3", "v4"], "contig": ["1"] * 4,
+                             "position": [10, 20, 30, 40], "ref": ["A", "C", "A", "G"],
+                             "alt": ["G", "T", "T", "C"]})
+    gwas = pd.DataFrame({"chromosome": ["chr1"] * 5, "base_pair_location": [10, 20, 30, 40, 50],
+                         "effect_allele": ["G", "C", "T", "A", "A"],
+                         "other_allele": ["A", "T", "A", "G", "C"],
+                         "beta": [0.2, 0.3, 0.1, 0.1, 0.1], "standard_error": [0.1] * 5,
+                         "effect_allele_frequency": [0.3, 0.2, 0.4, 0.5, 0.5]})
+    out, rep = harmonise_gwas(gwas, variants)
+    assert out["variant_id"].tolist() == ["v1", "v2"]
+    np.testing.assert_allclose(out["beta"], [0.2, -0.3])  # v2 given as REF/ALT: flipped
+    np.testing.assert_allclose(out["MAF"], [0.3, 0.2])
+    assert rep == {"gwas_variants": 5, "not_in_genotypes": 1, "strand_ambiguous_dropped": 1,
+                   "allele_mismatch_dropped": 1, "swapped_alleles_flipped": 1, "kept": 2}
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda d: d.drop(columns="standard_error"), "missing columns"),
+    (lambda d: d.assign(standard_error=0.0), "standard_error must be > 0"),
+    (lambda d: pd.concat([d, d.iloc[:1]]), "appears more than once"),
+    (lambda d: d.assign(p_value=1.5), "p_value must be in"),
+    (lambda d: d.assign(chromosome="chr9"), "no GWAS variant overlaps"),
+    (lambda d: d.assign(effect_allele="N", other_allele="N"), "no GWAS variant overlaps"),
+])
+def test_cli_coloc__bad_sumstats_exit_2_one_line_no_output(study, tmp_path, capsys, edit, match):
+    sim, files, prefix, tmp = study
+    good = pd.read_csv(_gwas(sim, [], tmp_path, "base"), sep="\t")
+    path = tmp_path / "bad.tsv.gz"
+    with gzip.open(path, "wt") as f:
+        edit(good).to_csv(f, sep="\t", index=False)
+    out = tmp_path / "c"
+    rc = main(["-q", "coloc", str(out), "--gwas", str(path), "--eqtl", str(prefix), "--genotypes",
+               files["zarr"], "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and match in err, err
+    assert not list(tmp_path.glob("c.coloc*"))
