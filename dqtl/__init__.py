@@ -40,6 +40,8 @@ _EXPORTS: dict[str, str] = {
     # fine-mapping and colocalization
     "susie": "dqtl.finemap.susie",
     "coloc_abf": "dqtl.finemap.coloc",
+    "map_finemap": "dqtl.finemap.mapping",
+    "read_gwas_sumstats": "dqtl.io.sumstats",
     # multiple testing
     "bh": "dqtl.multitest.bh",
     "qvalue": "dqtl.multitest.qvalue",
