@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["plot_cis_distance", "plot_qq"]
+__all__ = ["plot_cis_distance", "plot_qq", "plot_permutation_pvalues", "plot_locus"]
 
 
 def _axes(ax: Any) -> Any:
@@ -71,3 +71,38 @@ def plot_permutation_pvalues(cis_df: pd.DataFrame, *, fdr: float = 0.05, ax: Any
     ax.set_ylabel("beta-approximated p")
     ax.legend(fontsize=8)
     return ax
+
+
+def plot_locus(region: pd.DataFrame, *, lead: str, title: str = "", axes: Any = None) -> Any:
+    """Colocalization locus plot: GWAS (top) and eQTL (bottom) -log10 p against position.
+
+    ``region`` has ``variant_id``, ``position``, ``p_gwas``, ``p_eqtl``, ``r2`` (LD with the lead
+    variant, the colour) and optionally ``in_cs`` (bool: in a SuSiE credible set, ringed).
+    ``axes``: two axes (default: a new two-panel figure); returns them.
+    """
+    if axes is None:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        axes = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)[1]
+    pos = region["position"].to_numpy(dtype=float) / 1e6
+    r2 = np.clip(region["r2"].to_numpy(dtype=float), 0, 1)
+    is_lead = (region["variant_id"] == lead).to_numpy()
+    in_cs = region["in_cs"].to_numpy(dtype=bool) if "in_cs" in region else np.zeros(len(region), bool)
+    for ax, col, label in ((axes[0], "p_gwas", "GWAS"), (axes[1], "p_eqtl", "eQTL")):
+        y = -np.log10(np.clip(region[col].to_numpy(dtype=float), 1e-300, 1))
+        sc = ax.scatter(pos[~is_lead], y[~is_lead], c=r2[~is_lead], cmap="viridis", vmin=0, vmax=1,
+                        s=12)
+        ax.scatter(pos[is_lead], y[is_lead], marker="D", s=50, color="C3", label=f"lead {lead}")
+        if in_cs.any():
+            ax.scatter(pos[in_cs], y[in_cs], s=80, facecolors="none", edgecolors="k",
+                       label="SuSiE credible set")
+        ax.set_ylabel(f"{label} -log10 p")
+        ax.legend(loc="upper right", fontsize=7, frameon=False)
+    axes[1].set_xlabel("position (Mb)")
+    axes[0].figure.colorbar(sc, ax=list(axes), label="r² with lead", shrink=0.8)
+    if title:
+        axes[0].set_title(title)
+    return axes

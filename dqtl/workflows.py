@@ -368,10 +368,13 @@ def run_coloc(
     p1: float = 1e-4,
     p2: float = 1e-4,
     p12: float = 1e-5,
+    plot_pp_h4: float = 0.8,
 ) -> Any:
     """``coloc.abf`` of every eGene of an eQTL run with a GWAS; writes
     ``{output_prefix}.coloc.txt.gz`` (``phenotype_id, nsnps, PP.H0.abf ... PP.H4.abf, top_snp,
-    top_snp_pp_h4``).
+    top_snp_pp_h4``) and a locus plot ``{output_prefix}.coloc.<gene>.png`` for each gene with
+    ``PP.H4 > plot_pp_h4`` (LD with the lead SNP from the store; SuSiE credible sets from
+    ``{eqtl_prefix}.susie_cs.txt.gz`` when present).
 
     The eQTL side is read from the files of ``dqtl cis``: ``{eqtl_prefix}.cis_qtl_pairs.*.parquet``
     (nominal statistics) and, when present, ``{eqtl_prefix}.cis_qtl.txt.gz`` (eGenes at ``fdr``;
@@ -426,11 +429,55 @@ def run_coloc(
                          "harmonisation (check the genome build and contig names)")
     n = int(eqtl_n or genotypes.sizes["samples"])
     sdY = {g: 1.0 for g in pairs["phenotype_id"].unique()}  # normalized expression (INT): sd 1
-    summary, _ = coloc_genes(pairs, harmonised, sdY=sdY, n_samples=n, gwas_type=gwas_type,
-                             gwas_s=gwas_s, gwas_n=gwas_n, p1=p1, p2=p2, p12=p12)
+    summary, tables = coloc_genes(pairs, harmonised, sdY=sdY, n_samples=n, gwas_type=gwas_type,
+                                  gwas_s=gwas_s, gwas_n=gwas_n, p1=p1, p2=p2, p12=p12)
+    cs_file = f"{eqtl_prefix}.susie_cs.txt.gz"
+    cs = pd.read_csv(cs_file, sep="\t") if exists(cs_file) else None
     with Publication() as pub:
         _write_table_gz(summary, pub.stage(f"{output_prefix}.coloc.txt.gz"))
+        for _, row in summary[summary["PP.H4.abf"] > plot_pp_h4].iterrows():
+            gene = str(row["phenotype_id"])
+            members = set() if cs is None else set(cs.loc[cs["phenotype_id"] == gene, "variant_id"])
+            ax = _locus_plot(genotypes, variants, tables[gene], str(row["top_snp"]), members,
+                             title=f"{gene}: PP.H4 = {row['PP.H4.abf']:.3f}")
+            with open_file(pub.stage(f"{output_prefix}.coloc.{gene}.png"), "wb") as f:
+                ax[0].figure.savefig(f, dpi=110, bbox_inches="tight", format="png")
+            import matplotlib.pyplot as plt
+
+            plt.close(ax[0].figure)
     log.info("coloc: %d genes, %d with PP.H4 > 0.8", len(summary),
              int((summary["PP.H4.abf"] > 0.8).sum()))
     summary.attrs["harmonisation"] = report
     return summary
+
+
+def _locus_plot(genotypes: xr.Dataset, variants: Any, table: Any, lead: str, members: set[str], *,
+                title: str) -> Any:
+    """The locus plot of one gene: -log10 p of both traits, r² with the lead from the store."""
+    import pandas as pd
+    from scipy import stats
+
+    from dqtl.kernels.genotypes import decode_block
+    from dqtl.plot import plot_locus
+    from dqtl.study import genotype_array
+
+    index = pd.Index(variants["variant_id"])
+    rows = index.get_indexer(table["snp"].astype(str))
+    lo, hi = int(rows.min()), int(rows.max()) + 1
+    block = np.asarray(genotype_array(genotypes)[lo:hi].compute())
+    G = decode_block(block, np.arange(block.shape[1]), ploidy=int(genotypes.sizes.get("ploidy", 2))).G
+    G = G[rows - lo]
+    lead_row = G[int(np.flatnonzero(table["snp"].astype(str).to_numpy() == lead)[0])]
+    Gc = G - G.mean(axis=1, keepdims=True)
+    lc = lead_row - lead_row.mean()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (Gc @ lc) / (np.linalg.norm(Gc, axis=1) * np.linalg.norm(lc))
+    region = pd.DataFrame({
+        "variant_id": table["snp"].astype(str).to_numpy(),
+        "position": variants["position"].to_numpy()[rows],
+        "p_eqtl": 2 * stats.norm.sf(np.abs(table["z.df1"].to_numpy(dtype=float))),
+        "p_gwas": 2 * stats.norm.sf(np.abs(table["z.df2"].to_numpy(dtype=float))),
+        "r2": np.nan_to_num(r * r),
+        "in_cs": table["snp"].astype(str).isin(members).to_numpy(),
+    })
+    return plot_locus(region, lead=lead, title=title)

@@ -97,6 +97,10 @@ def test_cli_coloc__shared_distinct_and_null(study, tmp_path):
     assert res.loc[ga, "top_snp"] == str(sim.variant_id.values[causal[a]]) or \
         res.loc[ga, "top_snp_pp_h4"] < 0.9  # the causal or a variant in LD with it
     assert res.loc[gb, "PP.H3.abf"] > 0.8, res.loc[gb]
+    # a locus plot for each colocalized gene, and only for those
+    plots = sorted(p.name for p in tmp_path.glob("c.coloc.*.png"))
+    assert plots == [f"c.coloc.{g}.png" for g in sorted(res.index[res["PP.H4.abf"] > 0.8])]
+    assert (tmp_path / f"c.coloc.{ga}.png").stat().st_size > 10_000
     # eGenes far from both GWAS signals: neither colocalized nor distinct-causal called
     others = res.drop(index=[ga, gb])
     null_genes = [g for g in others.index
