@@ -57,7 +57,7 @@ def _cpu_s() -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("mode", choices=("nominal", "cis"))
+    p.add_argument("mode", choices=("nominal", "cis", "susie"))
     p.add_argument("--pgen-prefix", required=True)
     p.add_argument("--bed", required=True)
     p.add_argument("--covariates", required=True)
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
     import torch
     from tensorqtl import cis, genotypeio
+    from tensorqtl import susie as tq_susie
 
     import_s = time.perf_counter() - t_import
     try:
@@ -123,6 +124,15 @@ def main(argv: list[str] | None = None) -> int:
         out["files"] = [str(f) for f in files]
         out["n_pairs"] = int(sum(pd.read_parquet(f, columns=["pval_nominal"]).shape[0]
                                  for f in files))
+    elif args.mode == "susie":
+        summary = tq_susie.map(genotype_df, variant_df, phenotype_df, phenotype_pos_df,
+                               covariates_df, L=10, summary_only=True,
+                               maf_threshold=args.maf_threshold, window=args.window, verbose=False)
+        out["compute_s"] = time.perf_counter() - t0
+        path = Path(outdir) / "tq.susie_cs.parquet"
+        summary.to_parquet(path)
+        out["files"] = [str(path)]
+        out["n_cs_rows"] = int(len(summary))
     else:
         df = cis.map_cis(genotype_df, variant_df, phenotype_df, phenotype_pos_df,
                          covariates_df=covariates_df, nperm=args.nperm, seed=args.seed,

@@ -184,9 +184,14 @@ def _in_cs(alpha_row: np.ndarray, coverage: float) -> np.ndarray:
     return np.sort(order[:n])
 
 
-def _purity(idx: np.ndarray, Xc: np.ndarray) -> tuple[float, float, float]:
+def _purity(idx: np.ndarray, Xc: np.ndarray, n_purity: int = 100) -> tuple[float, float, float]:
+    """(min, mean, median) absolute correlation over the set's pairs; sets larger than
+    ``n_purity`` are subsampled as susieR does (a seeded draw here; R's ``sample`` there, so
+    only such large, diffuse sets, which fail any purity threshold in practice, may differ)."""
     if idx.size == 1:
         return (1.0, 1.0, 1.0)
+    if idx.size > n_purity:
+        idx = np.sort(np.random.default_rng(0).choice(idx, size=n_purity, replace=False))
     C = np.corrcoef(Xc[:, idx], rowvar=False)
     v = np.abs(C[np.triu_indices(idx.size, k=1)])
     return (float(v.min()), float(v.mean()), float(np.median(v)))
