@@ -82,7 +82,7 @@ def compute(
                     from dask.diagnostics import ProgressBar
 
                     stack.enter_context(ProgressBar(out=sys.stderr, dt=1.0))
-                results = list(dask.compute(*uniq, scheduler="threads"))
+                results = _compute_threads(uniq)
         cache.update({_key(t): r for t, r in zip(uniq, results, strict=True)})
     return [cache[_key(t)] for t in tasks]
 
@@ -93,6 +93,21 @@ def _key(collection: Any) -> Any:
     return key if key is not None else collection.name
 
 
+def _compute_threads(tasks: Sequence[Any]) -> list[Any]:
+    """The threaded scheduler on a pool of our own: when a task fails, the tasks still running
+    finish (and queued ones are cancelled) before the error propagates, so the caller's clean-up
+    (removing staged files) never races a task that is still writing."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
+    pool = ThreadPoolExecutor(max_workers=n)
+    try:
+        return list(dask.compute(*tasks, scheduler="threads", pool=pool))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _compute_distributed(client: Any, tasks: Sequence[Any], *, label: str, progress: bool,
                          interval: float = 10.0) -> list[Any]:
     from distributed import as_completed
@@ -100,10 +115,14 @@ def _compute_distributed(client: Any, tasks: Sequence[Any], *, label: str, progr
     t0 = last = time.perf_counter()
     futures = client.compute(list(tasks))
     done = 0
-    for _f in as_completed(futures):
-        done += 1
-        now = time.perf_counter()
-        if progress and (now - last >= interval or done == len(futures)):
-            last = now
-            log.info("%s: %d/%d done (%.0f s)", label, done, len(futures), now - t0)
-    return list(client.gather(futures))
+    try:
+        for _f in as_completed(futures):
+            done += 1
+            now = time.perf_counter()
+            if progress and (now - last >= interval or done == len(futures)):
+                last = now
+                log.info("%s: %d/%d done (%.0f s)", label, done, len(futures), now - t0)
+        return list(client.gather(futures))
+    except BaseException:
+        client.cancel(futures)  # tasks not yet started never run
+        raise

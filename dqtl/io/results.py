@@ -201,9 +201,7 @@ class CisPairsPart:
 
     def __call__(self, pairs: Mapping[str, np.ndarray]) -> None:
         if self._writer is None:
-            fs, p = filesystem(self.path)
-            if not is_url(absolute(self.path)):
-                os.makedirs(os.path.dirname(p), exist_ok=True)
+            fs, p = filesystem(self.path)  # the folder is the run's (never re-created here)
             self._fh = fs.open(p, "wb")
             self._writer = pa.ipc.new_file(
                 self._fh, CIS_PAIRS_SCHEMA, options=pa.ipc.IpcWriteOptions(compression="lz4"))
