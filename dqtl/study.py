@@ -15,6 +15,7 @@ The plan keeps a reference to the genotype Dataset it was built from
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -58,24 +59,27 @@ class PhenotypeGroup:
         Residualized phenotypes scaled to unit norm.
     p_norm : (p_g,) float64
         Their residual norms.
-    Q : (n_g, rank) float64
-        Orthonormal basis of ``[1, C]`` on the group's samples (column 0 the intercept).
-    dof : int
-        ``n_g - rank - 1``.
     P_raw : (p_g, n_g) float64
         The phenotype values on the group's samples (permutations permute these).
     basis : Residualizer
-        The covariate basis (``Q``, ``dof``, kept and dropped covariates).
+        The covariate basis on the group's samples: ``Q`` (n_g, rank) orthonormal basis of
+        ``[1, C]`` (column 0 the intercept), ``dof = n_g - rank - 1``, kept and dropped covariates.
     """
 
     index: np.ndarray
     sample_index: np.ndarray | None
     P_hat: np.ndarray
     p_norm: np.ndarray
-    Q: np.ndarray
-    dof: int
     P_raw: np.ndarray
     basis: Residualizer
+
+    @property
+    def Q(self) -> np.ndarray:
+        return self.basis.Q
+
+    @property
+    def dof(self) -> int:
+        return int(self.basis.dof)
 
     @property
     def n_samples(self) -> int:
@@ -195,7 +199,7 @@ def prepare_phenotype_groups(
     position = np.full(vals.shape[0], -1, dtype=np.int64)
     position[kept] = np.arange(kept.size)
     groups = [PhenotypeGroup(index=position[rows_a], sample_index=sidx, P_hat=P_hat, p_norm=norm,
-                             Q=res.Q, dof=res.dof, P_raw=P, basis=res)
+                             P_raw=P, basis=res)
               for rows_a, sidx, res, P_hat, norm, P in staged]
     if len(pattern_rows) > 1:
         log.info("phenotypes fall into %d missing-value patterns; each residualized on its own "
@@ -295,7 +299,6 @@ class StudyPlan:
     groups: list[PhenotypeGroup]
     genotype_sample_index: np.ndarray  # genotype columns of the analysis samples
     sample_id: np.ndarray
-    variant_id: np.ndarray
     variant_position: np.ndarray  # int64
     variant_contig: np.ndarray  # int index into contig_id
     contig_id: np.ndarray
@@ -326,6 +329,12 @@ class StudyPlan:
     @property
     def dof(self) -> int:
         return int(self.base.dof)
+
+    @functools.cached_property
+    def variant_id(self) -> np.ndarray:
+        """(variants,) str IDs, read from the store on first use (graphs read their slices
+        lazily; a trans scan never loads them all)."""
+        return np.asarray(self.genotypes["variant_id"].values).astype(str)
 
     @property
     def contigs(self) -> list[str]:
@@ -439,7 +448,6 @@ def plan_study(
     vpos = np.asarray(genotypes["variant_position"].values).astype(np.int64)
     vcon = np.asarray(genotypes["variant_contig"].values).astype(np.int64)
     contig_id = np.asarray(genotypes["contig_id"].values).astype(str)
-    vid = np.asarray(genotypes["variant_id"].values).astype(str)
     ranges = contig_ranges(vcon)
 
     # --- phenotypes: contig reconciliation (chr1 == 1), windows
@@ -495,7 +503,6 @@ def plan_study(
         groups=groups,
         genotype_sample_index=np.asarray(gidx, dtype=np.int64),
         sample_id=np.asarray(phenotypes["sample_id"].values).astype(str)[pidx],
-        variant_id=vid,
         variant_position=vpos,
         variant_contig=vcon,
         contig_id=contig_id,

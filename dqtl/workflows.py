@@ -428,8 +428,8 @@ def run_coloc(
         raise InputError(f"{gwas_path}: no GWAS variant overlaps the eQTL variants after allele "
                          "harmonisation (check the genome build and contig names)")
     n = int(eqtl_n or genotypes.sizes["samples"])
-    sdY = {g: 1.0 for g in pairs["phenotype_id"].unique()}  # normalized expression (INT): sd 1
-    summary, tables = coloc_genes(pairs, harmonised, sdY=sdY, n_samples=n, gwas_type=gwas_type,
+    # eqtl_sdY = 1: normalized (inverse-normal transformed) expression
+    summary, tables = coloc_genes(pairs, harmonised, n_samples=n, gwas_type=gwas_type,
                                   gwas_s=gwas_s, gwas_n=gwas_n, p1=p1, p2=p2, p12=p12)
     cs_file = f"{eqtl_prefix}.susie_cs.txt.gz"
     cs = pd.read_csv(cs_file, sep="\t") if exists(cs_file) else None

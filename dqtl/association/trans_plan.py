@@ -19,7 +19,6 @@ import numpy as np
 import xarray as xr
 
 from dqtl.errors import InputError
-from dqtl.kernels.linalg import Residualizer
 from dqtl.kernels.stats import r_threshold
 from dqtl.kernels.trans import (
     DECODE_BYTES,
@@ -310,7 +309,7 @@ def plan_trans(
             rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(key,)))
             q = scipy.stats.norm.ppf(np.arange(1, ng + 1) / (ng + 1))
             Y = np.stack([rng.permutation(q) for _ in range(permutations)])
-            R = Residualizer(Q=g.Q, dof=g.dof).transform(Y)
+            R = g.basis.transform(Y)
             R /= np.linalg.norm(R, axis=1, keepdims=True)
             sidx_l.append(g.sample_index)
             P_l.append(R)

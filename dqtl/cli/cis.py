@@ -11,8 +11,8 @@ import pandas as pd
 from dqtl.cli.common import (
     add_genotype_args,
     add_scheduler_args,
+    add_study_args,
     genotypes_from,
-    non_negative_int,
     scheduler,
 )
 
@@ -46,13 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="two columns, no header: phenotype_id, group_id (e.g. isoforms of a gene)")
     p.add_argument("--cis-results", metavar="FILE", default=None,
                    help="--mode independent: the cis_qtl.txt.gz of a permute run with the same seed")
-    p.add_argument("--covariates", metavar="FILE", default=None, help="covariates (tensorQTL layout or samples x covariates)")
-    p.add_argument("--window", type=non_negative_int, default=1_000_000, help="cis window half-width in bp (default 1000000)")
-    p.add_argument("--maf-threshold", type=float, default=0.0, help="skip variants with MAF below this (default 0)")
     p.add_argument("--precision", choices=["float64", "float32"], default="float64",
                    help="precision of the genotype x phenotype product (default float64)")
-    p.add_argument("--allow-sample-intersection", action="store_true",
-                   help="analyse the samples shared by all inputs instead of failing on a mismatch")
+    add_study_args(p)
     add_genotype_args(p)
     add_scheduler_args(p)
     p.set_defaults(func=run)

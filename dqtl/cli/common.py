@@ -44,6 +44,19 @@ def add_scheduler_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="do not show progress bars")
 
 
+def add_study_args(p: argparse.ArgumentParser, *, window: bool = True) -> None:
+    """The options every study plan takes: covariates, the cis window, MAF, sample intersection."""
+    p.add_argument("--covariates", metavar="FILE", default=None,
+                   help="covariates (tensorQTL layout or samples x covariates)")
+    if window:
+        p.add_argument("--window", type=non_negative_int, default=1_000_000,
+                       help="cis window half-width in bp (default 1000000)")
+    p.add_argument("--maf-threshold", type=float, default=0.0,
+                   help="skip variants with minor allele frequency below this (default 0)")
+    p.add_argument("--allow-sample-intersection", action="store_true",
+                   help="analyse the samples shared by all inputs instead of failing on a mismatch")
+
+
 def add_genotype_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--genotype-format", choices=["vcf", "plink", "pgen", "bgen"], default=None,

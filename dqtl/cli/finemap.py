@@ -7,8 +7,8 @@ import argparse
 from dqtl.cli.common import (
     add_genotype_args,
     add_scheduler_args,
+    add_study_args,
     genotypes_from,
-    non_negative_int,
     positive_int,
     scheduler,
 )
@@ -29,17 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("genotypes", metavar="GENOTYPES", help="VCF Zarr store, or VCF/BCF, PLINK 1/2 prefix, BGEN")
     p.add_argument("phenotypes", metavar="PHENOTYPES", help="phenotype BED (.bed, .bed.gz, .bed.parquet)")
     p.add_argument("output_prefix", metavar="OUTPUT_PREFIX")
-    p.add_argument("--covariates", metavar="FILE", default=None, help="covariates (tensorQTL layout or samples x covariates)")
     p.add_argument("--cis-results", metavar="FILE", default=None,
                    help="cis_qtl.txt.gz of 'dqtl cis --mode permute' (or tensorQTL): fine-map its eGenes")
     p.add_argument("--fdr", type=float, default=0.05, help="q-value threshold of eGenes (default 0.05)")
-    p.add_argument("--window", type=non_negative_int, default=1_000_000, help="cis window half-width in bp (default 1000000)")
     p.add_argument("--max-effects", type=positive_int, default=10, help="L, the maximum number of effects (default 10)")
     p.add_argument("--coverage", type=float, default=0.95, help="credible set coverage (default 0.95)")
     p.add_argument("--min-abs-corr", type=float, default=0.5, help="purity threshold of credible sets (default 0.5)")
-    p.add_argument("--maf-threshold", type=float, default=0.0, help="skip variants with MAF below this (default 0)")
-    p.add_argument("--allow-sample-intersection", action="store_true",
-                   help="analyse the samples shared by all inputs instead of failing on a mismatch")
+    add_study_args(p)
     add_genotype_args(p)
     add_scheduler_args(p)
     p.set_defaults(func=run)

@@ -8,6 +8,7 @@ import logging
 from dqtl.cli.common import (
     add_genotype_args,
     add_scheduler_args,
+    add_study_args,
     genotypes_from,
     non_negative_int,
     positive_int,
@@ -43,12 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("genotypes", metavar="GENOTYPES", help="VCF Zarr store, or VCF/BCF, PLINK 1/2 prefix, BGEN")
     p.add_argument("phenotypes", metavar="PHENOTYPES", help="phenotype BED (.bed, .bed.gz, .bed.parquet)")
     p.add_argument("output_prefix", metavar="OUTPUT_PREFIX")
-    p.add_argument("--covariates", metavar="FILE", default=None,
-                   help="covariates (tensorQTL layout or samples x covariates)")
+    add_study_args(p, window=False)  # trans has --cis-window, the exclusion
     p.add_argument("--pval-threshold", type=_probability, default=1e-5,
                    help="keep pairs with p <= this (default 1e-5)")
-    p.add_argument("--maf-threshold", type=float, default=0.0,
-                   help="skip variants with minor allele frequency below this (default 0)")
     p.add_argument("--cis-window", type=non_negative_int, default=5_000_000,
                    help="exclude pairs within this many bp of the phenotype's TSS/body; 0 disables "
                         "(default 5000000)")
@@ -67,8 +65,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(genome-wide null of a gene's minimum p; assumes normal-transformed "
                         "phenotypes; default 0 = off)")
     p.add_argument("--seed", type=int, default=0, help="seed of the permutations (default 0)")
-    p.add_argument("--allow-sample-intersection", action="store_true",
-                   help="analyse the samples shared by all inputs instead of failing on a mismatch")
     p.add_argument("--keep-blocks", action="store_true",
                    help="keep OUTPUT_PREFIX.trans_blocks/ after writing the final files")
     add_genotype_args(p)

@@ -95,8 +95,8 @@ def coloc_genes(
     pairs: pd.DataFrame,
     gwas: pd.DataFrame,
     *,
-    sdY: dict[str, float],
     n_samples: int,
+    eqtl_sdY: float = 1.0,
     gwas_type: str = "quant",
     gwas_s: float | None = None,
     gwas_n: float | None = None,
@@ -113,8 +113,8 @@ def coloc_genes(
         ``af``).
     gwas
         From :func:`harmonise_gwas`.
-    sdY
-        Standard deviation of each phenotype on the analysis samples.
+    eqtl_sdY
+        Standard deviation of the phenotypes (1 for inverse-normal transformed expression).
 
     Returns
     -------
@@ -134,7 +134,7 @@ def coloc_genes(
         af = d["af"].to_numpy(float)
         eqtl = {"snp": d["variant_id"].astype(str).to_numpy(), "beta": d["beta"].to_numpy(float),
                 "varbeta": d["beta_se"].to_numpy(float) ** 2, "MAF": np.minimum(af, 1 - af),
-                "N": n_samples, "type": "quant", "sdY": float(sdY[str(pid)])}
+                "N": n_samples, "type": "quant", "sdY": float(eqtl_sdY)}
         trait: dict[str, Any] = {"snp": gw.index.astype(str).to_numpy(), "beta": gw["beta"].to_numpy(float),
                                  "varbeta": gw["varbeta"].to_numpy(float), "type": gwas_type}
         if "MAF" in gw:

@@ -24,6 +24,7 @@ from dqtl.compute import compute
 from dqtl.errors import InputError
 from dqtl.finemap.susie import susie
 from dqtl.kernels.genotypes import decode_block
+from dqtl.kernels.linalg import Residualizer
 from dqtl.study import StudyPlan, plan_study
 
 __all__ = ["finemap_batch_kernel", "finemap_graph", "map_finemap"]
@@ -35,7 +36,7 @@ def finemap_batch_kernel(
     block: np.ndarray,
     v0: int,
     sample_index: np.ndarray,
-    genes: Sequence[tuple[str, np.ndarray | None, np.ndarray, np.ndarray, int, int]],
+    genes: Sequence[tuple[str, np.ndarray | None, np.ndarray, Residualizer, int, int]],
     variant_id: np.ndarray,
     *,
     ploidy: int,
@@ -49,9 +50,9 @@ def finemap_batch_kernel(
     Parameters
     ----------
     genes
-        ``(phenotype_id, sample_index, y_res, Q, lo, hi)``: the gene's samples among the
+        ``(phenotype_id, sample_index, y_res, basis, lo, hi)``: the gene's samples among the
         analysis samples (None: all), its residualized values, the covariate basis on its
-        samples, and its window (global variant indices ``[lo, hi)``).
+        samples (the plan's), and its window (global variant indices ``[lo, hi)``).
 
     Returns
     -------
@@ -65,14 +66,14 @@ def finemap_batch_kernel(
     cs: dict[str, list[Any]] = {k: [] for k in ("cs_phenotype_id", "cs_id", "cs_variant_id",
                                                 "cs_pip", "cs_coverage", "cs_min_abs_corr",
                                                 "cs_size")}
-    for pid, sidx, y, Q, lo, hi in genes:
+    for pid, sidx, y, basis, lo, hi in genes:
         a, b = lo - v0, hi - v0
         G = dec.G[a:b] if sidx is None else dec.G[a:b][:, sidx]
         ok = dec.valid[a:b] & (G.max(axis=1) > G.min(axis=1))
         if not ok.any():
             continue
         Gk = G[ok]
-        Xr = Gk - (Gk @ Q) @ Q.T  # residualized on intercept + covariates
+        Xr = basis.transform(Gk)  # residualized on intercept + covariates
         keep = np.linalg.norm(Xr, axis=1) > 1e-8 * np.sqrt(Xr.shape[1])
         if not keep.any():
             continue
@@ -127,7 +128,7 @@ def finemap_graph(
             grp = plan.groups[int(where[i])]
             j = int(np.searchsorted(grp.index, i))
             y = grp.P_hat[j] * grp.p_norm[j]  # residualized values on the group's samples
-            genes.append((str(plan.phenotype_id[i]), grp.sample_index, y, grp.Q,
+            genes.append((str(plan.phenotype_id[i]), grp.sample_index, y, grp.basis,
                           int(plan.window_lo[i]), int(plan.window_hi[i])))
         tasks.append(kernel(arr[batch.v0:batch.v1], batch.v0, plan.genotype_sample_index, genes,
                             vid[batch.v0:batch.v1], ploidy=plan.ploidy,

@@ -269,6 +269,15 @@ def upload(local: str | os.PathLike[str], url: str) -> None:
     fs.invalidate_cache()
 
 
+def _remove_quietly(path: str) -> None:
+    """Remove a file or folder of this run if it is there (clean-up never raises)."""
+    with contextlib.suppress(Exception):
+        fs, p = filesystem(path)
+        fs.invalidate_cache()
+        if fs.exists(p):
+            fs.rm(p, recursive=True)
+
+
 class Publication:
     """The atomic publish step of one run: stage every output, then move them all into place.
 
@@ -332,21 +341,13 @@ class Publication:
     def abort(self) -> None:
         """Remove every staged output and work folder (outputs already in place stay)."""
         for tmp, _ in self.staged:
-            with contextlib.suppress(Exception):
-                fs, p = filesystem(tmp)
-                fs.invalidate_cache()
-                if fs.exists(p):
-                    fs.rm(p, recursive=True)
+            _remove_quietly(tmp)
         self.staged = []
         self._clean_scratch()
 
     def _clean_scratch(self) -> None:
         for d in self.scratch:
-            with contextlib.suppress(Exception):
-                fs, p = filesystem(d)
-                fs.invalidate_cache()
-                if fs.exists(p):
-                    fs.rm(p, recursive=True)
+            _remove_quietly(d)
         self.scratch = []
 
     def __enter__(self) -> Publication:
