@@ -39,7 +39,10 @@ _EXPORTS: dict[str, str] = {
     "run_trans": "dqtl.association.trans",
     # fine-mapping and colocalization
     "susie": "dqtl.finemap.susie",
+    "susie_rss": "dqtl.finemap.susie",
+    "susie_suff_stat": "dqtl.finemap.susie",
     "coloc_abf": "dqtl.finemap.coloc",
+    "coloc_susie": "dqtl.finemap.coloc",
     "map_finemap": "dqtl.finemap.mapping",
     "read_gwas_sumstats": "dqtl.io.sumstats",
     # multiple testing

@@ -23,7 +23,8 @@ import numpy as np
 
 from dqtl.errors import InputError
 
-__all__ = ["SusieResult", "susie", "brent_fmin", "single_effect_regression"]
+__all__ = ["SusieResult", "susie", "susie_suff_stat", "susie_rss", "brent_fmin",
+           "single_effect_regression"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -188,15 +189,21 @@ def _in_cs(alpha_row: np.ndarray, coverage: float) -> np.ndarray:
     return np.sort(order[:n])
 
 
-def _purity(idx: np.ndarray, Xc: np.ndarray, n_purity: int = 100) -> tuple[float, float, float]:
-    """(min, mean, median) absolute correlation over the set's pairs; sets larger than
-    ``n_purity`` are subsampled as susieR does (a seeded draw here; R's ``sample`` there, so
-    only such large, diffuse sets, which fail any purity threshold in practice, may differ)."""
+def _purity(idx: np.ndarray, Xc: np.ndarray | None = None, n_purity: int = 100, *,
+            corr: np.ndarray | None = None) -> tuple[float, float, float]:
+    """(min, mean, median) absolute correlation over the set's pairs, from the data ``Xc`` or a
+    correlation matrix ``corr``; sets larger than ``n_purity`` are subsampled as susieR does (a
+    seeded draw here; R's ``sample`` there, so only such large, diffuse sets, which fail any
+    purity threshold in practice, may differ)."""
     if idx.size == 1:
         return (1.0, 1.0, 1.0)
     if idx.size > n_purity:
         idx = np.sort(np.random.default_rng(0).choice(idx, size=n_purity, replace=False))
-    C = np.corrcoef(Xc[:, idx], rowvar=False)
+    if corr is not None:
+        C = corr[np.ix_(idx, idx)]
+    else:
+        assert Xc is not None
+        C = np.corrcoef(Xc[:, idx], rowvar=False)
     v = np.abs(C[np.triu_indices(idx.size, k=1)])
     return (float(v.min()), float(v.mean()), float(np.median(v)))
 
@@ -313,7 +320,8 @@ def _er2(Xb: np.ndarray, y: np.ndarray, Xr: np.ndarray, alpha: np.ndarray, mu2: 
     return float(res @ res) - float((XrL * XrL).sum()) + float((d * (alpha * mu2)).sum())
 
 
-def _credible_sets(fit: SusieResult, X: np.ndarray, *, coverage: float, min_abs_corr: float) -> None:
+def _credible_sets(fit: SusieResult, X: np.ndarray | None, *, coverage: float, min_abs_corr: float,
+                   corr: np.ndarray | None = None) -> None:
     L = fit.alpha.shape[0]
     sets = [_in_cs(fit.alpha[k], coverage) for k in range(L)]
     include = [bool(fit.V[k] > 1e-9) for k in range(L)]
@@ -324,7 +332,7 @@ def _credible_sets(fit: SusieResult, X: np.ndarray, *, coverage: float, min_abs_
             include[k] = False
         seen.append(key)
     cand = [k for k in range(L) if include[k]]
-    pur = {k: _purity(sets[k], X) for k in cand}
+    pur = {k: _purity(sets[k], X, corr=corr) for k in cand}
     pure = [k for k in cand if pur[k][0] >= min_abs_corr]
     order = sorted(range(len(pure)), key=lambda i: -pur[pure[i]][0])  # stable, decreasing
     for i in order:
@@ -333,3 +341,210 @@ def _credible_sets(fit: SusieResult, X: np.ndarray, *, coverage: float, min_abs_
         fit.cs_index.append(k)
         fit.cs_coverage.append(float(fit.alpha[k][sets[k]].sum()))
         fit.cs_purity.append(pur[k])
+
+
+def susie_suff_stat(
+    XtX: np.ndarray,
+    Xty: np.ndarray,
+    yty: float,
+    n: float,
+    L: int = 10,
+    *,
+    scaled_prior_variance: float = 0.2,
+    residual_variance: float | None = None,
+    estimate_residual_variance: bool = True,
+    estimate_prior_variance: bool = True,
+    standardize: bool = True,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    coverage: float = 0.95,
+    min_abs_corr: float = 0.5,
+    prior_tol: float = 1e-9,
+    check_null_threshold: float = 0.0,
+    check_prior: bool = False,
+) -> SusieResult:
+    """Fit SuSiE from sufficient statistics ``X'X``, ``X'y``, ``y'y`` and ``n``
+    (``susieR::susie_suff_stat`` 0.12.35, its defaults; ``X`` and ``y`` centred).
+
+    The same IBSS as :func:`susie`, on ``X'X`` (``X'Xr`` kept per effect as susieR does); the
+    residual variance has no lower bound here (as in susieR); credible-set purity comes from
+    ``cov2cor(X'X)``. ``intercept`` is NaN (no column means are given).
+    """
+    XtX = np.array(XtX, dtype=np.float64)
+    Xty = np.array(Xty, dtype=np.float64).ravel()
+    if XtX.ndim != 2 or XtX.shape[0] != XtX.shape[1] or XtX.shape[1] != Xty.size:
+        raise InputError(f"susie: the dimension of XtX {XtX.shape} does not agree with "
+                         f"expected ({Xty.size} x {Xty.size})")
+    if not n > 1:
+        raise InputError(f"susie: n must be greater than 1, found {n}")
+    if np.isnan(XtX).any():
+        raise InputError("susie: the LD / XtX matrix contains missing values")
+    if np.isinf(Xty).any() or np.isinf(XtX).any():
+        raise InputError("susie: XtX and Xty must be finite")
+    if not np.allclose(XtX, XtX.T, rtol=0, atol=100 * np.finfo(float).eps * max(
+            1.0, float(np.abs(XtX).max(initial=0.0)))):
+        XtX = (XtX + XtX.T) / 2  # susieR: forced symmetric (with a warning)
+    Xty = np.where(np.isnan(Xty), 0.0, Xty)
+    p = Xty.size
+    if scaled_prior_variance < 0 or (scaled_prior_variance > 1 and standardize):
+        raise InputError("susie: the scaled prior variance must be in [0, 1] when standardizing")
+    L = min(L, p)
+    if standardize:
+        csd = np.sqrt(np.diag(XtX) / (n - 1))
+        csd[csd == 0] = 1.0
+        XtX = (XtX * (1.0 / csd)[None, :]) / csd[:, None]
+        Xty = Xty / csd
+    else:
+        csd = np.ones(p)
+    d = np.diag(XtX).copy()
+    var_y = yty / (n - 1)
+    sigma2 = var_y if residual_variance is None else float(residual_variance)
+    if not sigma2 > 0:
+        raise InputError("susie: the residual variance must be positive (is var(y) zero?)")
+    prior = np.full(p, 1.0 / p)
+    alpha = np.full((L, p), 1.0 / p)
+    mu = np.zeros((L, p))
+    mu2 = np.zeros((L, p))
+    lbf_variable = np.full((L, p), np.nan)
+    lbf = np.full(L, np.nan)
+    KL = np.full(L, np.nan)
+    V = np.full(L, scaled_prior_variance * var_y)
+    XtXr = np.zeros(p)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = (Xty / d) / np.sqrt(sigma2 / d)
+    zm = float(np.max(np.abs(z[~np.isnan(z)]), initial=0.0))
+    elbo = [-np.inf]
+    converged = False
+    it = 0
+    for it in range(1, max_iter + 1):  # noqa: B007
+        for k in range(L):
+            XtXr = XtXr - XtX @ (alpha[k] * mu[k])
+            XtR = Xty - XtXr
+            res = single_effect_regression(XtR, d, float(V[k]), sigma2, prior,
+                                           estimate_prior=estimate_prior_variance,
+                                           check_null_threshold=check_null_threshold)
+            alpha[k], mu[k], mu2[k] = res["alpha"], res["mu"], res["mu2"]
+            V[k], lbf[k], lbf_variable[k] = res["V"], res["lbf_model"], res["lbf"]
+            KL[k] = -float(res["lbf_model"]) - 0.5 / sigma2 * (
+                -2.0 * float(np.sum(alpha[k] * mu[k] * XtR)) + float(np.sum(d * (alpha[k] * mu2[k]))))
+            XtXr = XtXr + XtX @ (alpha[k] * mu[k])
+        if check_prior and np.any(V > 100 * zm * zm):
+            raise InputError(
+                "susie_rss: the estimated prior variance is unreasonably large; this is usually "
+                "caused by a mismatch between the summary statistics and the LD matrix (check "
+                "the allele coding and that the LD comes from the same variants)")
+        er2 = _er2_ss(XtX, Xty, alpha, mu, mu2, yty, d)
+        elbo.append(-n / 2 * math.log(2 * math.pi * sigma2) - er2 / (2 * sigma2) - float(KL.sum()))
+        if not np.isfinite(elbo[-1]):
+            raise InputError("susie: the objective became infinite; check the input")
+        if elbo[-1] - elbo[-2] < tol:
+            converged = True
+            break
+        if estimate_residual_variance:
+            sigma2 = er2 / n
+            if sigma2 < 0:
+                raise InputError("susie: estimating the residual variance failed (negative)")
+    keep = V > prior_tol
+    pip = 1.0 - np.prod(1.0 - alpha[keep], axis=0) if keep.any() else np.zeros(p)
+    out = SusieResult(alpha=alpha, mu=mu, mu2=mu2, lbf_variable=lbf_variable, lbf=lbf, V=V, KL=KL,
+                      sigma2=sigma2, elbo=np.array(elbo[1:]), niter=it, converged=converged,
+                      pip=pip, intercept=float("nan"), coef=(alpha * mu).sum(axis=0) / csd)
+    dd = np.diag(XtX)
+    if np.all((dd == 0) | (dd == 1)):
+        corr = XtX
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = 1.0 / np.sqrt(dd)
+            corr = s[:, None] * XtX * s[None, :]
+        np.fill_diagonal(corr, 1.0)
+    _credible_sets(out, None, coverage=coverage, min_abs_corr=min_abs_corr, corr=corr)
+    return out
+
+
+def _er2_ss(XtX: np.ndarray, Xty: np.ndarray, alpha: np.ndarray, mu: np.ndarray, mu2: np.ndarray,
+            yty: float, d: np.ndarray) -> float:
+    """susieR's ``get_ER2_ss``: the expected residual sum of squares from sufficient statistics."""
+    B = alpha * mu
+    XB2 = float(np.sum((B @ XtX) * B))
+    betabar = B.sum(axis=0)
+    return (yty - 2.0 * float(betabar @ Xty) + float(betabar @ (XtX @ betabar)) - XB2
+            + float(np.sum(d * (alpha * mu2))))
+
+
+def susie_rss(
+    z: np.ndarray | None = None,
+    R: np.ndarray | None = None,
+    n: float | None = None,
+    *,
+    bhat: np.ndarray | None = None,
+    shat: np.ndarray | None = None,
+    var_y: float | None = None,
+    L: int = 10,
+    estimate_residual_variance: bool = False,
+    prior_variance: float = 50.0,
+    check_prior: bool = True,
+    **kwargs,  # noqa: ANN003  (passed to susie_suff_stat: coverage, min_abs_corr, max_iter, ...)
+) -> SusieResult:
+    """Fit SuSiE from z-scores (or ``bhat``/``shat``) and an LD matrix ``R``
+    (``susieR::susie_rss`` 0.12.35 semantics and defaults).
+
+    With ``n``, the z-scores are PVE-adjusted (``z * sqrt((n-1) / (z^2 + n - 2))``) and the fit
+    uses ``X'X = (n-1) R``, ``X'y = sqrt(n-1) z``, ``y'y = n-1`` (or the original scale when
+    ``bhat``, ``shat`` and ``var_y`` are all given); without ``n``, the unadjusted z-scores with
+    ``X'X = R``, ``n = 2``, ``y'y = 1`` and the prior variance ``prior_variance`` (susieR warns
+    that n should be given). The residual variance is fixed at 1 unless
+    ``estimate_residual_variance`` (then ``R`` must be the in-sample LD).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> X = rng.binomial(2, 0.3, size=(400, 40)).astype(float)
+    >>> y = 0.5 * X[:, 3] + rng.normal(size=400)
+    >>> Xc, yc = X - X.mean(0), y - y.mean()
+    >>> b = Xc.T @ yc / (Xc * Xc).sum(0)
+    >>> se = np.sqrt(((yc[:, None] - Xc * b) ** 2).sum(0) / 398 / (Xc * Xc).sum(0))
+    >>> fit = susie_rss(b / se, np.corrcoef(X, rowvar=False), n=400)
+    >>> [cs.tolist() for cs in fit.credible_sets]
+    [[3]]
+    """
+    if R is None:
+        raise InputError("susie_rss: the LD matrix R is required")
+    if (z is None) == (bhat is None or shat is None):
+        raise InputError("susie_rss: give either z or (bhat, shat), not both")
+    if z is None:
+        bhat = np.asarray(bhat, dtype=np.float64).ravel()
+        shat = np.broadcast_to(np.asarray(shat, dtype=np.float64).ravel(), bhat.shape)
+        if np.isnan(bhat).any() or np.isnan(shat).any():
+            raise InputError("susie_rss: bhat and shat cannot have missing values")
+        if (shat <= 0).any():
+            raise InputError("susie_rss: shat cannot have zero or negative elements")
+        z = bhat / shat
+    z = np.array(z, dtype=np.float64).ravel()
+    if z.size == 0:
+        raise InputError("susie_rss: z has length zero")
+    R = np.asarray(R, dtype=np.float64)
+    if R.ndim != 2 or R.shape[0] != z.size:
+        raise InputError(f"susie_rss: the dimension of R {R.shape} does not agree with expected "
+                         f"({z.size} x {z.size})")
+    if n is not None and not n > 1:
+        raise InputError(f"susie_rss: n must be greater than 1, found {n}")
+    z[np.isnan(z)] = 0.0
+    if n is None:
+        return susie_suff_stat(R, z, 1.0, 2.0, L, scaled_prior_variance=prior_variance,
+                               estimate_residual_variance=estimate_residual_variance,
+                               standardize=False, check_prior=check_prior, **kwargs)
+    adj = (n - 1) / (z * z + n - 2)
+    z = np.sqrt(adj) * z
+    if shat is not None and var_y is not None:
+        xtx_diag = var_y * adj / (shat * shat)
+        sq = np.sqrt(xtx_diag)
+        XtX = (R * sq[:, None]).T * sq[:, None]
+        XtX = (XtX + XtX.T) / 2
+        Xty = z * np.sqrt(adj) * var_y / shat
+    else:
+        XtX = (n - 1) * R
+        Xty = math.sqrt(n - 1) * z
+        var_y = 1.0
+    return susie_suff_stat(XtX, Xty, (n - 1) * var_y, n, L,
+                           estimate_residual_variance=estimate_residual_variance,
+                           check_prior=check_prior, **kwargs)
