@@ -77,16 +77,19 @@ def plot_locus(region: pd.DataFrame, *, lead: str, title: str = "", axes: Any = 
     """Colocalization locus plot: GWAS (top) and eQTL (bottom) -log10 p against position.
 
     ``region`` has ``variant_id``, ``position``, ``p_gwas``, ``p_eqtl``, ``r2`` (LD with the lead
-    variant, the colour) and optionally ``in_cs`` (bool: in a SuSiE credible set, ringed).
-    ``axes``: two axes (default: a new two-panel figure); returns them.
+    variant, the colour) and optionally ``in_cs`` (bool: in a SuSiE credible set, ringed) and
+    ``pip_eqtl`` / ``pip_gwas`` (SuSiE PIPs: a third panel). ``axes``: two axes, or three with
+    PIPs (default: a new figure); returns them.
     """
+    has_pip = "pip_eqtl" in region or "pip_gwas" in region
     if axes is None:
         import matplotlib
 
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
 
-        axes = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)[1]
+        axes = plt.subplots(3 if has_pip else 2, 1, figsize=(7, 7.5 if has_pip else 5.5),
+                            sharex=True)[1]
     pos = region["position"].to_numpy(dtype=float) / 1e6
     r2 = np.clip(region["r2"].to_numpy(dtype=float), 0, 1)
     is_lead = (region["variant_id"] == lead).to_numpy()
@@ -101,7 +104,22 @@ def plot_locus(region: pd.DataFrame, *, lead: str, title: str = "", axes: Any = 
                        label="SuSiE credible set")
         ax.set_ylabel(f"{label} -log10 p")
         ax.legend(loc="upper right", fontsize=7, frameon=False)
-    axes[1].set_xlabel("position (Mb)")
+    if has_pip:
+        for col, label, marker in (("pip_gwas", "GWAS", "o"), ("pip_eqtl", "eQTL", "^")):
+            if col in region:
+                pip = region[col].to_numpy(dtype=float)
+                ok = np.isfinite(pip)
+                axes[2].scatter(pos[ok], pip[ok], s=14, marker=marker, label=f"{label} PIP",
+                                alpha=0.8)
+        if in_cs.any():
+            top = np.fmax(region.get("pip_eqtl", np.nan), region.get("pip_gwas", np.nan))
+            top = np.nan_to_num(np.asarray(top, dtype=float))
+            axes[2].scatter(pos[in_cs], top[in_cs], s=80, facecolors="none", edgecolors="k",
+                            label="credible set")
+        axes[2].set_ylim(-0.03, 1.05)
+        axes[2].set_ylabel("SuSiE PIP")
+        axes[2].legend(loc="upper right", fontsize=7, frameon=False)
+    axes[-1].set_xlabel("position (Mb)")
     axes[0].figure.colorbar(sc, ax=list(axes), label="r² with lead", shrink=0.8)
     if title:
         axes[0].set_title(title)

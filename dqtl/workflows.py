@@ -29,7 +29,7 @@ from dqtl.io.results import (
     to_tensorqtl_cis,
     to_tensorqtl_pairs,
 )
-from dqtl.study import StudyPlan, plan_study
+from dqtl.study import StudyPlan, genotype_array, plan_study
 
 __all__ = [
     "CisNominalSummary",
@@ -360,6 +360,7 @@ def run_coloc(
     genotypes: xr.Dataset,
     output_prefix: str,
     *,
+    method: str = "abf",
     fdr: float = 0.05,
     eqtl_n: int | None = None,
     gwas_type: str = "quant",
@@ -367,18 +368,24 @@ def run_coloc(
     gwas_n: float | None = None,
     p1: float = 1e-4,
     p2: float = 1e-4,
-    p12: float = 1e-5,
+    p12: float | None = None,
+    ld_path: str | None = None,
+    max_effects: int = 10,
     plot_pp_h4: float = 0.8,
 ) -> Any:
-    """``coloc.abf`` of every eGene of an eQTL run with a GWAS; writes
-    ``{output_prefix}.coloc.txt.gz`` (``phenotype_id, nsnps, PP.H0.abf ... PP.H4.abf, top_snp,
-    top_snp_pp_h4``) and a locus plot ``{output_prefix}.coloc.<gene>.png`` for each gene with
-    ``PP.H4 > plot_pp_h4`` (LD with the lead SNP from the store; SuSiE credible sets from
-    ``{eqtl_prefix}.susie_cs.txt.gz`` when present).
+    """Colocalise every eGene of an eQTL run with a GWAS (``method``: ``abf``, ``susie`` or
+    ``both``), as a graph over genes; writes ``{output_prefix}.coloc.txt.gz`` (one row per gene
+    for ``abf``, one per pair of eQTL/GWAS credible sets for ``susie``; columns
+    :data:`dqtl.finemap.colocalize.SUMMARY_COLUMNS`) and a locus plot
+    ``{output_prefix}.coloc.<gene>.png`` for each gene with a ``PP.H4 > plot_pp_h4``.
 
     The eQTL side is read from the files of ``dqtl cis``: ``{eqtl_prefix}.cis_qtl_pairs.*.parquet``
     (nominal statistics) and, when present, ``{eqtl_prefix}.cis_qtl.txt.gz`` (eGenes at ``fdr``;
-    otherwise every gene of the pairs). GWAS alleles are harmonised against ``genotypes``.
+    otherwise every gene of the pairs). GWAS alleles are harmonised against ``genotypes``. For
+    ``susie``, each trait is fitted by SuSiE-RSS (``max_effects`` effects) with LD computed from
+    ``genotypes`` (all its samples) over the gene's shared variants; the GWAS uses the LD matrix
+    at ``ld_path`` instead when given. ``p12`` defaults to each method's coloc default (1e-5 for
+    abf, 5e-6 for susie).
     """
     import glob
 
@@ -386,11 +393,16 @@ def run_coloc(
     import pyarrow.parquet as pq
 
     from dqtl.errors import InputError
-    from dqtl.finemap.colocalize import coloc_genes, harmonise_gwas
+    from dqtl.finemap.colocalize import SUMMARY_COLUMNS, coloc_graph, harmonise_gwas
     from dqtl.io.fs import exists
-    from dqtl.io.sumstats import read_gwas_sumstats
+    from dqtl.io.sumstats import read_gwas_sumstats, read_ld_matrix
 
+    methods = {"abf": ("abf",), "susie": ("susie",), "both": ("abf", "susie")}[method]
     gwas = read_gwas_sumstats(gwas_path)
+    ld = read_ld_matrix(ld_path) if ld_path else None
+    if "susie" in methods and gwas_n is None and "n" not in gwas:
+        raise InputError(f"{gwas_path}: --method {method} needs the GWAS sample size: an n column "
+                         "or --gwas-n")
     files = sorted(glob.glob(glob.escape(eqtl_prefix) + ".cis_qtl_pairs.*.parquet"))
     if not files:
         raise FileNotFoundError(f"--eqtl {eqtl_prefix}: no {eqtl_prefix}.cis_qtl_pairs.*.parquet "
@@ -419,6 +431,12 @@ def run_coloc(
         "position": np.asarray(genotypes["variant_position"].values).astype(np.int64),
         "ref": alleles[:, 0], "alt": alleles[:, 1] if alleles.shape[1] > 1 else "",
     })
+    index = pd.Index(variants["variant_id"])
+    unknown = ~pairs["variant_id"].astype(str).isin(index)
+    if unknown.any():
+        raise InputError(f"--eqtl {eqtl_prefix}: {int(unknown.sum())} eQTL variants (e.g. "
+                         f"{pairs['variant_id'][unknown].iloc[0]}) are not in --genotypes: give the "
+                         "genotypes the eQTL run used")
     harmonised, report = harmonise_gwas(gwas, variants)
     log.info("coloc: GWAS %d variants: %d kept (%d swapped alleles flipped), %d strand-ambiguous "
              "dropped, %d allele mismatches dropped, %d not in the genotypes", report["gwas_variants"],
@@ -428,56 +446,78 @@ def run_coloc(
         raise InputError(f"{gwas_path}: no GWAS variant overlaps the eQTL variants after allele "
                          "harmonisation (check the genome build and contig names)")
     n = int(eqtl_n or genotypes.sizes["samples"])
-    # eqtl_sdY = 1: normalized (inverse-normal transformed) expression
-    summary, tables = coloc_genes(pairs, harmonised, n_samples=n, gwas_type=gwas_type,
-                                  gwas_s=gwas_s, gwas_n=gwas_n, p1=p1, p2=p2, p12=p12)
+    tasks = coloc_graph(pairs, harmonised, index, genotype_array(genotypes), methods=methods,
+                        ploidy=int(genotypes.sizes.get("ploidy", 2)), ld_gwas=ld, n_samples=n,
+                        gwas_type=gwas_type, gwas_s=gwas_s, gwas_n=gwas_n, p1=p1, p2=p2,
+                        p12_abf=1e-5 if p12 is None else p12,
+                        p12_susie=5e-6 if p12 is None else p12, L=max_effects)
+    # eqtl_sdY = 1 (the kernel's default): normalized (inverse-normal transformed) expression
+    out = compute(tasks, label="coloc genes", blas_threads=1)
+    summary = pd.DataFrame([r for part in out for r in part["rows"]], columns=SUMMARY_COLUMNS)
+    details = {k: v for part in out for k, v in part["details"].items()}
     cs_file = f"{eqtl_prefix}.susie_cs.txt.gz"
     cs = pd.read_csv(cs_file, sep="\t") if exists(cs_file) else None
+    best = summary.groupby("phenotype_id", sort=False)["PP.H4.abf"].max()
+    g = harmonised.set_index("variant_id")
     with Publication() as pub:
         _write_table_gz(summary, pub.stage(f"{output_prefix}.coloc.txt.gz"))
-        for _, row in summary[summary["PP.H4.abf"] > plot_pp_h4].iterrows():
-            gene = str(row["phenotype_id"])
+        for gene, pp4 in best[best > plot_pp_h4].items():
+            d = pairs[(pairs["phenotype_id"] == gene) & pairs["variant_id"].isin(g.index)]
+            rows = summary[(summary["phenotype_id"] == gene) & (summary["PP.H4.abf"] == pp4)]
             members = set() if cs is None else set(cs.loc[cs["phenotype_id"] == gene, "variant_id"])
-            ax = _locus_plot(genotypes, variants, tables[gene], str(row["top_snp"]), members,
-                             title=f"{gene}: PP.H4 = {row['PP.H4.abf']:.3f}")
+            ax = _locus_plot(genotypes, variants, d, g, str(rows["top_snp"].iloc[0]), members,
+                             details.get(str(gene)),
+                             title=f"{gene}: PP.H4 = {pp4:.3f} ({rows['method'].iloc[0]})")
             with open_file(pub.stage(f"{output_prefix}.coloc.{gene}.png"), "wb") as f:
                 ax[0].figure.savefig(f, dpi=110, bbox_inches="tight", format="png")
             import matplotlib.pyplot as plt
 
             plt.close(ax[0].figure)
-    log.info("coloc: %d genes, %d with PP.H4 > 0.8", len(summary),
-             int((summary["PP.H4.abf"] > 0.8).sum()))
+    log.info("coloc: %d genes (%s), %d with PP.H4 > 0.8", summary["phenotype_id"].nunique(),
+             method, int((best > 0.8).sum()))
+    for note, count in summary["note"].dropna().value_counts().items():
+        log.info("coloc: %d genes: %s", count, note)
     summary.attrs["harmonisation"] = report
     return summary
 
 
-def _locus_plot(genotypes: xr.Dataset, variants: Any, table: Any, lead: str, members: set[str], *,
-                title: str) -> Any:
-    """The locus plot of one gene: -log10 p of both traits, r² with the lead from the store."""
+def _locus_plot(genotypes: xr.Dataset, variants: Any, pairs: Any, gwas: Any, lead: str,
+                members: set[str], susie: dict[str, Any] | None, *, title: str) -> Any:
+    """The locus plot of one gene: -log10 p of both traits, r² with the lead from the store,
+    credible sets ringed and, after ``--method susie``, both traits' PIPs."""
     import pandas as pd
     from scipy import stats
 
     from dqtl.kernels.genotypes import decode_block
     from dqtl.plot import plot_locus
-    from dqtl.study import genotype_array
 
+    snp = pairs["variant_id"].astype(str).to_numpy()
     index = pd.Index(variants["variant_id"])
-    rows = index.get_indexer(table["snp"].astype(str))
+    rows = index.get_indexer(snp)
     lo, hi = int(rows.min()), int(rows.max()) + 1
     block = np.asarray(genotype_array(genotypes)[lo:hi].compute())
     G = decode_block(block, np.arange(block.shape[1]), ploidy=int(genotypes.sizes.get("ploidy", 2))).G
     G = G[rows - lo]
-    lead_row = G[int(np.flatnonzero(table["snp"].astype(str).to_numpy() == lead)[0])]
+    lead_row = G[int(np.flatnonzero(snp == lead)[0])]
     Gc = G - G.mean(axis=1, keepdims=True)
     lc = lead_row - lead_row.mean()
     with np.errstate(invalid="ignore", divide="ignore"):
         r = (Gc @ lc) / (np.linalg.norm(Gc, axis=1) * np.linalg.norm(lc))
+    gw = gwas.loc[snp]
+    z_gwas = gw["beta"].to_numpy(dtype=float) / np.sqrt(gw["varbeta"].to_numpy(dtype=float))
+    z_eqtl = pairs["beta"].to_numpy(dtype=float) / pairs["beta_se"].to_numpy(dtype=float)
+    if susie is not None:
+        members = members | susie["cs_eqtl"] | susie["cs_gwas"]
     region = pd.DataFrame({
-        "variant_id": table["snp"].astype(str).to_numpy(),
+        "variant_id": snp,
         "position": variants["position"].to_numpy()[rows],
-        "p_eqtl": 2 * stats.norm.sf(np.abs(table["z.df1"].to_numpy(dtype=float))),
-        "p_gwas": 2 * stats.norm.sf(np.abs(table["z.df2"].to_numpy(dtype=float))),
+        "p_eqtl": 2 * stats.norm.sf(np.abs(z_eqtl)),
+        "p_gwas": 2 * stats.norm.sf(np.abs(z_gwas)),
         "r2": np.nan_to_num(r * r),
-        "in_cs": table["snp"].astype(str).isin(members).to_numpy(),
+        "in_cs": np.isin(snp, sorted(members)),
     })
+    if susie is not None:
+        pos = pd.Index(susie["snp"]).get_indexer(snp)
+        region["pip_eqtl"] = np.where(pos >= 0, susie["pip_eqtl"][pos], np.nan)
+        region["pip_gwas"] = np.where(pos >= 0, susie["pip_gwas"][pos], np.nan)
     return plot_locus(region, lead=lead, title=title)

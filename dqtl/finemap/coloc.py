@@ -362,7 +362,7 @@ def coloc_susie(dataset1: Any, dataset2: Any, *, p1: float = 1e-4, p2: float = 1
     s1, snp1 = _runsusie(dataset1, "dataset1", susie_args or {})
     s2, snp2 = _runsusie(dataset2, "dataset2", susie_args or {})
     if not s1.credible_sets or not s2.credible_sets:
-        log.warning("coloc: at least one dataset has no credible sets, nothing to colocalise")
+        log.info("coloc: at least one dataset has no credible sets, nothing to colocalise")
         return ColocSusieResult(pd.DataFrame(columns=["nsnps"]), pd.DataFrame(columns=["snp"]),
                                 {"p1": p1, "p2": p2, "p12": p12})
     idx1, idx2 = list(s1.cs_index), list(s2.cs_index)

@@ -1,4 +1,4 @@
-"""GWAS summary statistics in the GWAS-SSF / GWAS Catalog harmonised layout.
+"""GWAS summary statistics in the GWAS-SSF / GWAS Catalog harmonised layout, and LD matrices.
 
 Required columns: ``chromosome``, ``base_pair_location``, ``effect_allele``, ``other_allele``,
 ``beta``, ``standard_error``; optional ``p_value``, ``effect_allele_frequency``, ``n``,
@@ -16,7 +16,7 @@ import pandas as pd
 from dqtl.errors import InputError
 from dqtl.io.fs import absolute, exists, is_url, storage_options
 
-__all__ = ["read_gwas_sumstats", "REQUIRED_COLUMNS"]
+__all__ = ["read_gwas_sumstats", "read_ld_matrix", "REQUIRED_COLUMNS"]
 
 REQUIRED_COLUMNS = ("chromosome", "base_pair_location", "effect_allele", "other_allele", "beta",
                     "standard_error")
@@ -80,3 +80,43 @@ def read_gwas_sumstats(path: str | os.PathLike[str]) -> pd.DataFrame:
         raise InputError(f"{src}: variant {key[dup].iloc[0]} appears more than once (row "
                          f"{int(np.flatnonzero(dup)[0]) + 2}); remove the duplicates")
     return df
+
+
+def read_ld_matrix(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a signed LD (correlation) matrix: a tab-separated table (optionally gzipped) or a
+    parquet file whose first column ``variant_id`` names the rows and whose other columns are
+    the same variant IDs in the same order (the genotype store's IDs).
+
+    Checked: square, the same IDs on both axes, unique IDs, finite values in [-1, 1], unit
+    diagonal and symmetry (to 1e-6); each problem is one :class:`~dqtl.errors.InputError`.
+    """
+    src = absolute(path)
+    if not exists(src):
+        raise FileNotFoundError(f"LD matrix {src} does not exist")
+    kw = {"storage_options": storage_options(src) or None} if is_url(src) else {}
+    try:
+        if str(src).endswith(".parquet"):
+            df = pd.read_parquet(src, **kw)
+        else:
+            df = pd.read_csv(src, sep="\t", low_memory=False, **kw)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError,
+            ValueError) as exc:
+        raise InputError(f"cannot read LD matrix {src}: {' '.join(str(exc).split())}") from None
+    if df.columns.empty or df.columns[0] != "variant_id":
+        raise InputError(f"{src}: the first column must be variant_id (the row names)")
+    ids = df["variant_id"].astype(str).to_numpy()
+    cols = np.asarray(df.columns[1:]).astype(str)
+    if ids.size == 0 or not np.array_equal(ids, cols):
+        raise InputError(f"{src}: the LD matrix must be square with the same variant IDs, in the "
+                         f"same order, as rows and columns ({ids.size} rows, {cols.size} columns)")
+    if len(set(ids.tolist())) != ids.size:
+        raise InputError(f"{src}: duplicated variant IDs in the LD matrix")
+    try:
+        R = df.iloc[:, 1:].to_numpy(dtype=float)
+    except ValueError:
+        raise InputError(f"{src}: the LD matrix has non-numeric entries") from None
+    if not np.isfinite(R).all() or (np.abs(R) > 1 + 1e-6).any():
+        raise InputError(f"{src}: LD entries must be finite correlations in [-1, 1]")
+    if np.abs(np.diag(R) - 1).max() > 1e-6 or np.abs(R - R.T).max() > 1e-6:
+        raise InputError(f"{src}: the LD matrix must be symmetric with a unit diagonal")
+    return pd.DataFrame(R, index=pd.Index(ids, name="variant_id"), columns=ids)

@@ -111,6 +111,87 @@ def test_cli_coloc__shared_distinct_and_null(study, tmp_path):
     assert (others.loc[null_genes, ["PP.H3.abf", "PP.H4.abf"]].max(axis=1) < 0.8).all()
 
 
+def _far_variant(sim, b):
+    causal = sim.phenotype_causal_variant.values
+    pos = sim.variant_position.values
+    contig = sim.variant_contig.values
+    alleles = sim.variant_allele.values.astype(str)
+    return next(v for v in range(len(pos)) if contig[v] == contig[causal[b]]
+                and 300_000 < abs(pos[v] - pos[causal[b]]) < 900_000
+                and abs(pos[v] - (sim.phenotype_start.values[b] + 1)) < 900_000
+                and (alleles[v, 0], alleles[v, 1]) not in AMBIG)
+
+
+def test_cli_coloc__susie_pairs_of_credible_sets_with_ld_from_the_store(study, tmp_path):
+    """--method both: coloc.susie rows (one per pair of credible sets) beside the abf rows; the
+    shared causal gives PP.H4 > 0.8 with both hits on the causal variant (or in LD), the distinct
+    one PP.H3 > 0.8; genes with no GWAS credible set say so; the plot gains a PIP panel."""
+    sim, files, prefix, tmp = study
+    a, b = _pick(sim)
+    causal = sim.phenotype_causal_variant.values
+    gwas = _gwas(sim, [causal[a], _far_variant(sim, b)], tmp_path, "gwas")
+    out = tmp_path / "s"
+    rc = main(["-q", "coloc", str(out), "--gwas", str(gwas), "--eqtl", str(prefix), "--genotypes",
+               files["zarr"], "--method", "both", "--no-progress"])
+    assert rc == 0
+    res = pd.read_csv(f"{out}.coloc.txt.gz", sep="\t")
+    ga, gb = str(sim.phenotype_id.values[a]), str(sim.phenotype_id.values[b])
+    sus = res[res["method"] == "susie"].set_index("phenotype_id")
+    abf = res[res["method"] == "abf"].set_index("phenotype_id")
+    assert set(sus.index) == set(abf.index)  # every gene tried by both methods
+    ra = sus.loc[[ga]]
+    best = ra.loc[ra["PP.H4.abf"].idxmax()] if ra["PP.H4.abf"].notna().any() else None
+    assert best is not None and best["PP.H4.abf"] > 0.8, ra
+    assert best["cs_eqtl"].startswith("L") and best["cs_gwas"].startswith("L")
+    vid = sim.variant_id.values.astype(str)
+    G = dqtl.kernels.dosage_from_calls(np.asarray(sim.call_genotype.values))
+    lead_r2 = np.corrcoef(G[causal[a]], G[list(vid).index(best["hit_gwas"])])[0, 1] ** 2
+    assert best["hit_gwas"] == vid[causal[a]] or lead_r2 > 0.5
+    rb = sus.loc[[gb]]
+    assert (rb["PP.H3.abf"] > 0.8).any(), rb
+    # a gene far from both GWAS signals: no GWAS credible set to pair with
+    far_genes = [g for g in sus.index if g not in (ga, gb) and sus.loc[[g], "PP.H4.abf"].isna().all()]
+    assert far_genes and sus.loc[far_genes, "note"].str.contains("no credible set").all()
+    assert (out.parent / f"s.coloc.{ga}.png").stat().st_size > 10_000
+
+
+def test_cli_coloc__susie_with_a_user_ld_matrix_equals_store_ld(study, tmp_path, capsys):
+    sim, files, prefix, tmp = study
+    a, _ = _pick(sim)
+    causal = sim.phenotype_causal_variant.values
+    gwas = _gwas(sim, [causal[a]], tmp_path, "gwas")
+    # the store's LD over gene a's window, written as the user's file
+    ga = str(sim.phenotype_id.values[a])
+    pairs = pd.concat([pd.read_parquet(p) for p in sorted(tmp.glob("eqtl.cis_qtl_pairs.*.parquet"))])
+    ids = pairs.loc[pairs["phenotype_id"] == ga, "variant_id"].astype(str).tolist()
+    vid = list(sim.variant_id.values.astype(str))
+    G = dqtl.kernels.dosage_from_calls(np.asarray(sim.call_genotype.values))
+    G = np.where(np.isnan(G), np.nanmean(G, axis=1, keepdims=True), G)
+    R = np.corrcoef(G[[vid.index(i) for i in ids]])
+    ld = pd.DataFrame(R, columns=ids)
+    ld.insert(0, "variant_id", ids)
+    ld_path = tmp_path / "ld.tsv.gz"
+    ld.to_csv(ld_path, sep="\t", index=False, float_format="%.17g")
+    outs = {}
+    for name, extra in (("store", []), ("user", ["--ld", str(ld_path)])):
+        out = tmp_path / name
+        assert main(["-q", "coloc", str(out), "--gwas", str(gwas), "--eqtl", str(prefix),
+                     "--genotypes", files["zarr"], "--method", "susie", "--no-progress", *extra]) == 0
+        outs[name] = pd.read_csv(f"{out}.coloc.txt.gz", sep="\t").set_index("phenotype_id")
+    s, u = outs["store"].loc[[ga]], outs["user"].loc[[ga]]
+    np.testing.assert_allclose(u["PP.H4.abf"].to_numpy(float), s["PP.H4.abf"].to_numpy(float),
+                               rtol=1e-6)
+    # a malformed LD file: one line, exit 2, no output
+    capsys.readouterr()
+    bad = tmp_path / "bad_ld.tsv"
+    ld.iloc[:, :-1].to_csv(bad, sep="\t", index=False)
+    rc = main(["-q", "coloc", str(tmp_path / "x"), "--gwas", str(gwas), "--eqtl", str(prefix),
+               "--genotypes", files["zarr"], "--method", "susie", "--ld", str(bad), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "square" in err and len(err.splitlines()) == 1
+    assert not list(tmp_path.glob("x.coloc*"))
+
+
 def test_harmonise_gwas__flips_swapped_drops_ambiguous_and_mismatched():
     variants = pd.DataFrame({"variant_id": ["v1", "v2", "v3", "v4"], "contig": ["1"] * 4,
                              "position": [10, 20, 30, 40], "ref": ["A", "C", "A", "G"],
