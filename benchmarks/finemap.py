@@ -63,8 +63,31 @@ def main() -> int:
         record["same_sets"], record["dqtl_only"], record["tensorqtl_only"] = len(a & b), len(a - b), len(b - a)
         print(f"dqtl / tensorQTL wall: {dqtl_s / rows[1]['wall_s']:.3f}; credible sets: {len(a & b)} "
               f"identical, {len(a - b)} dqtl only, {len(b - a)} tensorQTL only")
+    truth = pd.read_csv(paths["dir"] / "sim.truth.tsv", sep="\t")
+    subset = set(pd.read_csv(bed, sep="\t", usecols=[3]).iloc[:, 0].astype(str))
+    planted = truth[truth["is_egene"] & truth["phenotype_id"].astype(str).isin(subset)]
+    tables = {"dqtl": ours}
+    if tq is not None:
+        tables["tensorQTL"] = theirs
+    for name, cs in tables.items():
+        record[f"planted_{name}"] = stats = planted_coverage(cs, planted)
+        print(f"{name}: planted causal variant in a 95% set for {stats['covered']}/{stats['planted']} "
+              f"eGenes; {stats['sets']} sets, median size {stats['median_size']}, "
+              f"{stats['sets_without_causal']} sets on genes without a planted effect")
     C.write_record(record, args.out or args.cache_dir / "finemap.json")
     return 0
+
+
+def planted_coverage(cs, planted) -> dict:  # noqa: ANN001
+    """How the credible sets of one tool cover the simulation's planted causal variants."""
+    causal = dict(zip(planted["phenotype_id"].astype(str), planted["causal_variant_id"].astype(str),
+                      strict=True))
+    sets = cs.groupby(["phenotype_id", "cs_id"])["variant_id"].apply(lambda v: set(v.astype(str)))
+    covered = {g for (g, _), members in sets.items() if causal.get(str(g)) in members}
+    sizes = sets.map(len)
+    return {"planted": len(causal), "covered": len(covered), "sets": int(len(sets)),
+            "median_size": float(sizes.median()) if len(sizes) else 0.0,
+            "sets_without_causal": int(sum(str(g) not in causal for g, _ in sets.index))}
 
 
 if __name__ == "__main__":

@@ -112,10 +112,42 @@ def _lbf(V: float, betahat: np.ndarray, shat2: np.ndarray) -> np.ndarray:
     return lbf
 
 
-def _ser_loglik(V: float, betahat: np.ndarray, shat2: np.ndarray, prior: np.ndarray) -> float:
-    lbf = _lbf(V, betahat, shat2)
-    m = float(lbf.max())
-    return math.log(float(np.sum(np.exp(lbf - m) * prior))) + m
+class _SerLikelihood:
+    """The SER log likelihood as a function of the prior variance, for the Brent search: the
+    per-variable quantities that do not depend on ``V`` (``z^2``, ``1 / s^2``, the prior's log)
+    computed once, work buffers reused (the values of :func:`_lbf` and the log of the
+    prior-weighted sum of the Bayes factors, to rounding)."""
+
+    def __init__(self, betahat: np.ndarray, shat2: np.ndarray, prior: np.ndarray) -> None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.z2 = betahat * betahat / shat2
+            self.inv = 1.0 / shat2
+        self.inf = np.isinf(shat2)
+        self.any_inf = bool(self.inf.any())
+        self.uniform = bool(np.all(prior == prior[0]))
+        self.log_p0 = math.log(float(prior[0]))
+        self.prior = prior
+        self.t = np.empty_like(betahat)
+        self.u = np.empty_like(betahat)
+
+    def __call__(self, V: float) -> float:
+        t, u = self.t, self.u
+        with np.errstate(divide="ignore", invalid="ignore"):
+            np.multiply(self.inv, V, out=t)
+            np.add(t, 1.0, out=u)
+            np.divide(t, u, out=u)          # t / (1 + t)
+            np.multiply(u, self.z2, out=u)
+            np.log1p(t, out=t)
+            np.subtract(u, t, out=u)
+            u *= 0.5                        # lbf
+        if self.any_inf:
+            u[self.inf] = 0.0
+        m = float(u.max())
+        u -= m
+        np.exp(u, out=u)
+        if self.uniform:
+            return math.log(float(u.sum())) + self.log_p0 + m
+        return math.log(float(np.dot(u, self.prior))) + m
 
 
 def single_effect_regression(
@@ -131,15 +163,16 @@ def single_effect_regression(
     betahat = Xty / d
     shat2 = sigma2 / d
     if estimate_prior:
+        loglik = _SerLikelihood(betahat, shat2, prior)
+
         def nll(lv: float) -> float:
-            return -_ser_loglik(math.exp(lv), betahat, shat2, prior)
+            return -loglik(math.exp(lv))
 
         lv = brent_fmin(nll, -30.0, 15.0)
         if V > 0 and nll(lv) > nll(math.log(V)):  # keep the current V when it is better
             lv = math.log(V)
         V = math.exp(lv)
-        if _ser_loglik(0.0, betahat, shat2, prior) + check_null_threshold >= _ser_loglik(
-                V, betahat, shat2, prior):
+        if loglik(0.0) + check_null_threshold >= loglik(V):
             V = 0.0
     lbf = _lbf(V, betahat, shat2)
     maxlbf = float(lbf.max())
@@ -151,6 +184,35 @@ def single_effect_regression(
     mu = post_var * Xty / sigma2
     return {"alpha": alpha, "mu": mu, "mu2": post_var + mu * mu, "lbf": lbf,
             "lbf_model": maxlbf + math.log(wsum), "V": V}
+
+
+class _SerCache:
+    """Reuses work between consecutive single effects whose residuals are bitwise the same (an
+    effect with ``V = 0`` has fitted values exactly 0, so the effects after it see the same
+    residuals): the product ``X'r`` and, for the same ``V``, ``sigma2``, the whole SER. The fit is
+    identical to recomputing; genes with few signals and ``L = 10`` skip most products and prior
+    variance searches."""
+
+    def __init__(self) -> None:
+        self._xtr: np.ndarray | None = None
+        self._ser: dict[tuple[float, float], dict[str, np.ndarray | float]] = {}
+
+    def changed(self) -> None:
+        self._xtr = None
+        self._ser.clear()
+
+    def regression(self, xtr, d: np.ndarray, V: float, sigma2: float, prior: np.ndarray, *,  # noqa: ANN001
+                   estimate_prior: bool, check_null_threshold: float
+                   ) -> dict[str, np.ndarray | float]:
+        if self._xtr is None:
+            self._xtr = xtr()
+            self._ser.clear()
+        key = (V, sigma2)
+        if key not in self._ser:
+            self._ser[key] = single_effect_regression(
+                self._xtr, d, V, sigma2, prior, estimate_prior=estimate_prior,
+                check_null_threshold=check_null_threshold)
+        return self._ser[key]
 
 
 @dataclass
@@ -256,10 +318,11 @@ def susie(
     mean_y = float(y.mean())
     y = y - mean_y
     cm = X.mean(axis=0)
-    csd = X.std(axis=0, ddof=1)
+    Xs = X - cm
+    csd = np.sqrt(np.einsum("ij,ij->j", Xs, Xs) / (n - 1))  # sd, as R's two-pass colSds
     csd[csd == 0] = 1.0
-    Xs = (X - cm) / csd
-    d = (Xs * Xs).sum(axis=0)
+    Xs /= csd
+    d = np.einsum("ij,ij->j", Xs, Xs)
     var_y = float(np.var(y, ddof=1))
     prior = np.full(p, 1.0 / p)
     alpha = np.full((L, p), 1.0 / p)
@@ -276,24 +339,29 @@ def susie(
     elbo = [-np.inf]
     converged = False
     it = 0
+    ser = _SerCache()
     for it in range(1, max_iter + 1):  # noqa: B007  (it is the iteration count after the loop)
         for k in range(L):
-            Xr -= Xb[k]
+            if Xb[k].any():  # a null effect's fitted values are exactly 0: Xr (and r) unchanged
+                Xr -= Xb[k]
+                ser.changed()
             r = y - Xr
-            res = single_effect_regression(Xs.T @ r, d, float(V[k]), sigma2, prior,
-                                           estimate_prior=estimate_prior_variance,
-                                           check_null_threshold=check_null_threshold)
+            res = ser.regression(lambda r=r: Xs.T @ r, d, float(V[k]), sigma2, prior,
+                                 estimate_prior=estimate_prior_variance,
+                                 check_null_threshold=check_null_threshold)
             alpha[k], mu[k], mu2[k] = res["alpha"], res["mu"], res["mu2"]
             V[k], lbf[k], lbf_variable[k] = res["V"], res["lbf_model"], res["lbf"]
             loglik = float(res["lbf_model"]) + float(np.sum(_log_dnorm(r, sigma2)))
             Eb = alpha[k] * mu[k]
-            XEb = Xs @ Eb
+            XEb = Xs @ Eb if Eb.any() else np.zeros(n)
             Xb[k] = XEb
             e_loglik = (-0.5 * n * math.log(2 * math.pi * sigma2)
                         - 0.5 / sigma2 * (float(r @ r) - 2 * float(r @ XEb)
                                           + float(d @ (alpha[k] * mu2[k]))))
             KL[k] = -loglik + e_loglik
-            Xr += XEb
+            if XEb.any():
+                Xr += XEb
+                ser.changed()
         er2 = _er2(Xb, y, Xr, alpha, mu2, d)
         elbo.append(-(n / 2) * math.log(2 * math.pi * sigma2) - er2 / (2 * sigma2) - float(KL.sum()))
         if elbo[-1] - elbo[-2] < tol:
@@ -410,6 +478,7 @@ def susie_suff_stat(
     KL = np.full(L, np.nan)
     V = np.full(L, scaled_prior_variance * var_y)
     XtXr = np.zeros(p)
+    ser = _SerCache()
     with np.errstate(divide="ignore", invalid="ignore"):
         z = (Xty / d) / np.sqrt(sigma2 / d)
     zm = float(np.max(np.abs(z[~np.isnan(z)]), initial=0.0))
@@ -418,16 +487,22 @@ def susie_suff_stat(
     it = 0
     for it in range(1, max_iter + 1):  # noqa: B007
         for k in range(L):
-            XtXr = XtXr - XtX @ (alpha[k] * mu[k])
+            Eb = alpha[k] * mu[k]
+            if Eb.any():  # a null effect adds exactly 0 to X'Xr: skip the product
+                XtXr = XtXr - XtX @ Eb
+                ser.changed()
             XtR = Xty - XtXr
-            res = single_effect_regression(XtR, d, float(V[k]), sigma2, prior,
-                                           estimate_prior=estimate_prior_variance,
-                                           check_null_threshold=check_null_threshold)
+            res = ser.regression(lambda XtR=XtR: XtR, d, float(V[k]), sigma2, prior,
+                                 estimate_prior=estimate_prior_variance,
+                                 check_null_threshold=check_null_threshold)
             alpha[k], mu[k], mu2[k] = res["alpha"], res["mu"], res["mu2"]
             V[k], lbf[k], lbf_variable[k] = res["V"], res["lbf_model"], res["lbf"]
             KL[k] = -float(res["lbf_model"]) - 0.5 / sigma2 * (
                 -2.0 * float(np.sum(alpha[k] * mu[k] * XtR)) + float(np.sum(d * (alpha[k] * mu2[k]))))
-            XtXr = XtXr + XtX @ (alpha[k] * mu[k])
+            Eb = alpha[k] * mu[k]
+            if Eb.any():
+                XtXr = XtXr + XtX @ Eb
+                ser.changed()
         if check_prior and np.any(V > 100 * zm * zm):
             raise InputError(
                 "susie_rss: the estimated prior variance is unreasonably large; this is usually "

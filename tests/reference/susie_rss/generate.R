@@ -137,3 +137,54 @@ for (cc in ccases) {
                                coloc = as.character(packageVersion("coloc"))))
   writeLines(toJSON(meta, auto_unbox = TRUE, digits = NA, pretty = TRUE), file.path(dir, "case.json"))
 }
+
+## an individual-level susie() case of our own (into ../susie/, the layout of the shared cases) --
+dir <- "tests/reference/susie/ar1_three_causal_n800_L10"
+dir.create(dir, showWarnings = FALSE, recursive = TRUE)
+fit <- susie(X2, y2, L = 10)
+write_vec(data.frame(y = y2), file.path(dir, "y.tsv"))
+write_fit(fit, dir, list(case = "ar1_three_causal_n800_L10", call = "susie(X, y, L = 10)",
+                         n = nrow(X2), p = ncol(X2), causal_variables_1based = c(40, 120, 200)))
+write_vec(data.frame(pip = fit$pip, coef = coef(fit)[-1]), file.path(dir, "expected_pip.tsv"))
+meta <- fromJSON(file.path(dir, "case.json"))
+meta$result$intercept <- fit$intercept
+meta$files <- list(X = "../../susie_rss/X_ar1_n800.tsv.gz")
+writeLines(toJSON(meta, auto_unbox = TRUE, digits = NA, pretty = TRUE), file.path(dir, "case.json"))
+
+## a coloc.abf case of our own: quant (beta/varbeta, sdY estimated) x case-control (p-values) --
+dir <- "tests/reference/coloc/cc_pvalues_sdY_estimated"
+dir.create(dir, showWarnings = FALSE, recursive = TRUE)
+set.seed(41)
+maf <- runif(150, 0.05, 0.5)
+Xc <- sapply(maf, function(f) rbinom(1500, 2, f))
+yq <- drop(0.4 * Xc[, 70] + rnorm(1500, sd = 1.5))
+uq <- univariate_regression(Xc, yq)
+lp <- -1.5 + 0.6 * Xc[, 70]
+cc <- rbinom(1500, 1, plogis(lp))
+pc <- sapply(seq_len(ncol(Xc)), function(j)
+  summary(glm(cc ~ Xc[, j], family = binomial))$coefficients[2, 4])
+snp <- sprintf("rs%05d", seq_len(ncol(Xc)))
+afq <- colMeans(Xc) / 2
+D1 <- list(snp = snp, position = seq_len(ncol(Xc)) * 500, beta = uq$betahat,
+           varbeta = uq$sebetahat^2, MAF = pmin(afq, 1 - afq), N = 1500, type = "quant")
+D2 <- list(snp = snp, position = seq_len(ncol(Xc)) * 500, pvalues = pc, MAF = pmin(afq, 1 - afq),
+           N = 1500, s = mean(cc), type = "cc")
+res <- suppressWarnings(suppressMessages(coloc.abf(D1, D2)))
+write_vec(data.frame(snp = snp, position = D1$position, beta = D1$beta, varbeta = D1$varbeta,
+                     MAF = D1$MAF), file.path(dir, "dataset1.tsv"))
+write_vec(data.frame(snp = snp, position = D2$position, pvalues = D2$pvalues, MAF = D2$MAF),
+          file.path(dir, "dataset2.tsv"))
+write_vec(as.data.frame(t(res$summary)), file.path(dir, "expected_summary.tsv"))
+write_vec(as.data.frame(res$results), file.path(dir, "expected_results.tsv"))
+meta <- list(method = "coloc", case = "cc_pvalues_sdY_estimated", seed = 41,
+             description = paste("quant trait (beta/varbeta, sdY estimated from MAF and N) x",
+                                 "case-control trait (p-values + MAF, s = case fraction), both",
+                                 "causal at rs00070, n = 1500"),
+             call = "coloc.abf(dataset1, dataset2)",
+             dataset1 = list(type = "quant", N = 1500,
+                             columns_used = c("snp", "position", "beta", "varbeta", "MAF")),
+             dataset2 = list(type = "cc", N = 1500, s = mean(cc),
+                             columns_used = c("snp", "position", "pvalues", "MAF")),
+             versions = list(R = paste(R.version$major, R.version$minor, sep = "."),
+                             coloc = as.character(packageVersion("coloc"))))
+writeLines(toJSON(meta, auto_unbox = TRUE, digits = NA, pretty = TRUE), file.path(dir, "case.json"))
