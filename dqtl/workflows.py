@@ -35,6 +35,8 @@ __all__ = [
     "CisNominalSummary",
     "run_cis_nominal",
     "run_cis_permute",
+    "run_cis_interaction",
+    "run_cis_interaction_permute",
     "run_cis_independent",
     "run_finemap",
     "run_coloc",
@@ -142,6 +144,131 @@ def _write_frame_parquet(df: Any, path: str) -> None:
 
     with open_file(path, "wb") as f:
         pq.write_table(pa.Table.from_pandas(df, preserve_index=False), f, compression="zstd")
+
+
+def run_cis_interaction(
+    genotypes: xr.Dataset,
+    phenotypes: xr.Dataset,
+    covariates: xr.Dataset | None,
+    interaction: Any,
+    output_prefix: str,
+    *,
+    window: int = 1_000_000,
+    maf_threshold: float = 0.0,
+    maf_threshold_interaction: float = 0.05,
+    allow_sample_intersection: bool = False,
+    plan: StudyPlan | None = None,
+    **_: Any,
+) -> Any:
+    """cis genotype x interaction scan (tensorQTL's interaction mode) written as
+    ``{output_prefix}.cis_qtl_pairs.<contig>.parquet`` (tensorQTL's interaction columns) and
+    ``{output_prefix}.cis_qtl_top_assoc.txt.gz`` (the strongest interaction per phenotype with
+    eigenMT's ``tests_emt``, ``pval_emt`` and ``pval_adj_bh``). Batch tasks write their pairs
+    where they run; nothing is published unless every contig succeeds."""
+    from dqtl.association.interaction import (
+        COUNTERS as ICOUNTERS,
+    )
+    from dqtl.association.interaction import (
+        interaction_graph,
+        interaction_terms,
+        stat_columns,
+        top_table,
+    )
+    from dqtl.io.results import interaction_pairs_schema
+
+    t0 = time.perf_counter()
+    if plan is None:
+        plan = plan_study(genotypes, phenotypes, covariates, window=window,
+                          maf_threshold=maf_threshold,
+                          allow_sample_intersection=allow_sample_intersection)
+    values, names = interaction_terms(plan, interaction)
+    schema = interaction_pairs_schema(stat_columns(names))
+    log.info("cis interaction: %d phenotypes, %d samples, %d term(s) (%s), dof %d, MAF filter per "
+             "half %s", plan.n_phenotypes, plan.n_samples, len(names), ", ".join(names),
+             plan.dof - 2 * len(names),
+             maf_threshold_interaction if len(names) == 1 and maf_threshold_interaction > 0 else "off")
+
+    def concat(results: list[dict[str, Any]], parts: list[str], path: str) -> int:
+        return concat_parquet(parts, path, schema, remove_parts=True)
+
+    concat_task = dask.delayed(concat, pure=False)
+    with Publication() as pub:
+        work = pub.scratch_dir(f"{output_prefix}.cis_qtl_pairs", "parts")
+        batches = cis_batches(plan)
+        part_paths = [join(work, f"part-{k:07d}.arrow") for k in range(len(batches))]
+        graph = interaction_graph(plan, values, names,
+                                  maf_threshold_interaction=maf_threshold_interaction,
+                                  sinks=[CisPairsPart(p, schema) for p in part_paths])
+        by_contig: dict[str, list[tuple[Any, str]]] = {c: [] for c in plan.contigs}
+        for (batch, task), part in zip(graph, part_paths, strict=True):
+            by_contig[batch.contig].append((task, part))
+        finals, concats = [], []
+        for contig, items in by_contig.items():
+            final = f"{output_prefix}.cis_qtl_pairs.{contig}.parquet"
+            concats.append(concat_task([t for t, _ in items], [p for _, p in items],
+                                       pub.stage(final)))
+            finals.append(final)
+        out = compute([*concats, *[t for _, t in graph]], label="cis interaction")
+        n_pairs = sum(int(n) for n in out[:len(concats)])
+        batch_out = out[len(concats):]
+        top = top_table([r for b in batch_out for r in b["top"]], names)
+        _write_table_gz(top, pub.stage(f"{output_prefix}.cis_qtl_top_assoc.txt.gz"))
+    counts = {c: int(sum(int(b[c]) for b in batch_out)) for c in ICOUNTERS}
+    log.info("wrote %d interaction pairs for %d phenotypes in %.1f s (%d variants below the "
+             "per-half MAF, %d pairs with a singular design (statistics NaN), %d monomorphic, %d missing calls "
+             "mean-imputed); %d phenotypes with pval_adj_bh <= 0.05", n_pairs, len(top),
+             time.perf_counter() - t0, counts["n_interaction_maf_filtered"], counts["n_singular"],
+             counts["n_monomorphic"], counts["n_imputed_calls"],
+             int((top["pval_adj_bh"] <= 0.05).sum()) if len(top) else 0)
+    top.attrs.update(counts, files=finals, n_pairs=n_pairs)
+    return top
+
+
+def run_cis_interaction_permute(
+    genotypes: xr.Dataset,
+    phenotypes: xr.Dataset,
+    covariates: xr.Dataset | None,
+    interaction: Any,
+    output_prefix: str,
+    *,
+    permutations: Any = None,
+    seed: int | None = 0,
+    fdr: float = 0.05,
+    qvalue_lambda: float | None = None,
+    window: int = 1_000_000,
+    maf_threshold: float = 0.0,
+    maf_threshold_interaction: float = 0.05,
+    allow_sample_intersection: bool = False,
+) -> Any:
+    """Gene-level interaction significance (Freedman-Lane permutations, window maximum, beta
+    approximation, q-values) written as ``{output_prefix}.cis_qtl.txt.gz`` with a plot of
+    ``pval_beta`` against ``pval_perm`` (``{output_prefix}.cis_qtl.png``)."""
+    from dqtl.association.interaction import map_cis_interaction_permute
+
+    nperm = 1000 if permutations is None else int(permutations.nperm_max)
+    if permutations is not None and permutations.adaptive:
+        log.info("interaction permutations: adaptive counts are not supported; running %d", nperm)
+    t0 = time.perf_counter()
+    res = map_cis_interaction_permute(
+        genotypes, phenotypes, covariates, interaction, nperm=nperm, seed=seed, window=window,
+        maf_threshold=maf_threshold, maf_threshold_interaction=maf_threshold_interaction, fdr=fdr,
+        qvalue_lambda=qvalue_lambda, allow_sample_intersection=allow_sample_intersection)
+    with Publication() as pub:
+        _write_table_gz(res, pub.stage(f"{output_prefix}.cis_qtl.txt.gz"))
+        from dqtl.plot import plot_permutation_pvalues
+
+        ax = plot_permutation_pvalues(res, fdr=fdr)
+        ax.set_title(f"genotype x interaction: {len(res)} phenotypes, "
+                     f"{int((res['qval'] <= fdr).sum())} at FDR {fdr:g}")
+        with open_file(pub.stage(f"{output_prefix}.cis_qtl.png"), "wb") as f:
+            ax.figure.savefig(f, dpi=110, bbox_inches="tight", format="png")
+        import matplotlib.pyplot as plt
+
+        plt.close(ax.figure)
+    log.info("cis interaction permutations: %d phenotypes, %d permutations each, %d with q <= %g "
+             "in %.1f s", len(res), nperm, int((res["qval"] <= fdr).sum()), fdr,
+             time.perf_counter() - t0)
+    return res
 
 
 def run_cis_permute(

@@ -46,6 +46,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="two columns, no header: phenotype_id, group_id (e.g. isoforms of a gene)")
     p.add_argument("--cis-results", metavar="FILE", default=None,
                    help="--mode independent: the cis_qtl.txt.gz of a permute run with the same seed")
+    p.add_argument("--interaction", metavar="FILE", default=None,
+                   help="genotype x interaction mapping (tensorQTL's format: sample<TAB>value without "
+                        "a header, or a header and one column per term): --mode nominal writes "
+                        "tensorQTL's interaction columns and OUTPUT_PREFIX.cis_qtl_top_assoc.txt.gz "
+                        "(eigenMT); --mode permute gives gene-level permutation p-values of the "
+                        "strongest interaction")
+    p.add_argument("--maf-threshold-interaction", type=float, default=0.05, metavar="F",
+                   help="with one --interaction term: MAF >= F in both halves of the samples split "
+                        "on the term's value (default 0.05; 0 turns it off)")
     p.add_argument("--precision", choices=["float64", "float32"], default="float64",
                    help="precision of the genotype x phenotype product (default float64)")
     add_study_args(p)
@@ -79,7 +88,13 @@ def run(args: argparse.Namespace) -> int:
     from dqtl.errors import InputError
     from dqtl.io.fs import check_bucket
     from dqtl.io.phenotypes import read_covariates, read_phenotype_bed
-    from dqtl.workflows import run_cis_independent, run_cis_nominal, run_cis_permute
+    from dqtl.workflows import (
+        run_cis_independent,
+        run_cis_interaction,
+        run_cis_interaction_permute,
+        run_cis_nominal,
+        run_cis_permute,
+    )
 
     progress = not args.no_progress
     check_bucket(args.output_prefix)  # fail before any work when the output bucket is missing
@@ -95,12 +110,35 @@ def run(args: argparse.Namespace) -> int:
     groups = read_phenotype_groups(args.phenotype_groups) if args.phenotype_groups else None
     if groups is not None and args.mode == "nominal":
         raise InputError("--phenotype-groups applies to --mode permute and independent")
+    interaction = None
+    if args.interaction:
+        from dqtl.io.phenotypes import read_interaction
+
+        if args.mode == "independent":
+            raise InputError("--interaction works with --mode nominal and permute")
+        if groups is not None:
+            raise InputError("--interaction cannot be combined with --phenotype-groups")
+        if not 0 <= args.maf_threshold_interaction < 0.5:
+            raise InputError(f"--maf-threshold-interaction must be in [0, 0.5), got "
+                             f"{args.maf_threshold_interaction}")
+        interaction = read_interaction(args.interaction)
     dtype = np.float32 if args.precision == "float32" else np.float64
     with genotypes_from(args.genotypes, fmt=args.genotype_format, progress=progress) as geno, \
             scheduler(args.scheduler_address, progress=progress):
         common = dict(window=args.window, maf_threshold=args.maf_threshold, dtype=dtype,
                       allow_sample_intersection=args.allow_sample_intersection)
-        if args.mode == "nominal":
+        if interaction is not None and args.mode == "nominal":
+            run_cis_interaction(geno, phen, cov, interaction, args.output_prefix,
+                                maf_threshold_interaction=args.maf_threshold_interaction,
+                                window=args.window, maf_threshold=args.maf_threshold,
+                                allow_sample_intersection=args.allow_sample_intersection)
+        elif interaction is not None:
+            run_cis_interaction_permute(
+                geno, phen, cov, interaction, args.output_prefix, permutations=spec,
+                seed=args.seed, fdr=args.fdr, qvalue_lambda=args.qvalue_lambda,
+                maf_threshold_interaction=args.maf_threshold_interaction, window=args.window,
+                maf_threshold=args.maf_threshold, allow_sample_intersection=args.allow_sample_intersection)
+        elif args.mode == "nominal":
             run_cis_nominal(geno, phen, cov, args.output_prefix,
                             variants_chunk_size=args.variants_chunk_size, **common)
         elif args.mode == "permute":

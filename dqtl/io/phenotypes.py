@@ -286,3 +286,60 @@ def covariates_from_frame(df: pd.DataFrame, *, source: str = "covariates") -> xr
         },
         attrs={"source": source},
     )
+
+
+def read_interaction(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read interaction terms in tensorQTL's format: ``sample<TAB>value`` without a header (one
+    term), or a header row and one column per term after the sample column.
+
+    The header is recognised by its values: a first row whose value fields are all numbers is
+    data. Returns a float64 DataFrame indexed by sample ID (one term without a header is named
+    ``i``). Non-numeric or non-finite values, duplicated samples and constant terms are errors
+    naming the file, the row and the column.
+    """
+    path = absolute(path)
+    if not exists(path):
+        raise FileNotFoundError(f"interaction file {path} does not exist")
+    kw: dict = {"storage_options": storage_options(path) or None} if is_url(path) else {}
+    try:
+        raw = pd.read_csv(path, sep="\t", header=None, dtype=str, keep_default_na=False, **kw)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        raise InputError(f"cannot parse interaction file {path}: {' '.join(str(exc).split())}; "
+                         "expected sample<TAB>value rows") from None
+    if raw.shape[1] < 2 or raw.shape[0] == 0:
+        raise InputError(f"{path}: expected a sample column and at least one value column, found "
+                         f"{raw.shape[0]} rows x {raw.shape[1]} columns")
+
+    def numeric(s: str) -> bool:
+        try:
+            float(s)
+        except ValueError:
+            return False
+        return True
+
+    header = not all(numeric(v) for v in raw.iloc[0, 1:])
+    names = ([str(v) for v in raw.iloc[0, 1:]] if header else
+             (["i"] if raw.shape[1] == 2 else [f"i{j}" for j in range(1, raw.shape[1])]))
+    body = raw.iloc[1:] if header else raw
+    if body.empty:
+        raise InputError(f"{path}: a header but no sample rows")
+    if len(set(names)) != len(names):
+        raise InputError(f"{path}: duplicated term names in the header")
+    samples = body.iloc[:, 0].astype(str).str.strip().to_numpy()
+    values = np.empty((len(body), len(names)))
+    for j in range(len(names)):
+        col = pd.to_numeric(body.iloc[:, j + 1].str.strip(), errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isfinite(col)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputError(f"{path}: row {i + 1 + int(header)}, term {names[j]!r}: "
+                             f"{body.iloc[i, j + 1]!r} is not a finite number")
+        values[:, j] = col
+    dup = pd.Index(samples).duplicated()
+    if dup.any():
+        raise InputError(f"{path}: sample {samples[dup][0]} appears more than once")
+    df = pd.DataFrame(values, index=pd.Index(samples, name="sample_id"), columns=names)
+    for name in names:
+        if df[name].nunique() < 2:
+            raise InputError(f"{path}: term {name!r} is constant; an interaction needs a varying term")
+    return df

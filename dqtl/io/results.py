@@ -122,6 +122,14 @@ CIS_PAIRS_SCHEMA = pa.schema([
 ])
 
 
+def interaction_pairs_schema(stat_columns: Sequence[str]) -> pa.Schema:
+    """The parquet schema of interaction pairs: tensorQTL's leading columns, then its statistic
+    columns (float64)."""
+    return pa.schema([f for f in CIS_PAIRS_SCHEMA if f.name in (
+        "phenotype_id", "variant_id", "start_distance", "af", "ma_samples", "ma_count")]
+        + [(c, pa.float64()) for c in stat_columns])
+
+
 def cis_pairs_table(cols: Mapping[str, np.ndarray]) -> pa.Table:
     """Arrow table with tensorQTL's cis pair columns from dqtl's result arrays (dict or Dataset)."""
     out = {}
@@ -184,33 +192,46 @@ def concat_parquet(parts: Sequence[str], path: str, schema: pa.Schema, *,
 
 class CisPairsPart:
     """A part of cis pairs written where a task runs: call it with each slice of pairs (dqtl's
-    names), then ``close()``. Picklable before first use (a path); the file (Arrow IPC, lz4,
-    one record batch per slice: cheap to write, read once by :func:`concat_parquet`) is opened
-    on the first slice."""
+    names, or the ``schema``'s names when one is given), then ``close()``. Picklable before first
+    use (a path and the schema); the file (Arrow IPC, lz4, one record batch per slice: cheap to
+    write, read once by :func:`concat_parquet`) is opened on the first slice."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, schema: pa.Schema | None = None) -> None:
         self.path = path
+        self.schema = schema
         self._fh: Any = None
         self._writer: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path}
+        return {"path": self.path, "schema": self.schema}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"])  # type: ignore[misc]
+        self.__init__(state["path"], state.get("schema"))  # type: ignore[misc]
+
+    def _table(self, pairs: Mapping[str, np.ndarray]) -> pa.Table:
+        if self.schema is None:
+            return cis_pairs_table(pairs)
+        return pa.table({f.name: pa.array(np.asarray(pairs[f.name]).astype(str)
+                                          if pa.types.is_large_string(f.type) else
+                                          np.asarray(pairs[f.name]), type=f.type)
+                         for f in self.schema}, schema=self.schema)
 
     def __call__(self, pairs: Mapping[str, np.ndarray]) -> None:
         if self._writer is None:
             fs, p = filesystem(self.path)  # the folder is the run's (never re-created here)
             self._fh = fs.open(p, "wb")
             self._writer = pa.ipc.new_file(
-                self._fh, CIS_PAIRS_SCHEMA, options=pa.ipc.IpcWriteOptions(compression="lz4"))
-        self._writer.write_table(cis_pairs_table(pairs))
+                self._fh, self.schema or CIS_PAIRS_SCHEMA,
+                options=pa.ipc.IpcWriteOptions(compression="lz4"))
+        self._writer.write_table(self._table(pairs))
 
     def close(self) -> None:
         if self._writer is None:
-            self(dict.fromkeys(("phenotype_id", "variant_id"), np.zeros(0, dtype=str))
-                 | {k: np.zeros(0) for k in ("start_distance", "af", "ma_samples", "ma_count",
-                                              "p_value", "beta", "beta_se")})
+            if self.schema is not None:
+                self(self.schema.empty_table().to_pydict())
+            else:
+                self(dict.fromkeys(("phenotype_id", "variant_id"), np.zeros(0, dtype=str))
+                     | {k: np.zeros(0) for k in ("start_distance", "af", "ma_samples", "ma_count",
+                                                  "p_value", "beta", "beta_se")})
         self._writer.close()
         self._fh.close()
