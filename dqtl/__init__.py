@@ -45,6 +45,14 @@ _EXPORTS: dict[str, str] = {
     "coloc_susie": "dqtl.finemap.coloc",
     "map_finemap": "dqtl.finemap.mapping",
     "read_gwas_sumstats": "dqtl.io.sumstats",
+    # meta-analysis
+    "meta_analysis": "dqtl.kernels.meta",
+    "meta_pairs": "dqtl.meta",
+    "run_meta": "dqtl.meta",
+    # genotype x interaction
+    "map_cis_interaction": "dqtl.association.interaction",
+    "map_cis_interaction_permute": "dqtl.association.interaction",
+    "read_interaction": "dqtl.io.phenotypes",
     # multiple testing
     "bh": "dqtl.multitest.bh",
     "qvalue": "dqtl.multitest.qvalue",

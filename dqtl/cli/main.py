@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "dqtl.cli.trans",
     "dqtl.cli.finemap",
     "dqtl.cli.coloc",
+    "dqtl.cli.meta",
     "dqtl.cli.prepare_expression",
     "dqtl.cli.genotype_qc",
     "dqtl.cli.factors",
