@@ -172,7 +172,7 @@ def _partition_task(study: str, path: str, index: int, n_buckets: int, out_dir: 
 
 
 def _bucket_task(bucket: int, studies: Sequence[str], parts_dir: str, out_path: str,
-                 partitioned: Sequence[dict[str, Any]]) -> int:
+                 partitioned: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Join one bucket's rows of every study and meta-analyze them; write the part (sorted)."""
     frames = []
     for study in studies:
@@ -196,7 +196,11 @@ def _bucket_task(bucket: int, studies: Sequence[str], parts_dir: str, out_path: 
         META_SCHEMA.empty_table()
     with pa.OSFile(out_path, "wb") as sink, pa.ipc.new_file(sink, META_SCHEMA) as w:
         w.write_table(table)
-    return len(out)
+    k = out["n_studies"].to_numpy() if len(out) else np.zeros(0, dtype=np.int64)
+    het = int(np.sum((k > 1) & (out["pval_het"].to_numpy() < 0.05))) if len(out) else 0
+    return {"n": len(out), "by_k": {int(a): int(b) for a, b in zip(*np.unique(k, return_counts=True),
+                                                                        strict=True)},
+            "het": het}
 
 
 def run_meta(studies: Mapping[str, str], output_prefix: str, *, memory_budget: int = 1 << 30,
@@ -251,18 +255,19 @@ def run_meta(studies: Mapping[str, str], output_prefix: str, *, memory_budget: i
         counts = compute(tasks, label="meta-analysis buckets")
         staged = pub.stage(final)
         n = concat_parquet(outs, staged, META_SCHEMA, remove_parts=True)
-        table = pq.read_table(staged, columns=["n_studies", "pval_het"]) if n else None
-        summary: dict[str, Any] = {"studies": {k: v for k, v in files.items()}, "n_pairs": int(n),
-                                   "input_rows": int(total), "buckets": n_buckets}
-        if table is not None:
-            k = table.column("n_studies").to_numpy()
-            ph = table.column("pval_het").to_numpy()
-            summary["pairs_by_n_studies"] = {int(a): int(b) for a, b in zip(*np.unique(k, return_counts=True), strict=True)}
-            summary["pairs_heterogeneous_p05"] = int(np.sum((k > 1) & (ph < 0.05)))
+        by_k: dict[int, int] = {}
+        for c in counts:
+            for a, b in c["by_k"].items():
+                by_k[a] = by_k.get(a, 0) + b
+        summary: dict[str, Any] = {
+            "studies": dict(files), "n_pairs": int(n), "input_rows": int(total),
+            "buckets": n_buckets, "pairs_by_n_studies": dict(sorted(by_k.items())),
+            "pairs_heterogeneous_p05": int(sum(c["het"] for c in counts))}
         with open_file(pub.stage(f"{output_prefix}.meta_summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
     log.info("meta: %d pairs (%s) in %.1f s -> %s", n, ", ".join(
         f"{a} in {b} studies" for b, a in summary.get("pairs_by_n_studies", {}).items()),
         time.perf_counter() - t0, final)
-    assert sum(counts) == n
+    if sum(c["n"] for c in counts) != n:
+        raise RuntimeError("meta: the bucket parts and the output disagree on the number of pairs")
     return summary

@@ -104,6 +104,7 @@ def test_cli_meta__streams_inputs_larger_than_its_memory_budget(tmp_path):
         return int([x for x in proc.stdout.splitlines() if x.startswith("VmHWM")][-1].split()[1]) * 1024
 
     p1, p6 = peak("small", small_args), peak("big", big_args)
+    print(f"peak MiB: {p1 / 2**20:.0f} (1x) {p6 / 2**20:.0f} (6x); inputs {total / 2**20:.0f} MiB as Arrow")
     assert total > 150 * 2**20
     assert p6 <= 1.15 * p1, (p1 / 2**20, p6 / 2**20, total / 2**20)
     got = pd.read_parquet(f"{tmp_path}/big.meta_pairs.parquet")
