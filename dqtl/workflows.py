@@ -37,6 +37,7 @@ __all__ = [
     "run_cis_permute",
     "run_cis_interaction",
     "run_cis_interaction_permute",
+    "run_trans_interaction",
     "run_cis_independent",
     "run_finemap",
     "run_coloc",
@@ -269,6 +270,31 @@ def run_cis_interaction_permute(
              "in %.1f s", len(res), nperm, int((res["qval"] <= fdr).sum()), fdr,
              time.perf_counter() - t0)
     return res
+
+
+def run_trans_interaction(genotypes: xr.Dataset, phenotypes: xr.Dataset,
+                          covariates: xr.Dataset | None, interaction: Any, output_prefix: str,
+                          **options: Any) -> Any:
+    """trans genotype x interaction scan (:func:`dqtl.association.trans_interaction.
+    map_trans_interaction`) written as ``{output_prefix}.trans_qtl_pairs.parquet`` (tensorQTL's
+    interaction columns and ``qval``) with a JSON summary ``{output_prefix}.trans_summary.json``."""
+    import json
+
+    from dqtl.association.trans_interaction import map_trans_interaction
+
+    t0 = time.perf_counter()
+    hits = map_trans_interaction(genotypes, phenotypes, covariates, interaction, **options)
+    summary = {"n_pairs": len(hits), **{k: v for k, v in hits.attrs.items()},
+               "n_qval_05": int((hits["qval"] <= 0.05).sum()) if len(hits) else 0}
+    with Publication() as pub:
+        _write_frame_parquet(hits, pub.stage(f"{output_prefix}.trans_qtl_pairs.parquet"))
+        with open_file(pub.stage(f"{output_prefix}.trans_summary.json"), "w") as f:
+            json.dump(summary, f, indent=2, default=float)
+    log.info("trans interaction: %d pairs with pval_gi <= %g of %d tests (%d with q <= 0.05; %d "
+             "variants below the per-half MAF) in %.1f s", len(hits), hits.attrs["pval_threshold"],
+             hits.attrs["n_tests"], summary["n_qval_05"], hits.attrs["n_interaction_maf_filtered"],
+             time.perf_counter() - t0)
+    return hits
 
 
 def run_cis_permute(

@@ -65,6 +65,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(genome-wide null of a gene's minimum p; assumes normal-transformed "
                         "phenotypes; default 0 = off)")
     p.add_argument("--seed", type=int, default=0, help="seed of the permutations (default 0)")
+    p.add_argument("--interaction", metavar="FILE", default=None,
+                   help="genotype x interaction scan with one term (tensorQTL's format): keep pairs "
+                        "with pval_gi <= --pval-threshold, BH over all tests; writes "
+                        "OUTPUT_PREFIX.trans_qtl_pairs.parquet with tensorQTL's interaction columns")
+    p.add_argument("--maf-threshold-interaction", type=float, default=0.05, metavar="F",
+                   help="with --interaction: MAF >= F in both halves of the samples split on the "
+                        "term (default 0.05)")
     p.add_argument("--keep-blocks", action="store_true",
                    help="keep OUTPUT_PREFIX.trans_blocks/ after writing the final files")
     add_genotype_args(p)
@@ -83,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
     phen = read_phenotype_bed(args.phenotypes)
     cov = read_covariates(args.covariates, sample_ids=phen["sample_id"].values) if args.covariates else None
     formats = ("parquet", "zarr") if args.output_format == "both" else (args.output_format,)
+    if args.interaction:
+        return _run_interaction(args, phen, cov)
     token = input_signature(args.genotypes)
     with genotypes_from(args.genotypes, fmt=args.genotype_format, progress=progress) as geno, \
             scheduler(args.scheduler_address, progress=progress):
@@ -96,4 +105,35 @@ def run(args: argparse.Namespace) -> int:
             allow_sample_intersection=args.allow_sample_intersection, input_token=token,
             keep_blocks=args.keep_blocks,
         )
+    return 0
+
+
+def _run_interaction(args: argparse.Namespace, phen, cov) -> int:  # noqa: ANN001
+    from dask.utils import parse_bytes
+
+    from dqtl.errors import InputError
+    from dqtl.io.phenotypes import read_interaction
+    from dqtl.workflows import run_trans_interaction
+
+    for flag, bad in (("--permutations", args.permutations), ("--phenotype-qvalues", args.phenotype_qvalues),
+                      ("--device gpu", args.device == "gpu"), ("--output-format zarr",
+                                                                 args.output_format != "parquet")):
+        if bad:
+            raise InputError(f"{flag} is not available with --interaction")
+    if not 0 <= args.maf_threshold_interaction < 0.5:
+        raise InputError("--maf-threshold-interaction must be in [0, 0.5)")
+    terms = read_interaction(args.interaction)
+    try:
+        budget = int(parse_bytes(args.memory_limit))
+    except ValueError:
+        raise InputError(f"--memory-limit: not a size: {args.memory_limit!r}") from None
+    progress = not args.no_progress
+    with genotypes_from(args.genotypes, fmt=args.genotype_format, progress=progress) as geno, \
+            scheduler(args.scheduler_address, progress=progress):
+        run_trans_interaction(geno, phen, cov, terms, args.output_prefix,
+                              pval_threshold=args.pval_threshold, cis_window=args.cis_window,
+                              maf_threshold=args.maf_threshold,
+                              maf_threshold_interaction=args.maf_threshold_interaction,
+                              memory_limit=budget, variants_per_block=args.variants_chunk_size,
+                              allow_sample_intersection=args.allow_sample_intersection)
     return 0

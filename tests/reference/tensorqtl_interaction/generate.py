@@ -7,6 +7,9 @@ Runs under the tensorQTL virtualenv, never inside the test suite; the same call 
 
     /work/tqvenv/bin/python tests/reference/tensorqtl_interaction/generate.py
 
+Also ``geuvadis.trans_qtl_pairs.parquet``: ``trans.map_trans(interaction_s=cov1,
+return_sparse=True, pval_threshold=1e-4, maf_threshold=0.05)`` (no cis filter).
+
 Writes ``geuvadis.cis_qtl_pairs.parquet`` (all contigs concatenated in tensorQTL's order) and
 ``geuvadis.cis_qtl_top_assoc.txt.gz`` (tensorQTL's own file, ``%.6g``), plus the same two from a
 run with two terms (k = 2: cov1 and cov1 squared), prefix ``geuvadis_k2``: pairs only, because
@@ -81,6 +84,17 @@ def main() -> None:
             if top.exists():
                 shutil.copy(top, HERE / f"{prefix}.cis_qtl_top_assoc.txt.gz")
 
+
+    # trans: tensorQTL's sparse interaction scan (every pair with p_gi <= 1e-4, no cis filter)
+    from tensorqtl import trans
+
+    tr = trans.map_trans(genotype_df, phenotype_df, covariates_df=covariates_df,
+                         interaction_s=inter["cov1"], return_sparse=True, pval_threshold=1e-4,
+                         maf_threshold=0.05, batch_size=20000)
+    tr = tr.sort_values(["pval_gi", "variant_id", "phenotype_id"]).reset_index(drop=True)
+    summary["trans"] = {"n_pairs": len(tr), "pval_threshold": 1e-4, "maf_threshold": 0.05}
+    write_parquet(tr.astype({"pval_g": "float64", "pval_i": "float64", "pval_gi": "float64"}),
+                  HERE / "geuvadis.trans_qtl_pairs.parquet")
 
     import json
 
