@@ -203,13 +203,15 @@ def _bucket_task(bucket: int, studies: Sequence[str], parts_dir: str, out_path: 
             "het": het}
 
 
-def run_meta(studies: Mapping[str, str], output_prefix: str, *, memory_budget: int = 1 << 30,
-             batch_rows: int = 200_000) -> dict[str, Any]:
-    """Stream-meta-analyze the pair files of ``studies`` (name -> path or glob) into
-    ``{output_prefix}.meta_pairs.parquet`` and ``{output_prefix}.meta_summary.json``.
+def run_meta(studies: Mapping[str, str | Sequence[str]], output_prefix: str, *,
+             memory_budget: int = 1 << 30, batch_rows: int = 200_000,
+             publication: Any = None) -> dict[str, Any]:
+    """Stream-meta-analyze the pair files of ``studies`` (name -> path, glob or list of paths)
+    into ``{output_prefix}.meta_pairs.parquet`` and ``{output_prefix}.meta_summary.json``.
 
     ``memory_budget`` bounds what one task holds: the number of hash buckets is chosen so that a
-    bucket's rows (all studies) fit in it.
+    bucket's rows (all studies) fit in it. With ``publication`` the files are staged there (the
+    caller commits them with its other outputs).
     """
     import os
 
@@ -229,7 +231,8 @@ def run_meta(studies: Mapping[str, str], output_prefix: str, *, memory_budget: i
     for name in studies:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise InputError(f"--study {name!r}: study names may use letters, digits, '_', '.', '-'")
-    files = {name: study_files(spec) for name, spec in studies.items()}
+    files = {name: study_files(spec) if isinstance(spec, str) else [f for sp in spec for f in study_files(sp)]
+             for name, spec in studies.items()}
     for fs in files.values():
         for f in fs:
             _columns(f)
@@ -239,7 +242,9 @@ def run_meta(studies: Mapping[str, str], output_prefix: str, *, memory_budget: i
     log.info("meta: %d studies (%s), %d input rows, %d bucket(s) for a %.0f MiB budget",
              len(files), ", ".join(files), total, n_buckets, memory_budget / 2**20)
     names = list(files)
-    with Publication() as pub:
+    import contextlib
+
+    with (contextlib.nullcontext(publication) if publication is not None else Publication()) as pub:
         final = f"{output_prefix}.meta_pairs.parquet"
         work = pub.scratch_dir(final, "meta")
         part_dir = f"{work}/in"

@@ -131,7 +131,7 @@ def run_cis_nominal(
     return summary
 
 
-def _write_table_gz(df: Any, path: str) -> None:
+def write_table_gz(df: Any, path: str) -> None:
     """A tab-separated, gzip-compressed table at a local path or URL."""
     import gzip
 
@@ -213,7 +213,7 @@ def run_cis_interaction(
         n_pairs = sum(int(n) for n in out[:len(concats)])
         batch_out = out[len(concats):]
         top = top_table([r for b in batch_out for r in b["top"]], names)
-        _write_table_gz(top, pub.stage(f"{output_prefix}.cis_qtl_top_assoc.txt.gz"))
+        write_table_gz(top, pub.stage(f"{output_prefix}.cis_qtl_top_assoc.txt.gz"))
     counts = {c: int(sum(int(b[c]) for b in batch_out)) for c in ICOUNTERS}
     log.info("wrote %d interaction pairs for %d phenotypes in %.1f s (%d variants below the "
              "per-half MAF, %d pairs with a singular design (statistics NaN), %d monomorphic, %d missing calls "
@@ -255,7 +255,7 @@ def run_cis_interaction_permute(
         maf_threshold=maf_threshold, maf_threshold_interaction=maf_threshold_interaction, fdr=fdr,
         qvalue_lambda=qvalue_lambda, allow_sample_intersection=allow_sample_intersection)
     with Publication() as pub:
-        _write_table_gz(res, pub.stage(f"{output_prefix}.cis_qtl.txt.gz"))
+        write_table_gz(res, pub.stage(f"{output_prefix}.cis_qtl.txt.gz"))
         from dqtl.plot import plot_permutation_pvalues
 
         ax = plot_permutation_pvalues(res, fdr=fdr)
@@ -367,7 +367,7 @@ def run_cis_permute(
     try:
         with open_file(pub.stage(f"{output_prefix}.cis_qtl.png"), "wb") as f:
             ax.figure.savefig(f, dpi=110, bbox_inches="tight", format="png")
-        _write_table_gz(cis_df, pub.stage(f"{output_prefix}.cis_qtl.txt.gz"))
+        write_table_gz(cis_df, pub.stage(f"{output_prefix}.cis_qtl.txt.gz"))
         _write_frame_parquet(pdf.reset_index(drop=True),
                              pub.stage(f"{output_prefix}.cis_qtl_signif_pairs.parquet"))
         if publication is None:
@@ -428,7 +428,7 @@ def run_cis_independent(
             genotypes, phenotypes, covariates, res, fdr=fdr, permutations=permutations,
             seed=seed, phenotype_groups=phenotype_groups, dtype=dtype, plan=plan,
         )
-        _write_table_gz(to_tensorqtl_cis(ind), pub.stage(f"{output_prefix}.cis_independent_qtl.txt.gz"))
+        write_table_gz(to_tensorqtl_cis(ind), pub.stage(f"{output_prefix}.cis_independent_qtl.txt.gz"))
     return ind
 
 
@@ -500,7 +500,7 @@ def run_finemap(
     pips = pd.DataFrame({"phenotype_id": ds["pip_phenotype_id"].values,
                          "variant_id": ds["pip_variant_id"].values, "pip": ds["pip"].values})
     with Publication() as pub:
-        _write_table_gz(cs, pub.stage(f"{output_prefix}.susie_cs.txt.gz"))
+        write_table_gz(cs, pub.stage(f"{output_prefix}.susie_cs.txt.gz"))
         _write_frame_parquet(pips, pub.stage(f"{output_prefix}.susie_pips.parquet"))
     log.info("finemap: %d genes, %d credible sets (%d variants), %.1f s",
              int(ds.attrs["n_phenotypes"]), cs["cs_id"].nunique(), len(cs), time.perf_counter() - t0)
@@ -613,7 +613,7 @@ def run_coloc(
     best = summary.groupby("phenotype_id", sort=False)["PP.H4.abf"].max()
     g = harmonised.set_index("variant_id")
     with Publication() as pub:
-        _write_table_gz(summary, pub.stage(f"{output_prefix}.coloc.txt.gz"))
+        write_table_gz(summary, pub.stage(f"{output_prefix}.coloc.txt.gz"))
         for gene, pp4 in best[best > plot_pp_h4].items():
             d = pairs[(pairs["phenotype_id"] == gene) & pairs["variant_id"].isin(g.index)]
             rows = summary[(summary["phenotype_id"] == gene) & (summary["PP.H4.abf"] == pp4)]

@@ -52,6 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "tensorQTL's interaction columns and OUTPUT_PREFIX.cis_qtl_top_assoc.txt.gz "
                         "(eigenMT); --mode permute gives gene-level permutation p-values of the "
                         "strongest interaction")
+    p.add_argument("--contexts", metavar="FILE", default=None,
+                   help="map every context (sample<TAB>context: population, tissue, sex ...) in one "
+                        "run: per-context outputs OUTPUT_PREFIX.<context>.*, plus "
+                        "OUTPUT_PREFIX.contexts.meta_pairs.parquet (nominal) or "
+                        "OUTPUT_PREFIX.contexts.txt.gz with context-specific calls and plots (permute)")
     p.add_argument("--maf-threshold-interaction", type=float, default=0.05, metavar="F",
                    help="with one --interaction term: MAF >= F in both halves of the samples split "
                         "on the term's value (default 0.05; 0 turns it off)")
@@ -110,6 +115,14 @@ def run(args: argparse.Namespace) -> int:
     groups = read_phenotype_groups(args.phenotype_groups) if args.phenotype_groups else None
     if groups is not None and args.mode == "nominal":
         raise InputError("--phenotype-groups applies to --mode permute and independent")
+    contexts = None
+    if args.contexts:
+        from dqtl.contexts import read_contexts
+
+        if args.interaction or groups is not None or args.mode == "independent":
+            raise InputError("--contexts works with --mode nominal or permute, without "
+                             "--interaction and --phenotype-groups")
+        contexts = read_contexts(args.contexts)
     interaction = None
     if args.interaction:
         from dqtl.io.phenotypes import read_interaction
@@ -127,7 +140,13 @@ def run(args: argparse.Namespace) -> int:
             scheduler(args.scheduler_address, progress=progress):
         common = dict(window=args.window, maf_threshold=args.maf_threshold, dtype=dtype,
                       allow_sample_intersection=args.allow_sample_intersection)
-        if interaction is not None and args.mode == "nominal":
+        if contexts is not None:
+            from dqtl.contexts import run_cis_contexts
+
+            run_cis_contexts(geno, phen, cov, contexts, args.output_prefix, mode=args.mode,
+                             permutations=spec, seed=args.seed, fdr=args.fdr,
+                             qvalue_lambda=args.qvalue_lambda, **common)
+        elif interaction is not None and args.mode == "nominal":
             run_cis_interaction(geno, phen, cov, interaction, args.output_prefix,
                                 maf_threshold_interaction=args.maf_threshold_interaction,
                                 window=args.window, maf_threshold=args.maf_threshold,

@@ -18,6 +18,7 @@ from dqtl.errors import InputError
 from dqtl.io.convert import convert
 from dqtl.io.genotypes import open_genotypes
 from dqtl.io.phenotypes import read_covariates, read_interaction, read_phenotype_bed
+from dqtl.kernels.genotypes import dosage_from_calls
 from tests.conftest import EXAMPLE, REFERENCE
 
 TQ = REFERENCE / "tensorqtl_interaction"
@@ -153,7 +154,7 @@ def _sim_with_context(seed, n=300, n_genes=40, gi_effect=0.0, main_g=1.0, main_i
                         n_hidden=0, fraction_egenes=1.0, effect_size=0.0, seed=seed)
     rng = np.random.default_rng(seed)
     sex = (rng.random(n) < 0.5).astype(float)
-    G = dqtl.kernels.dosage_from_calls(np.asarray(sim.call_genotype.values))
+    G = dosage_from_calls(np.asarray(sim.call_genotype.values))
     G = np.where(np.isnan(G), np.nanmean(G, axis=1, keepdims=True), G)
     causal = sim.phenotype_causal_variant.values
     Y = rng.normal(size=(n_genes, n))
