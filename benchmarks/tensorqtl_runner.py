@@ -57,7 +57,8 @@ def _cpu_s() -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("mode", choices=("nominal", "cis", "susie"))
+    p.add_argument("mode", choices=("nominal", "cis", "susie", "interaction"))
+    p.add_argument("--interaction", default=None, help="interaction file (sample<TAB>value)")
     p.add_argument("--pgen-prefix", required=True)
     p.add_argument("--bed", required=True)
     p.add_argument("--covariates", required=True)
@@ -124,6 +125,17 @@ def main(argv: list[str] | None = None) -> int:
         out["files"] = [str(f) for f in files]
         out["n_pairs"] = int(sum(pd.read_parquet(f, columns=["pval_nominal"]).shape[0]
                                  for f in files))
+    elif args.mode == "interaction":
+        inter = pd.read_csv(args.interaction, sep="\t", index_col=0, header=None)
+        inter = inter.loc[phenotype_df.columns].astype("float32")
+        cis.map_nominal(genotype_df, variant_df, phenotype_df, phenotype_pos_df, "tq",
+                        covariates_df=covariates_df, interaction_df=inter,
+                        maf_threshold_interaction=0.05, run_eigenmt=True, window=args.window,
+                        output_dir=outdir, verbose=False)
+        out["compute_s"] = time.perf_counter() - t0
+        files = sorted(Path(outdir).glob("tq.cis_qtl_pairs.*.parquet"))
+        out["files"] = [str(f) for f in files] + [str(Path(outdir) / "tq.cis_qtl_top_assoc.txt.gz")]
+        out["n_pairs"] = int(sum(pd.read_parquet(f, columns=["pval_gi"]).shape[0] for f in files))
     elif args.mode == "susie":
         summary = tq_susie.map(genotype_df, variant_df, phenotype_df, phenotype_pos_df,
                                covariates_df, L=10, summary_only=True,

@@ -247,11 +247,11 @@ def run_cis_interaction_permute(
     from dqtl.association.interaction import map_cis_interaction_permute
 
     nperm = 1000 if permutations is None else int(permutations.nperm_max)
-    if permutations is not None and permutations.adaptive:
-        log.info("interaction permutations: adaptive counts are not supported; running %d", nperm)
+    nperm_min = None if permutations is None else int(permutations.nperm_min)
     t0 = time.perf_counter()
     res = map_cis_interaction_permute(
-        genotypes, phenotypes, covariates, interaction, nperm=nperm, seed=seed, window=window,
+        genotypes, phenotypes, covariates, interaction, nperm=nperm, nperm_min=nperm_min,
+        seed=seed, window=window,
         maf_threshold=maf_threshold, maf_threshold_interaction=maf_threshold_interaction, fdr=fdr,
         qvalue_lambda=qvalue_lambda, allow_sample_intersection=allow_sample_intersection)
     with Publication() as pub:

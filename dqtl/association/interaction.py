@@ -262,14 +262,18 @@ def interaction_permutation_kernel(
     maf_threshold_interaction: float,
     nperm: int,
     seed: int | None,
+    nperm_min: int | None = None,
+    stop_hits: int = 10,
 ) -> dict[str, Any]:
     """Gene-level Freedman-Lane permutations of one batch (one interaction term): per phenotype
     its strongest interaction and the window maximum of every permutation
-    (:func:`dqtl.kernels.interaction.freedman_lane_max_r2`); the permutations of a group's
-    samples are shared by every phenotype (``sample_permutations(n_g, nperm, seed)``).
+    (:class:`dqtl.kernels.interaction.FreedmanLane`); the permutations of a group's samples are
+    shared by every phenotype (``sample_permutations(n_g, nperm, seed)``). Adaptive with
+    ``nperm_min < nperm``: permutations run in batches of ``nperm_min`` and a phenotype stops once
+    ``stop_hits`` of them reach its observed statistic (its p-value is then clearly large).
     ``parts`` as for :func:`interaction_batch_kernel`."""
     from dqtl.association.permutation import sample_permutations
-    from dqtl.kernels.interaction import freedman_lane_max_r2
+    from dqtl.kernels.interaction import FreedmanLane
     from dqtl.kernels.stats import pval_from_t
 
     dec = decode_block(block, sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
@@ -292,12 +296,20 @@ def interaction_permutation_kernel(
             win = win[ok[win]]
             if win.size == 0:
                 continue
-            res = freedman_lane_max_r2(G[win], T[:, 0], Y[j], basis, idof, perms)
-            if not res["ok"].any():
+            fl = FreedmanLane(G[win], T[:, 0], Y[j], basis, idof)
+            if not fl.ok.any():
                 continue
-            best = int(np.nanargmax(res["r2"]))
+            best = int(np.nanargmax(fl.r2))
             v = int(win[best])
-            r2 = float(res["r2"][best])
+            r2 = float(fl.r2[best])
+            step = nperm if not nperm_min or nperm_min >= nperm else nperm_min
+            chunks = []
+            for s0 in range(0, nperm, step):
+                chunks.append(fl.max_r2(perms[s0:s0 + step]))
+                if sum(int((c >= r2).sum()) for c in chunks) >= stop_hits and s0 + step < nperm:
+                    break
+            r2max = np.concatenate(chunks)
+            res = {"b_gi": fl.b_gi, "b_gi_se": fl.b_gi_se, "ok": fl.ok, "r2_perm_max": r2max}
             t = np.sqrt(r2 * idof / max(1.0 - r2, 1e-300))
             genes.append({
                 "phenotype_id": str(phenotype_id[int(r)]), "num_var": int(res["ok"].sum()),
@@ -306,11 +318,12 @@ def interaction_permutation_kernel(
                 "pval_gi": float(pval_from_t(np.array([t]), idof)[0]),
                 "b_gi": float(res["b_gi"][best]), "b_gi_se": float(res["b_gi_se"][best]),
                 "r2_obs": r2, "dof": idof,
-                "pval_perm": float((np.sum(res["r2_perm_max"] >= r2) + 1) / (nperm + 1)),
+                "pval_perm": float((np.sum(r2max >= r2) + 1) / (r2max.size + 1)),
+                "n_permutations": int(r2max.size),
             })
-            r2_perm.append(res["r2_perm_max"])
+            r2_perm.append(r2max)
     counts["n_interaction_maf_filtered"] = int(filtered[counted].sum())
-    return {"genes": genes, "r2_perm": np.array(r2_perm).reshape(len(genes), nperm), **counts}
+    return {"genes": genes, "r2_perm": r2_perm, **counts}
 
 
 def permutation_table(parts: Sequence[dict[str, Any]], *, fdr: float = 0.05,
@@ -323,11 +336,18 @@ def permutation_table(parts: Sequence[dict[str, Any]], *, fdr: float = 0.05,
     genes = pd.DataFrame([g for p in parts for g in p["genes"]])
     if genes.empty:
         raise InputError("interaction permutations: no phenotype has a testable variant")
-    r2p = np.concatenate([p["r2_perm"] for p in parts if len(p["genes"])], axis=0)
-    beta = beta_approx_pval(r2p, genes["r2_obs"].to_numpy(), genes["dof"].to_numpy(dtype=float))
-    genes["beta_shape1"], genes["beta_shape2"] = beta["beta_shape1"], beta["beta_shape2"]
-    genes["true_df"], genes["pval_true_df"] = beta["true_df"], beta["pval_true_df"]
-    genes["pval_beta"] = beta["pval_beta"]
+    r2p = [r for p in parts for r in p["r2_perm"]]
+    sizes = np.array([r.size for r in r2p])
+    for col in ("beta_shape1", "beta_shape2", "true_df", "pval_true_df", "pval_beta"):
+        genes[col] = np.nan
+    for size in np.unique(sizes):  # one beta fit per permutation count (adaptive runs differ)
+        rows = np.flatnonzero(sizes == size)
+        beta = beta_approx_pval(np.stack([r2p[i] for i in rows]), genes["r2_obs"].to_numpy()[rows],
+                                genes["dof"].to_numpy(dtype=float)[rows])
+        for col, key in (("beta_shape1", "beta_shape1"), ("beta_shape2", "beta_shape2"),
+                         ("true_df", "true_df"), ("pval_true_df", "pval_true_df"),
+                         ("pval_beta", "pval_beta")):
+            genes.loc[genes.index[rows], col] = np.asarray(beta[key]).reshape(-1)
     sig = add_significance(genes.rename(columns={"pval_beta": "p_value_beta",
                                                  "pval_perm": "p_value_perm"}),
                            fdr=fdr, qvalue_lambda=qvalue_lambda)
@@ -336,13 +356,13 @@ def permutation_table(parts: Sequence[dict[str, Any]], *, fdr: float = 0.05,
     out.attrs.update(sig.attrs)
     cols = ["phenotype_id", "num_var", "beta_shape1", "beta_shape2", "true_df", "pval_true_df",
             "variant_id", "start_distance", "af", "ma_samples", "ma_count", "pval_gi", "b_gi",
-            "b_gi_se", "pval_perm", "pval_beta", "qval", "pval_nominal_threshold"]
+            "b_gi_se", "pval_perm", "pval_beta", "qval", "pval_nominal_threshold", "n_permutations"]
     return out[cols]
 
 
 def interaction_permutation_graph(plan: StudyPlan, values: np.ndarray, *, nperm: int,
-                                  seed: int | None, maf_threshold_interaction: float = 0.05
-                                  ) -> list[Any]:
+                                  seed: int | None, maf_threshold_interaction: float = 0.05,
+                                  nperm_min: int | None = None) -> list[Any]:
     """One delayed :func:`interaction_permutation_kernel` per cis batch (one term only)."""
     if values.shape[1] != 1:
         raise InputError("interaction permutations take one interaction term; the file has "
@@ -358,7 +378,7 @@ def interaction_permutation_graph(plan: StudyPlan, values: np.ndarray, *, nperm:
                             plan.phenotype_id[b.rows], plan.phenotype_start[b.rows],
                             ploidy=plan.ploidy, maf_threshold=plan.maf_threshold,
                             maf_threshold_interaction=maf_threshold_interaction, nperm=nperm,
-                            seed=seed))
+                            seed=seed, nperm_min=nperm_min))
     return tasks
 
 
@@ -370,6 +390,7 @@ def map_cis_interaction_permute(
     *,
     nperm: int = 1000,
     seed: int | None = 0,
+    nperm_min: int | None = None,
     window: int = 1_000_000,
     maf_threshold: float = 0.0,
     maf_threshold_interaction: float = 0.05,
@@ -382,7 +403,9 @@ def map_cis_interaction_permute(
     Freedman-Lane permutations of each variant's null-model residuals (valid whatever the main
     effects of the genotype and the context), the window maximum per permutation, the beta
     approximation and Storey q-values (columns ``phenotype_id, num_var, ..., variant_id,
-    pval_gi, b_gi, b_gi_se, pval_perm, pval_beta, qval, pval_nominal_threshold``).
+    pval_gi, b_gi, b_gi_se, pval_perm, pval_beta, qval, pval_nominal_threshold,
+    n_permutations``). ``nperm_min < nperm``: adaptive (see
+    :func:`interaction_permutation_kernel`).
 
     Examples
     --------
@@ -399,7 +422,8 @@ def map_cis_interaction_permute(
                           allow_sample_intersection=allow_sample_intersection)
     values, _names = interaction_terms(plan, interaction)
     tasks = interaction_permutation_graph(plan, values, nperm=nperm, seed=seed,
-                                          maf_threshold_interaction=maf_threshold_interaction)
+                                          maf_threshold_interaction=maf_threshold_interaction,
+                                          nperm_min=nperm_min)
     parts = compute(tasks, label="cis interaction permutations")
     out = permutation_table(parts, fdr=fdr, qvalue_lambda=qvalue_lambda)
     out.attrs.update({c: int(sum(int(p[c]) for p in parts)) for c in

@@ -16,7 +16,7 @@ import numpy as np
 from dqtl.kernels.stats import pval_from_t
 
 __all__ = ["InteractionGram", "interaction_gram", "interaction_ols", "half_maf_mask",
-           "eigenmt_tests", "lw_shrunk_cov", "freedman_lane_max_r2"]
+           "eigenmt_tests", "lw_shrunk_cov", "freedman_lane_max_r2", "FreedmanLane"]
 
 
 class InteractionGram:
@@ -187,9 +187,7 @@ def eigenmt_tests(G: np.ndarray, *, variant_window: int = 200, var_thresh: float
     return total
 
 
-def freedman_lane_max_r2(G: np.ndarray, i: np.ndarray, y: np.ndarray, basis: object, dof: int,
-                         perms: np.ndarray, *, work_bytes: int = 64 << 20
-                         ) -> dict[str, np.ndarray]:
+class FreedmanLane:
     """Window-maximum permutation null of the genotype x interaction test by Freedman-Lane.
 
     For each variant ``v`` the null model ``y ~ C + g_v + i`` is fitted and its residuals
@@ -200,58 +198,75 @@ def freedman_lane_max_r2(G: np.ndarray, i: np.ndarray, y: np.ndarray, basis: obj
     ``rss = |e_v|^2 - |[Q_C, u_g, u_i, w_v]' P e_v|^2``. Exact under exchangeable errors whatever
     the main effects of ``g`` and ``i``.
 
-    Parameters
-    ----------
-    G : (m, n) raw dosages of the window's testable variants; i : (n,) the raw term; y : (n,)
-    the phenotype residualized on ``basis``; dof : the full model's residual dof.
-
-    Returns
-    -------
-    ``r2`` (m,) observed partial r^2 of the interaction, ``b_gi``, ``b_gi_se`` (m,), ``ok`` (m,)
-    testable, and ``r2_perm_max`` (N,) the window maximum per permutation.
+    Parameters: ``G`` (m, n) raw dosages of the window's testable variants; ``i`` (n,) the raw
+    term; ``y`` (n,) the phenotype residualized on ``basis``; ``dof`` the full model's residual
+    dof. Attributes ``r2`` (m,) observed partial r^2 of the interaction, ``b_gi``, ``b_gi_se``,
+    ``ok`` (testable); :meth:`max_r2` gives the window maximum per permutation.
     """
-    G = np.asarray(G, dtype=np.float64)
-    Gt = basis.transform(G)  # type: ignore[attr-defined]
-    it = basis.transform(np.asarray(i, dtype=np.float64)[None, :])[0]  # type: ignore[attr-defined]
-    W = basis.transform(G * np.asarray(i, dtype=np.float64)[None, :])  # type: ignore[attr-defined]
-    n = G.shape[1]
-    tiny = 1e-10 * np.sqrt(n)
-    gn = np.sqrt(np.einsum("ij,ij->i", Gt, Gt))
-    ok = gn > tiny
-    u1 = Gt / np.where(ok, gn, 1.0)[:, None]
-    iv = it[None, :] - (u1 @ it)[:, None] * u1
-    inn = np.sqrt(np.einsum("ij,ij->i", iv, iv))
-    ok &= inn > tiny
-    u2 = iv / np.where(inn > tiny, inn, 1.0)[:, None]
-    e = y[None, :] - (u1 @ y)[:, None] * u1 - (u2 @ y)[:, None] * u2
-    W = W - np.einsum("ij,ij->i", W, u1)[:, None] * u1 - np.einsum("ij,ij->i", W, u2)[:, None] * u2
-    wn = np.sqrt(np.einsum("ij,ij->i", W, W))
-    ok &= wn > tiny * np.maximum(1.0, np.abs(G).max(axis=1))
-    wbar = W / np.where(ok, wn, 1.0)[:, None]
-    a = np.einsum("ij,ij->i", wbar, e)
-    ee = np.einsum("ij,ij->i", e, e)
-    rss = np.maximum(ee - a * a, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r2 = np.where(ok, a * a / ee, np.nan)
-        b_gi = np.where(ok, a / wn, np.nan)
-        b_gi_se = np.where(ok, np.sqrt(rss / dof) / wn, np.nan)
-    idx = np.flatnonzero(ok)
-    N = perms.shape[0]
-    r2_max = np.zeros(N)
-    if idx.size:
-        e, wbar, u1, u2, ee = e[idx], wbar[idx], u1[idx], u2[idx], ee[idx]
+
+    def __init__(self, G: np.ndarray, i: np.ndarray, y: np.ndarray, basis: object, dof: int, *,
+                 work_bytes: int = 64 << 20) -> None:
+        G = np.asarray(G, dtype=np.float64)
+        Gt = basis.transform(G)  # type: ignore[attr-defined]
+        it = basis.transform(np.asarray(i, dtype=np.float64)[None, :])[0]  # type: ignore[attr-defined]
+        W = basis.transform(G * np.asarray(i, dtype=np.float64)[None, :])  # type: ignore[attr-defined]
+        n = G.shape[1]
+        tiny = 1e-10 * np.sqrt(n)
+        gn = np.sqrt(np.einsum("ij,ij->i", Gt, Gt))
+        ok = gn > tiny
+        u1 = Gt / np.where(ok, gn, 1.0)[:, None]
+        iv = it[None, :] - (u1 @ it)[:, None] * u1
+        inn = np.sqrt(np.einsum("ij,ij->i", iv, iv))
+        ok &= inn > tiny
+        u2 = iv / np.where(inn > tiny, inn, 1.0)[:, None]
+        e = y[None, :] - (u1 @ y)[:, None] * u1 - (u2 @ y)[:, None] * u2
+        W = W - np.einsum("ij,ij->i", W, u1)[:, None] * u1 - np.einsum("ij,ij->i", W, u2)[:, None] * u2
+        wn = np.sqrt(np.einsum("ij,ij->i", W, W))
+        ok &= wn > tiny * np.maximum(1.0, np.abs(G).max(axis=1))
+        wbar = W / np.where(ok, wn, 1.0)[:, None]
+        a = np.einsum("ij,ij->i", wbar, e)
+        ee = np.einsum("ij,ij->i", e, e)
+        rss = np.maximum(ee - a * a, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.r2 = np.where(ok, a * a / ee, np.nan)
+            self.b_gi = np.where(ok, a / wn, np.nan)
+            self.b_gi_se = np.where(ok, np.sqrt(rss / dof) / wn, np.nan)
+        self.ok = ok
+        idx = np.flatnonzero(ok)
         QC = np.asarray(basis.Q)[:, 1:]  # type: ignore[attr-defined]  # e sums to 0: no intercept term
         m = idx.size
-        step = max(1, int(work_bytes // (8 * m * n * 2)))
-        for s in range(0, N, step):
-            P = perms[s:s + step]
-            Ep = e[:, P]  # (m, p, n): e_v permuted
-            ap = np.einsum("mpn,mn->mp", Ep, wbar)
-            b1 = np.einsum("mpn,mn->mp", Ep, u1)
-            b2 = np.einsum("mpn,mn->mp", Ep, u2)
-            qc = (Ep @ QC) if QC.shape[1] else np.zeros((m, P.shape[0], 0))
-            rssp = ee[:, None] - (qc * qc).sum(axis=2) - b1 * b1 - b2 * b2 - ap * ap
+        # every projection a permuted residual needs, per variant: (m, n, 3 + covariates), float32
+        # (the window maximum of r^2 under permutation needs no more digits): one gather and one
+        # batched GEMM per chunk of permutations
+        self.V = np.empty((m, n, 3 + QC.shape[1]), dtype=np.float32)
+        self.V[:, :, 0], self.V[:, :, 1], self.V[:, :, 2] = wbar[idx], u1[idx], u2[idx]
+        self.V[:, :, 3:] = QC[None, :, :]
+        self.e32 = e[idx].astype(np.float32)
+        self.ee32 = ee[idx].astype(np.float32)[:, None]
+        self.step = max(1, int(work_bytes // (4 * max(m, 1) * n * 2)))
+
+    def max_r2(self, perms: np.ndarray) -> np.ndarray:
+        """The window maximum of the permuted partial r^2, one per row of ``perms``."""
+        N = perms.shape[0]
+        out = np.zeros(N)
+        if self.e32.shape[0] == 0:
+            return out
+        for s in range(0, N, self.step):
+            proj = np.matmul(self.e32[:, perms[s:s + self.step]], self.V)  # (m, p, 3 + c)
+            proj *= proj
+            ap2 = proj[:, :, 0]
+            rssp = self.ee32 - proj.sum(axis=2)
             with np.errstate(invalid="ignore", divide="ignore"):
-                r2p = ap * ap / (ap * ap + np.maximum(rssp, 0.0))
-            r2_max[s:s + step] = np.nanmax(r2p, axis=0)
-    return {"r2": r2, "b_gi": b_gi, "b_gi_se": b_gi_se, "ok": ok, "r2_perm_max": r2_max}
+                r2p = ap2 / (ap2 + np.maximum(rssp, 0.0))
+            out[s:s + self.step] = np.nanmax(r2p, axis=0)
+        return out
+
+
+def freedman_lane_max_r2(G: np.ndarray, i: np.ndarray, y: np.ndarray, basis: object, dof: int,
+                         perms: np.ndarray, *, work_bytes: int = 64 << 20
+                         ) -> dict[str, np.ndarray]:
+    """:class:`FreedmanLane` for all ``perms`` at once: ``r2``, ``b_gi``, ``b_gi_se``, ``ok``
+    and ``r2_perm_max`` (N,)."""
+    fl = FreedmanLane(G, i, y, basis, dof, work_bytes=work_bytes)
+    return {"r2": fl.r2, "b_gi": fl.b_gi, "b_gi_se": fl.b_gi_se, "ok": fl.ok,
+            "r2_perm_max": fl.max_r2(perms)}

@@ -281,3 +281,16 @@ def test_trans_interaction__equals_tensorqtl_and_the_cis_model(geuvadis, tmp_pat
                  "--no-progress"]) == 0
     cli = pd.read_parquet(f"{out}.trans_qtl_pairs.parquet")
     assert cli[key].values.tolist() == hits[key].values.tolist()
+
+
+def test_interaction_permute__adaptive_stops_null_genes_and_keeps_the_rest():
+    sim, inter, planted = _sim_with_context(21, n_genes=40, gi_effect=0.4)
+    fixed = map_cis_interaction_permute(sim, sim, sim, inter, nperm=400).set_index("phenotype_id")
+    adapt = map_cis_interaction_permute(sim, sim, sim, inter, nperm=400, nperm_min=100).set_index("phenotype_id")
+    full = adapt["n_permutations"] == 400
+    assert (~full).sum() >= 10 and full.sum() >= 5  # null genes stop early, strong ones run all
+    assert set(adapt["n_permutations"]) <= {100, 200, 300, 400}
+    np.testing.assert_allclose(adapt.loc[full, "pval_perm"], fixed.loc[adapt.index[full], "pval_perm"])
+    # a gene that stopped has seen >= 10 permutation maxima above its statistic
+    stopped = adapt[~full]
+    assert (stopped["pval_perm"] >= 10 / (stopped["n_permutations"] + 1)).all()
