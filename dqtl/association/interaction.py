@@ -111,6 +111,32 @@ def interaction_terms(plan: StudyPlan, interaction: Any) -> tuple[np.ndarray, li
     return values, names
 
 
+def _windows_only(block: np.ndarray, v0: int, count_from: int, parts: Sequence[tuple[Any, ...]],
+                  variant_id: np.ndarray, variant_position: np.ndarray) -> tuple[Any, ...]:
+    """Keep only the block's variants inside some phenotype's window (a batch of sparse genes
+    spans many variants no window holds): the rows are renumbered so that every window stays a
+    contiguous range ``[lo, hi)`` relative to the new ``v0 = 0``; ``count_from`` follows."""
+    n = block.shape[0]
+    covered = np.zeros(n, dtype=bool)
+    for part in parts:
+        for a, b in zip(part[5], part[6], strict=True):
+            covered[max(int(a) - v0, 0):max(int(b) - v0, 0)] = True
+    if covered.all():
+        return block, v0, count_from, parts, variant_id, variant_position
+    sel = np.flatnonzero(covered)
+    new_of = np.cumsum(covered) - 1  # block row -> new row (valid where covered)
+    out_parts = []
+    for part in parts:
+        lo, hi = np.asarray(part[5]) - v0, np.asarray(part[6]) - v0
+        empty = hi <= lo
+        nlo = np.where(empty, 0, new_of[np.clip(lo, 0, n - 1)])
+        nhi = np.where(empty, 0, new_of[np.clip(hi - 1, 0, n - 1)] + 1)
+        out_parts.append((*part[:5], nlo, nhi, *part[7:]))
+    first_counted = int(np.searchsorted(sel, max(count_from - v0, 0)))
+    return (np.asarray(block)[sel], 0, first_counted, out_parts, np.asarray(variant_id)[sel],
+            np.asarray(variant_position)[sel])
+
+
 def _testable(dec: Any, sidx: np.ndarray | None, T: np.ndarray, maf_threshold_interaction: float,
               ploidy: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A group's dosages, its testable variants (polymorphic on its samples, the plan's MAF, and
@@ -151,6 +177,8 @@ def interaction_batch_kernel(
     Returns ``top`` (one dict per phenotype with a testable pair), the counters, ``n_pairs``
     and, without a ``sink``, the pair columns (:data:`PAIR_HEAD` + :func:`stat_columns`).
     """
+    block, v0, count_from, parts, variant_id, variant_position = _windows_only(
+        block, v0, count_from, parts, variant_id, variant_position)
     dec = decode_block(block, sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
     counted = slice(max(count_from - v0, 0), None)
     counts = decode_block_counts(dec, counted)
@@ -276,6 +304,8 @@ def interaction_permutation_kernel(
     from dqtl.kernels.interaction import FreedmanLane
     from dqtl.kernels.stats import pval_from_t
 
+    block, v0, count_from, parts, variant_id, variant_position = _windows_only(
+        block, v0, count_from, parts, variant_id, variant_position)
     dec = decode_block(block, sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
     counted = slice(max(count_from - v0, 0), None)
     counts = decode_block_counts(dec, counted)
