@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -24,25 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def simulate(seed: int, n_genes: int, gi_effect: float, n: int = 300):
     import dqtl
-    from dqtl.kernels.genotypes import dosage_from_calls
+    from dqtl.simulation import plant_interaction
 
     sim = dqtl.simulate(n_samples=n, n_variants=2000, n_phenotypes=n_genes, n_covariates=2,
                         n_hidden=0, fraction_egenes=1.0, effect_size=0.0, seed=seed)
-    rng = np.random.default_rng(seed)
-    sex = (rng.random(n) < 0.5).astype(float)
-    G = dosage_from_calls(np.asarray(sim.call_genotype.values))
-    G = np.where(np.isnan(G), np.nanmean(G, axis=1, keepdims=True), G)
-    causal = sim.phenotype_causal_variant.values
-    Y = rng.normal(size=(n_genes, n))
-    planted = np.zeros(n_genes, bool)
-    for j in range(n_genes):
-        g = G[causal[j]] - G[causal[j]].mean()
-        Y[j] += 1.0 * g + 1.5 * sex
-        if j < n_genes // 2 and gi_effect:
-            Y[j] += gi_effect * g * (2 * sex - 1)
-            planted[j] = True
-    sim["phenotype_values"] = (sim.phenotype_values.dims, Y)
-    return sim, pd.Series(sex, index=sim.sample_id.values.astype(str), name="sex"), planted
+    return plant_interaction(sim, seed=seed, gi_effect=gi_effect)
 
 
 def main() -> int:

@@ -291,11 +291,10 @@ def lead_pair_stats(plan: Any, genes: np.ndarray, variants: np.ndarray, names: S
             continue
         x = dec.G[at[int(v)]]
         for k, c in enumerate(names):
-            r = pidx.get(f"{g}{SEP}{c}")
-            if r is None:
+            found = _context_row(plan, pidx, where, str(g), c)
+            if found is None:
                 continue
-            grp = plan.groups[int(where[r])]
-            j = int(np.searchsorted(grp.index, r))
+            grp, j = found
             y = grp.P_hat[j] * grp.p_norm[j]
             xs = x if grp.sample_index is None else x[grp.sample_index]
             xr_ = grp.basis.transform(xs[None, :])[0]
@@ -308,6 +307,17 @@ def lead_pair_stats(plan: Any, genes: np.ndarray, variants: np.ndarray, names: S
             slope[i, k], se[i, k] = b, s
             pval[i, k] = float(pval_from_t(np.array([b / s]), grp.dof)[0]) if s > 0 else np.nan
     return {"slope": slope, "slope_se": se, "pval": pval}
+
+
+def _context_row(plan: Any, pidx: dict[str, int], where: np.ndarray, gene: str, context: str
+                 ) -> tuple[Any, int] | None:
+    """The missing-value group holding ``gene`` in ``context`` and its row there (None when the
+    gene was not tested in that context)."""
+    r = pidx.get(f"{gene}{SEP}{context}")
+    if r is None:
+        return None
+    grp = plan.groups[int(where[r])]
+    return grp, int(np.searchsorted(grp.index, r))
 
 
 def _plots(plan: Any, table: pd.DataFrame, names: Sequence[str], prefix: str, pub: Any,
@@ -349,11 +359,10 @@ def _plots(plan: Any, table: pd.DataFrame, names: Sequence[str], prefix: str, pu
         ax1.set_title(f"{row['phenotype_id']} / {row['variant_id']}\n{row['call']}, "
                       f"I2 = {row['i2']:.0f}%, p_het = {row['pval_het']:.2g}", fontsize=9)
         for k, c in enumerate(names):
-            r = pidx.get(f"{row['phenotype_id']}{SEP}{c}")
-            if r is None:
+            found = _context_row(plan, pidx, where, str(row["phenotype_id"]), c)
+            if found is None:
                 continue
-            grp = plan.groups[int(where[r])]
-            j = int(np.searchsorted(grp.index, r))
+            grp, j = found
             xs = x if grp.sample_index is None else x[grp.sample_index]
             y = grp.P_raw[j]
             geno = np.rint(xs)

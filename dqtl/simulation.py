@@ -34,6 +34,7 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
+import pandas as pd
 import xarray as xr
 from scipy.special import ndtri
 
@@ -44,6 +45,7 @@ __all__ = [
     "SIMULATION_FORMATS",
     "check_simulation_parameters",
     "simulate",
+    "plant_interaction",
     "DEFAULT_FORMATS",
 ]
 
@@ -504,3 +506,39 @@ def simulate(
         "hidden confounders that drive expression but are not among the covariates"
     )
     return ds
+
+
+def plant_interaction(sim: xr.Dataset, *, seed: int, gi_effect: float = 0.0, main_g: float = 1.0,
+                      main_i: float = 1.5, planted_fraction: float = 0.5
+                      ) -> tuple[xr.Dataset, pd.Series, np.ndarray]:
+    """Replace a simulation's phenotypes by unit-noise ones with a genotype main effect
+    ``main_g`` (the phenotype's causal variant, centred), a binary context ("sex", ~half the
+    samples) main effect ``main_i`` and, on the first ``planted_fraction`` of the phenotypes, a
+    genotype x context effect ``gi_effect * g * (2 sex - 1)``. Returns the simulation, the
+    context as a Series indexed by sample and the planted mask.
+
+    >>> sim = simulate(n_samples=50, n_variants=200, n_phenotypes=4, fraction_egenes=1.0, seed=1)
+    >>> out, sex, planted = plant_interaction(sim, seed=1, gi_effect=0.5)
+    >>> planted.tolist(), sorted(set(sex.tolist()))
+    ([True, True, False, False], [0.0, 1.0])
+    """
+    from dqtl.kernels.genotypes import dosage_from_calls
+
+    n = sim.sizes["samples"]
+    n_genes = sim.sizes["phenotypes"]
+    rng = np.random.default_rng(seed)
+    sex = (rng.random(n) < 0.5).astype(float)
+    G = dosage_from_calls(np.asarray(sim.call_genotype.values))
+    G = np.where(np.isnan(G), np.nanmean(G, axis=1, keepdims=True), G)
+    causal = np.asarray(sim.phenotype_causal_variant.values)
+    Y = rng.normal(size=(n_genes, n))
+    planted = np.zeros(n_genes, dtype=bool)
+    planted[: int(round(planted_fraction * n_genes))] = bool(gi_effect)
+    for j in range(n_genes):
+        g = G[causal[j]] - G[causal[j]].mean()
+        Y[j] += main_g * g + main_i * sex
+        if planted[j]:
+            Y[j] += gi_effect * g * (2 * sex - 1)
+    out = sim.copy()
+    out["phenotype_values"] = (sim.phenotype_values.dims, Y)
+    return out, pd.Series(sex, index=sim.sample_id.values.astype(str), name="sex"), planted

@@ -18,7 +18,6 @@ from dqtl.errors import InputError
 from dqtl.io.convert import convert
 from dqtl.io.genotypes import open_genotypes
 from dqtl.io.phenotypes import read_covariates, read_interaction, read_phenotype_bed
-from dqtl.kernels.genotypes import dosage_from_calls
 from tests.conftest import EXAMPLE, REFERENCE
 
 TQ = REFERENCE / "tensorqtl_interaction"
@@ -150,24 +149,11 @@ def test_cli_interaction__nominal_and_permute_files(geuvadis, tmp_path):
 def _sim_with_context(seed, n=300, n_genes=40, gi_effect=0.0, main_g=1.0, main_i=1.5):
     """A simulation whose phenotypes get large genotype and context main effects and, for the
     first half of the genes, a genotype x context effect of ``gi_effect``."""
+    from dqtl.simulation import plant_interaction
+
     sim = dqtl.simulate(n_samples=n, n_variants=2000, n_phenotypes=n_genes, n_covariates=2,
                         n_hidden=0, fraction_egenes=1.0, effect_size=0.0, seed=seed)
-    rng = np.random.default_rng(seed)
-    sex = (rng.random(n) < 0.5).astype(float)
-    G = dosage_from_calls(np.asarray(sim.call_genotype.values))
-    G = np.where(np.isnan(G), np.nanmean(G, axis=1, keepdims=True), G)
-    causal = sim.phenotype_causal_variant.values
-    Y = rng.normal(size=(n_genes, n))
-    planted = np.zeros(n_genes, bool)
-    for j in range(n_genes):
-        g = G[causal[j]] - G[causal[j]].mean()
-        Y[j] += main_g * g + main_i * sex
-        if j < n_genes // 2 and gi_effect:
-            Y[j] += gi_effect * g * (sex - 0.5) * 2
-            planted[j] = True
-    sim["phenotype_values"] = (sim.phenotype_values.dims, Y)
-    inter = pd.Series(sex, index=sim.sample_id.values.astype(str), name="sex")
-    return sim, inter, planted
+    return plant_interaction(sim, seed=seed, gi_effect=gi_effect, main_g=main_g, main_i=main_i)
 
 
 def test_interaction_permute__calibrated_under_strong_main_effects():
