@@ -46,6 +46,7 @@ __all__ = [
     "check_simulation_parameters",
     "simulate",
     "plant_interaction",
+    "plant_mediation",
     "DEFAULT_FORMATS",
 ]
 
@@ -542,3 +543,62 @@ def plant_interaction(sim: xr.Dataset, *, seed: int, gi_effect: float = 0.0, mai
     out = sim.copy()
     out["phenotype_values"] = (sim.phenotype_values.dims, Y)
     return out, pd.Series(sex, index=sim.sample_id.values.astype(str), name="sex"), planted
+
+
+def plant_mediation(*, seed: int, n_samples: int = 300, n_each: int = 5, a: float = 0.8,
+                    b: float = 0.5, direct: float = 0.5, confounder: float = 1.0
+                    ) -> tuple[xr.Dataset, pd.DataFrame]:
+    """A simulation with trans effects of known mechanism (the generator behind the mediation
+    tests): 40 genes on two contigs; unit-noise expression plus, ``n_each`` times each:
+
+    - ``mediated``: variant ``v`` (the cis causal variant of gene M, effect ``a``) reaches a
+      gene T on the other contig only through M (``T += b M``);
+    - ``direct``: ``v`` (cis-eQTL of a bystander gene B, effect ``a``) acts on T directly
+      (``T += direct g``); B has no effect on T;
+    - ``confounded``: as ``direct``, and a covariate ``h`` (in the covariates) drives both the
+      cis gene and T (``confounder`` each): M and T correlate without mediation.
+
+    Returns the Dataset (genotypes, phenotypes, covariates with ``h``) and the truth: one row per
+    planted trans pair with ``variant_id``, ``phenotype_id``, ``cis_gene``, ``kind``.
+    """
+    from dqtl.kernels.genotypes import dosage_from_calls
+
+    sim = simulate(n_samples=n_samples, n_variants=2000, n_phenotypes=40, n_contigs=2,
+                   n_covariates=2, n_hidden=0, fraction_egenes=1.0, effect_size=0.0, seed=seed)
+    rng = np.random.default_rng(seed)
+    G = dosage_from_calls(np.asarray(sim.call_genotype.values))
+    G = np.where(np.isnan(G), np.nanmean(G, axis=1, keepdims=True), G)
+    causal = np.asarray(sim.phenotype_causal_variant.values)
+    contig = np.asarray(sim.phenotype_contig.values).astype(str)
+    first = np.flatnonzero(contig == contig[0])
+    second = np.flatnonzero(contig != contig[0])
+    if first.size < 3 * n_each or second.size < 3 * n_each:
+        raise InputError("plant_mediation: too few genes per contig for the planted trios")
+    h = rng.normal(size=n_samples)
+    Y = rng.normal(size=(sim.sizes["phenotypes"], n_samples))
+    pid = np.asarray(sim.phenotype_id.values).astype(str)
+    vid = np.asarray(sim.variant_id.values).astype(str)
+    rows = []
+    for k, kind in enumerate(("mediated", "direct", "confounded")):
+        for r in range(n_each):
+            cis_gene = first[k * n_each + r]
+            target = second[k * n_each + r]
+            v = causal[cis_gene]
+            g = G[v] - G[v].mean()
+            Y[cis_gene] += a * g
+            if kind == "confounded":
+                Y[cis_gene] += confounder * h
+                Y[target] += confounder * h
+            if kind == "mediated":
+                Y[target] += b * (Y[cis_gene] - Y[cis_gene].mean())
+            else:
+                Y[target] += direct * g
+            rows.append({"variant_id": vid[v], "phenotype_id": pid[target], "cis_gene": pid[cis_gene],
+                         "kind": kind})
+    out = sim.copy()
+    out["phenotype_values"] = (sim.phenotype_values.dims, Y)
+    cov = np.column_stack([np.asarray(sim.covariate_values.values), h])
+    out = out.drop_vars(["covariate_values", "covariate_id"])
+    out["covariate_values"] = (sim.covariate_values.dims, cov)
+    out["covariate_id"] = (sim.covariate_id.dims, np.append(np.asarray(sim.covariate_id.values).astype(str), "h"))
+    return out, pd.DataFrame(rows)

@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "dqtl.cli.finemap",
     "dqtl.cli.coloc",
     "dqtl.cli.meta",
+    "dqtl.cli.mediate",
     "dqtl.cli.prepare_expression",
     "dqtl.cli.genotype_qc",
     "dqtl.cli.factors",
