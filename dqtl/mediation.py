@@ -191,7 +191,8 @@ def map_mediation(
     uniq_v = np.unique(vrow)
     cands = dict(zip(uniq_v.tolist(), candidate_mediators(plan, uniq_v, cis_window), strict=True))
     keep_eg = None
-    if mediators == "egenes":
+    thr: dict[str, float] = {}
+    if mediators == "egenes" and egenes is not None:
         eg = egenes[egenes["qval"].astype(float) <= fdr]
         keep_eg = set(eg["phenotype_id"].astype(str))
         thr = dict(zip(eg["phenotype_id"].astype(str), eg["pval_nominal_threshold"].astype(float),
