@@ -65,6 +65,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(genome-wide null of a gene's minimum p; assumes normal-transformed "
                         "phenotypes; default 0 = off)")
     p.add_argument("--seed", type=int, default=0, help="seed of the permutations (default 0)")
+    p.add_argument("--regress-cis", metavar="FILE", default=None,
+                   help="cis_independent_qtl.txt.gz (every signal) or cis_qtl.txt.gz (eGenes at q <= "
+                        "0.05): regress each phenotype on the genotypes of its own cis signals (with "
+                        "the covariates) before the scan, as eQTLGen")
+    p.add_argument("--hotspot-min-targets", type=non_negative_int, default=5, metavar="K",
+                   help="a variant with at least K targets at q <= 0.05 is a hotspot (default 5; 0: "
+                        "no hotspot table and plots)")
     p.add_argument("--interaction", metavar="FILE", default=None,
                    help="genotype x interaction scan with one term (tensorQTL's format): keep pairs "
                         "with pval_gi <= --pval-threshold, BH over all tests; writes "
@@ -81,6 +88,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dqtl.association.trans import run_trans
+    from dqtl.errors import InputError
     from dqtl.io.fs import check_bucket
     from dqtl.io.phenotypes import read_covariates, read_phenotype_bed
     from dqtl.io.trans_output import input_signature
@@ -91,10 +99,17 @@ def run(args: argparse.Namespace) -> int:
     cov = read_covariates(args.covariates, sample_ids=phen["sample_id"].values) if args.covariates else None
     formats = ("parquet", "zarr") if args.output_format == "both" else (args.output_format,)
     if args.interaction:
+        if args.regress_cis:
+            raise InputError("--regress-cis is not available with --interaction")
         return _run_interaction(args, phen, cov)
     token = input_signature(args.genotypes)
     with genotypes_from(args.genotypes, fmt=args.genotype_format, progress=progress) as geno, \
             scheduler(args.scheduler_address, progress=progress):
+        if args.regress_cis:
+            from dqtl.association.cis_regress import cis_signals, read_signals, regress_cis
+
+            phen = regress_cis(geno, phen, cov, cis_signals(read_signals(args.regress_cis)),
+                               allow_sample_intersection=args.allow_sample_intersection)
         run_trans(
             geno, phen, cov, args.output_prefix, pval_threshold=args.pval_threshold,
             maf_threshold=args.maf_threshold, cis_window=args.cis_window,
@@ -105,7 +120,35 @@ def run(args: argparse.Namespace) -> int:
             allow_sample_intersection=args.allow_sample_intersection, input_token=token,
             keep_blocks=args.keep_blocks,
         )
+        if args.hotspot_min_targets and "parquet" in formats:
+            _hotspots(args, geno, phen)
     return 0
+
+
+def _hotspots(args: argparse.Namespace, geno, phen) -> None:  # noqa: ANN001
+    import numpy as np
+    import pandas as pd
+
+    from dqtl.hotspots import write_hotspots
+
+    pairs = pd.read_parquet(f"{args.output_prefix}.trans_qtl_pairs.parquet",
+                            columns=["variant_id", "phenotype_id", "pval", "qval"])
+    ids = pd.Index(np.asarray(geno["variant_id"].values).astype(str))
+    rows = ids.get_indexer(pairs["variant_id"].astype(str).unique())
+    rows = rows[rows >= 0]
+    contigs = np.asarray(geno["contig_id"].values).astype(str)
+    variants = pd.DataFrame({
+        "variant_id": ids[rows],
+        "contig": contigs[np.asarray(geno["variant_contig"].values)[rows].astype(np.int64)],
+        "position": np.asarray(geno["variant_position"].values)[rows].astype(np.int64)})
+    from dqtl.io.genotypes import normalize_contig
+
+    genes = pd.DataFrame({"phenotype_id": np.asarray(phen["phenotype_id"].values).astype(str),
+                          "contig": [normalize_contig(c) for c in np.asarray(phen["phenotype_contig"].values).astype(str)],
+                          "start": np.asarray(phen["phenotype_start"].values).astype(np.int64),
+                          "end": np.asarray(phen["phenotype_end"].values).astype(np.int64)})
+    variants["contig"] = [normalize_contig(c) for c in variants["contig"]]
+    write_hotspots(args.output_prefix, pairs, variants, genes, min_targets=args.hotspot_min_targets)
 
 
 def _run_interaction(args: argparse.Namespace, phen, cov) -> int:  # noqa: ANN001
