@@ -146,3 +146,31 @@ def test_cli_mediate__bad_input_exit_2_no_output(files, tmp_path, capsys):
                "--trans-results", str(sub), "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "another sample set" in err
+
+
+def test_mediation__missing_values_and_egene_mediators():
+    """A target with missing values is fitted on the samples where target and mediator are both
+    observed (statsmodels on those samples agrees); --mediators egenes keeps cis-eGenes only."""
+    sim, truth = plant_mediation(seed=5, n_samples=300)
+    pid = list(sim.phenotype_id.values.astype(str))
+    med = truth[truth["kind"] == "mediated"].iloc[0]
+    Y = sim.phenotype_values.values.copy()
+    Y[pid.index(med["phenotype_id"]), :12] = np.nan
+    sim["phenotype_values"] = (sim.phenotype_values.dims, Y)
+    pairs = truth[["variant_id", "phenotype_id"]]
+    trios, _ = map_mediation(sim, sim, sim, pairs, permutations=300)
+    row = trios[(trios["phenotype_id"] == med["phenotype_id"]) & (trios["mediator_id"] == med["cis_gene"])].iloc[0]
+    assert row["n_samples"] == 288 and row["qval"] <= 0.05
+    G = dosage_from_calls(np.asarray(sim.call_genotype.values))
+    G = np.where(np.isnan(G), np.nanmean(G, axis=1, keepdims=True), G)
+    g = G[list(sim.variant_id.values.astype(str)).index(med["variant_id"])][12:]
+    t = Y[pid.index(med["phenotype_id"])][12:]
+    m = Y[pid.index(med["cis_gene"])][12:]
+    C = sim.covariate_values.values[12:]
+    fb = sm.OLS(t, sm.add_constant(np.column_stack([C, g, m]))).fit()
+    np.testing.assert_allclose(row["beta_b"], fb.params[-1], rtol=1e-8)
+    # eGenes: only the planted cis genes are eGenes of their variants
+    eg = pd.DataFrame({"phenotype_id": truth["cis_gene"], "qval": 0.001, "pval_nominal_threshold": 1e-3})
+    only, _ = map_mediation(sim, sim, sim, pairs, permutations=300, mediators="egenes", egenes=eg)
+    assert set(only["mediator_id"]) <= set(truth["cis_gene"])
+    assert (only["pval_a"] <= 1e-3).all() and len(only) >= 10
