@@ -133,14 +133,22 @@ def _hotspots(args: argparse.Namespace, geno, phen) -> None:  # noqa: ANN001
 
     pairs = pd.read_parquet(f"{args.output_prefix}.trans_qtl_pairs.parquet",
                             columns=["variant_id", "phenotype_id", "pval", "qval"])
-    ids = pd.Index(np.asarray(geno["variant_id"].values).astype(str))
-    rows = ids.get_indexer(pairs["variant_id"].astype(str).unique())
-    rows = rows[rows >= 0]
+    # positions of the hit variants only, one chunk of variant IDs at a time (never all IDs)
+    wanted = set(pairs["variant_id"].astype(str))
+    vid = geno["variant_id"].data
+    chunks = vid.chunks[0] if hasattr(vid, "chunks") else (len(vid),)
+    found: list[int] = []
+    start = 0
+    for size in chunks:
+        ids = np.asarray(vid[start:start + size]).astype(str)
+        found.extend((start + np.flatnonzero(np.isin(ids, list(wanted)))).tolist())
+        start += size
+    rows = np.asarray(found, dtype=np.int64)
     contigs = np.asarray(geno["contig_id"].values).astype(str)
     variants = pd.DataFrame({
-        "variant_id": ids[rows],
-        "contig": contigs[np.asarray(geno["variant_contig"].values)[rows].astype(np.int64)],
-        "position": np.asarray(geno["variant_position"].values)[rows].astype(np.int64)})
+        "variant_id": np.asarray(vid[rows] if len(rows) else np.zeros(0, dtype=str)).astype(str),
+        "contig": contigs[np.asarray(geno["variant_contig"].data[rows]).astype(np.int64)],
+        "position": np.asarray(geno["variant_position"].data[rows]).astype(np.int64)})
     from dqtl.io.genotypes import normalize_contig
 
     genes = pd.DataFrame({"phenotype_id": np.asarray(phen["phenotype_id"].values).astype(str),
