@@ -40,7 +40,6 @@ import numpy as np
 import pandas as pd
 
 from dqtl.errors import InputError
-from dqtl.io.atomic import atomic_dir
 from dqtl.preprocess.normalize import cpm, tmm_norm_factors
 
 __all__ = [
@@ -609,23 +608,29 @@ def plot_sex_check(qc: SampleQC, *, ax: Any = None) -> Any:
 
 def write_qc_report(qc: SampleQC, outdir: str | os.PathLike[str]) -> list[Path]:
     """Write ``qc_samples.tsv`` and ``library_size.png``, ``pca.png``, ``sex_check.png`` into
-    ``outdir`` (replaced atomically). Returns the written paths."""
+    ``outdir`` (created when missing). The four files appear together (staged, then moved into
+    place); anything else in ``outdir`` is left as it was. Returns the written paths."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from dqtl.io.fs import Publication
+
     outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(f"--qc-report {outdir} is a file; give a folder")
     names = ["qc_samples.tsv", "library_size.png", "pca.png", "sex_check.png"]
-    with atomic_dir(outdir) as tmp:
-        qc.to_frame().to_csv(tmp / names[0], sep="\t", index=False, na_rep="NA", float_format="%.6g")
+    with Publication() as pub:
+        qc.to_frame().to_csv(pub.stage(outdir / names[0]), sep="\t", index=False, na_rep="NA",
+                             float_format="%.6g")
         for name, fn in zip(names[1:], (plot_library_sizes, plot_expression_pca, plot_sex_check),
                             strict=True):
             fig, ax = plt.subplots(figsize=(6, 4.5))
             try:
                 fn(qc, ax=ax)
                 fig.tight_layout()
-                fig.savefig(tmp / name, dpi=120)
+                fig.savefig(pub.stage(outdir / name), dpi=120, format="png")
             finally:
                 plt.close(fig)
     return [outdir / n for n in names]

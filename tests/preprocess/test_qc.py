@@ -168,6 +168,23 @@ def test_write_qc_report__table_and_pngs(planted, tmp_path: Path) -> None:
     assert set(flagged["reason"]) <= {"pca_outlier", "sex_mismatch"}
 
 
+def test_write_qc_report__never_removes_other_files_of_the_folder(planted, tmp_path: Path) -> None:
+    """--qc-report results: the user's other files in results/ stay (it used to be replaced)."""
+    qc = sample_qc(planted.counts, annotation=planted.annotation, reported_sex=planted.reported_sex)
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "my_notes.txt").write_text("keep me")
+    (out / "sub").mkdir()
+    (out / "sub" / "data.csv").write_text("1,2")
+    write_qc_report(qc, out)
+    assert (out / "my_notes.txt").read_text() == "keep me"
+    assert (out / "sub" / "data.csv").read_text() == "1,2"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["my_notes.txt", "sub", "qc_samples.tsv", "library_size.png", "pca.png", "sex_check.png"])
+    write_qc_report(qc, out)  # a rerun replaces its own four files only
+    assert (out / "my_notes.txt").read_text() == "keep me" and len(list(out.iterdir())) == 6
+
+
 def test_plots__take_ax_and_return_it(planted) -> None:
     import matplotlib
 
