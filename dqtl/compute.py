@@ -70,21 +70,43 @@ def compute(
     progress = bool(dask.config.get("dqtl.progress", False))
     if uniq:
         client = active_client()
-        if client is not None:
-            results = _compute_distributed(client, uniq, label=label, progress=progress)
-        else:
-            with contextlib.ExitStack() as stack:
-                if blas_threads:
-                    from threadpoolctl import threadpool_limits
+        try:
+            results = _run(uniq, client, label=label, progress=progress, blas_threads=blas_threads)
+        except Exception as exc:
+            if _is_decode_error(exc):
+                from dqtl.errors import InputError
 
-                    stack.enter_context(threadpool_limits(limits=blas_threads, user_api="blas"))
-                if progress:
-                    from dask.diagnostics import ProgressBar
-
-                    stack.enter_context(ProgressBar(out=sys.stderr, dt=1.0))
-                results = _compute_threads(uniq)
+                raise InputError(
+                    f"a chunk of an input store could not be decoded ({type(exc).__name__}: "
+                    f"{' '.join(str(exc).split())[:160]}); the store is corrupt: run 'dqtl check STORE' "
+                    "to find the chunk, then resync the store or convert the input again") from None
+            raise
         cache.update({_key(t): r for t, r in zip(uniq, results, strict=True)})
     return [cache[_key(t)] for t in tasks]
+
+
+def _is_decode_error(exc: BaseException) -> bool:
+    """An error raised while decompressing or decoding a Zarr chunk (numcodecs, zarr codecs)."""
+    mod = type(exc).__module__ or ""
+    text = str(exc).lower()
+    return (mod.startswith(("numcodecs", "zarr")) or "decompress" in text
+            or "error during blosc" in text or ("codec" in text and "decode" in text))
+
+
+def _run(uniq: Sequence[Any], client: Any, *, label: str, progress: bool,
+         blas_threads: int | None) -> list[Any]:
+    if client is not None:
+        return _compute_distributed(client, uniq, label=label, progress=progress)
+    with contextlib.ExitStack() as stack:
+        if blas_threads:
+            from threadpoolctl import threadpool_limits
+
+            stack.enter_context(threadpool_limits(limits=blas_threads, user_api="blas"))
+        if progress:
+            from dask.diagnostics import ProgressBar
+
+            stack.enter_context(ProgressBar(out=sys.stderr, dt=1.0))
+        return _compute_threads(uniq)
 
 
 def _key(collection: Any) -> Any:

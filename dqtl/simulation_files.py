@@ -54,6 +54,9 @@ def _write_zarr(ds: xr.Dataset, path: Path) -> list[Path]:
     gds.attrs = {k: v for k, v in ds.attrs.items() if k in ("source", "seed", "simulation")}
     with atomic_dir(path) as tmp:
         gds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding)
+        from dqtl.io.integrity import record_stored_chunks
+
+        record_stored_chunks(tmp)
     return [path]
 
 

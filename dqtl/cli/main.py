@@ -19,6 +19,7 @@ from dqtl import __version__
 # sub-command modules, in the order they are listed by ``dqtl --help``
 COMMAND_MODULES = [
     "dqtl.cli.convert",
+    "dqtl.cli.check",
     "dqtl.cli.cis",
     "dqtl.cli.trans",
     "dqtl.cli.finemap",

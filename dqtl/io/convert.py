@@ -400,6 +400,9 @@ def _stamp(store: Path, gi: GenotypeInput) -> None:
 
     root = zarr.open_group(store, mode="r+")
     root.attrs["dqtl_source"] = source_signature(gi)
+    from dqtl.io.integrity import record_stored_chunks
+
+    record_stored_chunks(store)
 
 
 def load_genotypes(

@@ -263,6 +263,10 @@ def _zarr_group_info(path: str) -> tuple[int, bool, Any]:
         fmt = group.metadata.zarr_format
         consolidated = group.metadata.consolidated_metadata is not None
     cg = group.get("call_genotype")
+    if cg is not None:
+        from dqtl.io.integrity import verify_store
+
+        verify_store(group, f"genotype store {path!r}")
     return fmt, consolidated, cg
 
 
@@ -347,6 +351,7 @@ def open_genotypes(source: str | os.PathLike[str] | xr.Dataset, *, chunks: int |
             raise InputError(f"{name} could not be opened: {exc}") from exc
     for var in eager:
         ds[var] = small[var]
+    ds.attrs.pop("dqtl_stored_chunks", None)  # describes this store's files, not a copy of its data
     for var in ds.variables.values():  # raw values are kept (mask_and_scale=False): no masking
         var.attrs.pop("_FillValue", None)
         var.attrs.pop("missing_value", None)
