@@ -13,6 +13,7 @@ from dqtl.cli.common import (
     add_scheduler_args,
     add_study_args,
     genotypes_from,
+    read_study_covariates,
     scheduler,
 )
 
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from dqtl.association.permutation import PermutationSpec
     from dqtl.errors import InputError
     from dqtl.io.fs import check_bucket
-    from dqtl.io.phenotypes import read_covariates, read_phenotype_bed
+    from dqtl.io.phenotypes import read_phenotype_bed
     from dqtl.workflows import (
         run_cis_independent,
         run_cis_interaction,
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     if args.cis_results and args.mode != "independent":
         raise InputError("--cis-results is only used with --mode independent")
     phen = read_phenotype_bed(args.phenotypes)
-    cov = read_covariates(args.covariates, sample_ids=phen["sample_id"].values) if args.covariates else None
+    cov = read_study_covariates(args, phen)
     groups = read_phenotype_groups(args.phenotype_groups) if args.phenotype_groups else None
     if groups is not None and args.mode == "nominal":
         raise InputError("--phenotype-groups applies to --mode permute and independent")

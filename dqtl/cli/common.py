@@ -48,6 +48,9 @@ def add_study_args(p: argparse.ArgumentParser, *, window: bool = True) -> None:
     """The options every study plan takes: covariates, the cis window, MAF, sample intersection."""
     p.add_argument("--covariates", metavar="FILE", default=None,
                    help="covariates (tensorQTL layout or samples x covariates)")
+    p.add_argument("--categorical-covariates", metavar="NAME[,NAME]", default="",
+                   help="covariates to one-hot encode although their values are numbers (e.g. a "
+                        "batch coded 1, 2, 3); columns with no numeric value are categorical anyway")
     if window:
         p.add_argument("--window", type=non_negative_int, default=1_000_000,
                        help="cis window half-width in bp (default 1000000)")
@@ -111,3 +114,13 @@ def genotypes_from(path: str, *, fmt: str | None, progress: bool) -> Iterator[xr
         raise FileNotFoundError(f"genotypes {path} do not exist (expected a VCF Zarr store, VCF, PLINK 1/2 or BGEN)")
     with tempfile.TemporaryDirectory(prefix="dqtl-genotypes-") as tmp:
         yield load_genotypes(path, format=fmt, cache_dir=tmp, show_progress=progress)
+
+
+def read_study_covariates(args: argparse.Namespace, phenotypes: Any) -> Any:
+    """The run's covariates (``--covariates``, ``--categorical-covariates``) or None."""
+    if not args.covariates:
+        return None
+    from dqtl.io.phenotypes import read_covariates
+
+    names = [n for n in str(getattr(args, "categorical_covariates", "") or "").split(",") if n]
+    return read_covariates(args.covariates, sample_ids=phenotypes["sample_id"].values, categorical=names)

@@ -10,6 +10,7 @@ from dqtl.cli.common import (
     add_study_args,
     genotypes_from,
     positive_int,
+    read_study_covariates,
     scheduler,
 )
 
@@ -44,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dqtl.errors import InputError
     from dqtl.io.fs import check_bucket
-    from dqtl.io.phenotypes import read_covariates, read_phenotype_bed
+    from dqtl.io.phenotypes import read_phenotype_bed
     from dqtl.workflows import run_finemap
 
     check_bucket(args.output_prefix)
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--min-abs-corr must be in [0, 1], got {args.min_abs_corr}")
     progress = not args.no_progress
     phen = read_phenotype_bed(args.phenotypes)
-    cov = read_covariates(args.covariates, sample_ids=phen["sample_id"].values) if args.covariates else None
+    cov = read_study_covariates(args, phen)
     with genotypes_from(args.genotypes, fmt=args.genotype_format, progress=progress) as geno, \
             scheduler(args.scheduler_address, progress=progress):
         run_finemap(geno, phen, cov, args.output_prefix, cis_results=args.cis_results, fdr=args.fdr,

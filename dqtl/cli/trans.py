@@ -12,6 +12,7 @@ from dqtl.cli.common import (
     genotypes_from,
     non_negative_int,
     positive_int,
+    read_study_covariates,
     scheduler,
 )
 
@@ -90,13 +91,13 @@ def run(args: argparse.Namespace) -> int:
     from dqtl.association.trans import run_trans
     from dqtl.errors import InputError
     from dqtl.io.fs import check_bucket
-    from dqtl.io.phenotypes import read_covariates, read_phenotype_bed
+    from dqtl.io.phenotypes import read_phenotype_bed
     from dqtl.io.trans_output import input_signature
 
     progress = not args.no_progress
     check_bucket(args.output_prefix)  # fail before any work when the output bucket is missing
     phen = read_phenotype_bed(args.phenotypes)
-    cov = read_covariates(args.covariates, sample_ids=phen["sample_id"].values) if args.covariates else None
+    cov = read_study_covariates(args, phen)
     formats = ("parquet", "zarr") if args.output_format == "both" else (args.output_format,)
     if args.interaction:
         if args.regress_cis:

@@ -192,6 +192,7 @@ def read_covariates(
     *,
     sample_ids: Sequence[str] | np.ndarray | None = None,
     layout: str = "auto",
+    categorical: Sequence[str] = (),
 ) -> xr.Dataset:
     """Read covariates in tensorQTL layout (covariates x samples) or samples x covariates.
 
@@ -244,22 +245,37 @@ def read_covariates(
             f"covariates layout must be 'auto', 'covariates_by_samples' or 'samples_by_covariates', "
             f"got {layout!r}"
         )
-    return covariates_from_frame(df, source=str(path))
+    return covariates_from_frame(df, source=str(path), categorical=categorical)
 
 
-def covariates_from_frame(df: pd.DataFrame, *, source: str = "covariates") -> xr.Dataset:
+def covariates_from_frame(df: pd.DataFrame, *, source: str = "covariates",
+                          categorical: Sequence[str] = ()) -> xr.Dataset:
     """Build the covariate Dataset from a samples x covariates DataFrame (index = sample IDs).
 
-    Numeric columns are kept; other columns are one-hot encoded (first level dropped) with a
-    log line. Missing or infinite values are an error naming the covariate and sample.
+    Numeric columns are kept. A column is one-hot encoded (first level dropped, logged) only when
+    none of its values is a number (e.g. ``M``/``F``) or it is listed in ``categorical`` (e.g. a
+    batch coded 1, 2, 3). A column that is numeric except for some cells (a typo such as ``4O``
+    for ``40``) is an error naming the cells. Missing or infinite values are an error naming the
+    covariate and sample.
     """
     check_unique(df.index, what="sample IDs", where=source)
     check_unique(df.columns, what="covariate IDs", where=source)
+    unknown = sorted(set(map(str, categorical)) - set(map(str, df.columns)))
+    if unknown:
+        raise InputError(f"{source}: --categorical-covariates names {unknown[0]!r}, which is not a "
+                         f"covariate (have: {', '.join(map(str, list(df.columns)[:8]))})")
     parts: list[pd.DataFrame] = []
     for name in df.columns:
         col = df[name]
         num = pd.to_numeric(col, errors="coerce")
-        if (num.isna() & col.notna()).any():
+        bad = num.isna() & col.notna()
+        if bad.any() and num.notna().any() and str(name) not in set(map(str, categorical)):
+            cells = ", ".join(f"sample {i} {v!r}" for i, v in list(col[bad].items())[:3])
+            raise InputError(
+                f"{source}: covariate {name} is numeric except for {int(bad.sum())} of "
+                f"{int(col.notna().sum())} values ({cells}); fix those cells, or declare the column "
+                f"categorical with --categorical-covariates {name}")
+        if bad.any() or str(name) in set(map(str, categorical)):
             levels = pd.unique(col.dropna().astype(str))
             log.info(
                 "%s: covariate %s is categorical (%d levels: %s); one-hot encoded, first level "

@@ -104,6 +104,37 @@ def test_read_covariates__both_layouts_and_categorical(tmp_path, caplog):
     np.testing.assert_array_equal(c.covariate_values.values, b.covariate_values.values)
 
 
+def test_read_covariates__a_typo_in_a_numeric_column_is_an_error_naming_the_cell(tmp_path, capsys):
+    samples = [f"s{i}" for i in range(10)]
+    ages = ["40", "41", "4O", "39", "52", "33", "47", "45", "38", "50"]
+    (tmp_path / "cov.txt").write_text("id\t" + "\t".join(samples) + "\nage\t" + "\t".join(ages)
+                                      + "\nbatch\t" + "\t".join(["1", "2", "3"] * 3 + ["1"]) + "\n")
+    with pytest.raises(InputError, match=r"covariate age is numeric except for 1 of 10 values \(sample s2 '4O'\)"):
+        read_covariates(tmp_path / "cov.txt")
+    ages[2] = "42"
+    (tmp_path / "ok.txt").write_text("id\t" + "\t".join(samples) + "\nage\t" + "\t".join(ages)
+                                     + "\nbatch\t" + "\t".join(["1", "2", "3"] * 3 + ["1"]) + "\n")
+    num = read_covariates(tmp_path / "ok.txt")
+    assert list(num.covariate_id.values) == ["age", "batch"]  # a numeric batch stays numeric
+    cat = read_covariates(tmp_path / "ok.txt", categorical=["batch"])  # unless declared
+    assert list(cat.covariate_id.values) == ["age", "batch_2", "batch_3"]
+    with pytest.raises(InputError, match="not a covariate"):
+        read_covariates(tmp_path / "ok.txt", categorical=["nope"])
+    # the CLI: one line, exit 2
+    from dqtl.cli.main import main
+
+    sim = __import__("dqtl").simulate(n_samples=10, n_variants=50, n_phenotypes=2, seed=1)
+    from dqtl.simulation_files import write_simulation
+
+    f = {k: str(v[0]) for k, v in write_simulation(sim, tmp_path, formats=("zarr", "bed"), prefix="s").items()}
+    (tmp_path / "bad.txt").write_text("id\t" + "\t".join(sim.sample_id.values.astype(str)) + "\nage\t"
+                                      + "\t".join(ages[:2] + ["4O"] + ages[3:]) + "\n")
+    rc = main(["-q", "cis", f["zarr"], f["bed"], str(tmp_path / "x"), "--covariates", str(tmp_path / "bad.txt"),
+               "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--categorical-covariates age" in err and len(err.splitlines()) == 1
+
+
 def test_read_covariates__missing_value_is_error(tmp_path):
     (tmp_path / "cov.txt").write_text("id\ta\tb\tc\nPC1\t1\tNA\t3\n")
     with pytest.raises(InputError, match="PC1 is missing or infinite for sample b"):
