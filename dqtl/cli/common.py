@@ -62,6 +62,11 @@ def add_study_args(p: argparse.ArgumentParser, *, window: bool = True) -> None:
 
 def add_genotype_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
+        "--multiallelic", choices=["error", "drop"], default="error",
+        help="variants with more than one ALT allele: error (default; split them first with "
+             "'bcftools norm -m -any') or drop them (counted in the log)",
+    )
+    p.add_argument(
         "--genotype-format", choices=["vcf", "plink", "pgen", "bgen"], default=None,
         help="format of GENOTYPES when it is not a VCF Zarr store and its prefix matches several",
     )

@@ -101,7 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _setup_logging(args.verbose, args.quiet)
     try:
-        return int(args.func(args) or 0)
+        import dask
+
+        with dask.config.set({"dqtl.multiallelic": getattr(args, "multiallelic", "error")}):
+            return int(args.func(args) or 0)
     except (ValueError, TypeError, OSError, KeyError) as exc:
         msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
         msg = " ".join(msg.split())  # one line

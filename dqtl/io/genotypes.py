@@ -138,6 +138,32 @@ def _is_dask(var: xr.DataArray) -> bool:
     return var.chunks is not None
 
 
+def _multiallelic(ds: xr.Dataset, name: str) -> xr.Dataset:
+    """Variants with more than one ALT allele: an error with their count and the fix, or (dask
+    config ``dqtl.multiallelic = "drop"``, the CLI's ``--multiallelic drop``) dropped and
+    counted. Their calls would otherwise be tested as one "non-REF" dosage. ``"keep"`` (library
+    only) opens the store as it is, for inspecting a conversion."""
+    import dask
+
+    policy = dask.config.get("dqtl.multiallelic", "error")
+    if policy == "keep" or "variant_allele" not in ds or ds["variant_allele"].ndim != 2 \
+            or ds["variant_allele"].shape[1] <= 2:
+        return ds
+    third = np.array([str(a) for a in np.asarray(ds["variant_allele"][:, 2].values, dtype=object)])
+    multi = (third != "") & (third != ".") & (third != "None") & (third != "nan")
+    n = int(multi.sum())
+    if n == 0:
+        return ds
+    example = str(np.asarray(ds["variant_id"].values)[np.flatnonzero(multi)[0]]) if "variant_id" in ds else "?"
+    if policy != "drop":
+        raise InputError(
+            f"{name}: {n} variants have more than one ALT allele (e.g. {example}); split them into "
+            "biallelic records first ('bcftools norm -m -any' before converting) or pass "
+            "--multiallelic drop to skip them")
+    log.warning("%s: %d multiallelic variants dropped (e.g. %s)", name, n, example)
+    return ds.isel(variants=np.flatnonzero(~multi))
+
+
 def _finalize(ds: xr.Dataset, name: str, chunks: int | None) -> xr.Dataset:
     """Validate a genotype Dataset and bring it into the data model (see module docstring)."""
     try:
@@ -186,6 +212,7 @@ def _finalize(ds: xr.Dataset, name: str, chunks: int | None) -> xr.Dataset:
         log.info("%s has no variant_id: naming variants CONTIG:POSITION", name)
         out["variant_id"] = ("variants", ids)
 
+    out = _multiallelic(out, name)
     if "call_dosage" not in out and "call_DS" in out:
         ds_var = out["call_DS"]
         if ds_var.dims[:2] != ("variants", "samples") or ds_var.ndim > 3:
@@ -206,7 +233,13 @@ def _finalize(ds: xr.Dataset, name: str, chunks: int | None) -> xr.Dataset:
                 "(variants, samples) float"
             )
         if dos.dtype != np.float32:
-            out["call_dosage"] = dos.astype(np.float32)
+            dos = out["call_dosage"] = dos.astype(np.float32)
+        # missing-value codes (DS=-9, as some imputation and PLINK exports write them) and any
+        # dosage outside [0, ploidy] are missing: NaN, mean-imputed and counted with the missing
+        # calls by every method, never used as a dosage
+        ploidy = int(out.sizes.get("ploidy", 2))
+        out["call_dosage"] = dos.where((dos >= -1e-6) & (dos <= ploidy + 1e-6))
+        log.debug("%s: dosages outside [0, %d] are read as missing", name, ploidy)
 
     # everything else lazily, chunked along variants; numpy StringDType -> object (sgkit model)
     for key in list(out.data_vars):

@@ -110,7 +110,13 @@ def test_open_genotypes__call_ds_squeezed_into_float32_call_dosage(tmp_path):
         "chr1\t100\trs1\tA\tG\t.\t.\t.\tGT:DS\t0/1:0.9\t1/1:1.8\t./.:.\n"
         "chr1\t200\t.\tC\tT,G\t.\t.\t.\tGT:DS\t0/2:0.1,0.9\t1/2:1,1\t0/0:0,0\n"
     )
-    ds = open_genotypes(convert(vcf, tmp_path / "ds.vcz", show_progress=False))
+    store = convert(vcf, tmp_path / "ds.vcz", show_progress=False)
+    with pytest.raises(InputError, match="1 variants have more than one ALT allele"):
+        open_genotypes(store)  # a run refuses the multiallelic record unless told
+    import dask
+
+    with dask.config.set({"dqtl.multiallelic": "keep"}):
+        ds = open_genotypes(store)
     assert "call_DS" not in ds and ds["call_dosage"].dtype == np.float32
     assert ds["call_dosage"].dims == ("variants", "samples")
     np.testing.assert_allclose(ds["call_dosage"].values, [[0.9, 1.8, np.nan], [1.0, 2.0, 0.0]],
