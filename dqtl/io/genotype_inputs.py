@@ -344,8 +344,16 @@ def check_vcf(gi: GenotypeInput) -> None:
         ) from None
     try:
         samples = np.array(reader.samples, dtype=str)
+        try:
+            first = next(iter(reader), None)
+        except Exception as exc:  # a corrupt first record
+            raise InputError(f"VCF/BCF {str(gi.path)!r}: its first record cannot be read ({exc}); "
+                             "check the file with 'bcftools view'") from None
     finally:
         reader.close()
     if samples.size == 0:
         raise InputError(f"VCF/BCF {str(gi.path)!r} has no samples (no genotype columns)")
+    if first is None:
+        raise InputError(f"VCF/BCF {str(gi.path)!r} has a header but no variant records: "
+                         "nothing to convert (was it filtered or truncated?)")
     check_unique_samples(samples, gi.path)

@@ -65,3 +65,14 @@ def test_multiallelic_sites_error_or_dropped(tmp_path, capsys):
     assert rc == 2 and "--multiallelic drop" in err and len(err.splitlines()) == 1
     assert main(["-q", "cis", str(store), bed, str(tmp_path / "y"), "--no-progress",
                  "--multiallelic", "drop", "--window", "100000"]) == 0
+
+
+def test_vcf_with_a_header_and_no_records_is_an_error(tmp_path, capsys):
+    vcf = tmp_path / "empty.vcf"
+    vcf.write_text("##fileformat=VCFv4.2\n##contig=<ID=1>\n"
+                   '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+                   "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\ts1\ts2\n")
+    rc = main(["-q", "convert", str(vcf), str(tmp_path / "e.vcz")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "no variant records" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "e.vcz").exists()
