@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,57 @@ def _bgen_sample_ids(gi: GenotypeInput, bgen: Any) -> np.ndarray:
     return ids
 
 
+def check_bgen_layout(path: Any) -> None:
+    """Walk a BGEN file's header and every variant block's lengths (no genotype decoding) and
+    check that each lies inside the file: a truncated or corrupt file is one clear error here
+    instead of a crash in the native reader."""
+    import mmap
+    import struct
+
+    name = str(path)
+    size = os.path.getsize(path)
+    if size < 24:
+        raise InputError(f"BGEN {name!r} is truncated ({size} bytes; not even a header)")
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        def u32(at: int) -> int:
+            if at + 4 > size:
+                raise EOFError
+            return int(struct.unpack_from("<I", m, at)[0])
+
+        def u16(at: int) -> int:
+            if at + 2 > size:
+                raise EOFError
+            return int(struct.unpack_from("<H", m, at)[0])
+
+        n_var, done = 0, 0
+        try:
+            offset = u32(0)
+            lh = u32(4)
+            n_var, n_samples = u32(8), u32(12)
+            flags = u32(4 + lh - 4)
+            layout = (flags >> 2) & 0xF
+            compressed = flags & 3
+            at = offset + 4
+            for done in range(n_var):  # noqa: B007  (done: the variants walked so far)
+                if layout == 1:
+                    at += 4
+                for _ in range(3):  # id, rsid, chromosome
+                    at += 2 + u16(at)
+                at += 4  # position
+                k = u16(at) if layout == 2 else 2
+                at += 2 if layout == 2 else 0
+                for _ in range(k):
+                    at += 4 + u32(at)
+                at += 6 * n_samples if layout == 1 and not compressed else 4 + u32(at)
+                if at > size:
+                    raise EOFError
+        except EOFError:
+            raise InputError(
+                f"BGEN {name!r} is truncated or corrupt: its variant blocks run past the end of the "
+                f"file ({size} bytes) at variant {done + 1} of {n_var}; copy or export it again"
+            ) from None
+
+
 class BgenSource:
     """BGEN reader on cbgen; variant metadata from a cbgen metafile made in ``workdir``."""
 
@@ -186,6 +238,7 @@ class BgenSource:
             raise InputError(
                 f"{str(gi.path)!r} is not a BGEN file (no 'bgen' magic number in its header)"
             )
+        check_bgen_layout(gi.path)  # native code must never see a truncated or corrupt layout
         try:
             self.bgen = cbgen.bgen_file(gi.path)
             if not metafile.exists():

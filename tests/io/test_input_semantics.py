@@ -76,3 +76,23 @@ def test_vcf_with_a_header_and_no_records_is_an_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "no variant records" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "e.vcz").exists()
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.6, 0.95])
+def test_truncated_bgen_is_one_clear_error_not_a_crash(tmp_path, keep):
+    """A BGEN cut short (an interrupted download) used to crash the process in native code."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REFERENCE
+
+    src = REFERENCE.parent / "data" / "genotypes" / "geuvadis_subset.bgen"
+    data = src.read_bytes()
+    cut = tmp_path / "cut.bgen"
+    cut.write_bytes(data[: int(len(data) * keep)])
+    proc = subprocess.run([sys.executable, "-m", "dqtl", "-q", "convert", str(cut), str(tmp_path / "c.vcz")],
+                          capture_output=True, text=True)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and "truncated" in err and len(err.splitlines()) == 1, (proc.returncode, err)
+    assert not (tmp_path / "c.vcz").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name not in ("cut.bgen",)]
