@@ -198,14 +198,28 @@ class TransBlockStore:
         return exists(self.block_path(key))
 
     def completed(self) -> set[tuple[int, int]]:
-        """Keys of the blocks recorded."""
+        """Keys of the blocks recorded and readable. A block file that cannot be read (cut short
+        by a crash or a full disk, or damaged) is removed (it is this store's own) and logged:
+        the resumed run computes it again."""
         out = set()
         fs, fp = filesystem(self.path)
         if fs.exists(fp):
             for name in fs.ls(fp, detail=False):
                 m = _BLOCK_RE.match(basename(str(name)))
-                if m:
-                    out.add((int(m.group(1)), int(m.group(2))))
+                if not m:
+                    continue
+                key = (int(m.group(1)), int(m.group(2)))
+                try:
+                    self.read(key, fields=())
+                except InputError:
+                    raise
+                except Exception as exc:  # noqa: BLE001  (zip, npz or I/O errors: a damaged block)
+                    log.warning("trans block store: %s is unreadable (%s); computing it again",
+                                basename(str(name)), type(exc).__name__)
+                    with contextlib.suppress(FileNotFoundError):
+                        fs.rm(str(name))
+                    continue
+                out.add(key)
         return out
 
     def write(self, key: tuple[int, int], arrays: dict[str, Any]) -> None:

@@ -104,6 +104,26 @@ def test_trans_cli__killed_run_resumes_to_identical_output(stores, tmp_path):
     assert a["n_tests"] == b["n_tests"] and a["n_hits"] == b["n_hits"]
 
 
+def test_trans_cli__a_damaged_block_in_the_resume_store_is_computed_again(stores, tmp_path):
+    files = stores[10_000]
+    clean = tmp_path / "clean"
+    assert main(["-q", "trans", files["zarr"], files["bed"], str(clean), "--covariates",
+                 files["covariates"], "--no-progress", "--variants-chunk-size", "1000",
+                 "--keep-blocks"]) == 0
+    blocks = sorted(Path(f"{clean}.trans_blocks").glob("*.npz"))
+    assert len(blocks) >= 5
+    blocks[1].write_bytes(blocks[1].read_bytes()[:100])  # cut short
+    blocks[3].write_bytes(b"garbage" * 50)              # overwritten
+    Path(f"{clean}.trans_qtl_pairs.parquet").unlink()
+    ref = tmp_path / "ref"
+    assert main(["-q", "trans", files["zarr"], files["bed"], str(ref), "--covariates",
+                 files["covariates"], "--no-progress", "--variants-chunk-size", "1000"]) == 0
+    assert main(["-q", "trans", files["zarr"], files["bed"], str(clean), "--covariates",
+                 files["covariates"], "--no-progress", "--variants-chunk-size", "1000"]) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(f"{clean}.trans_qtl_pairs.parquet"),
+                                  pd.read_parquet(f"{ref}.trans_qtl_pairs.parquet"))
+
+
 def test_trans_cli__geuvadis_pgen_matches_tensorqtl_parquet_and_zarr(tmp_path):
     prefix = tmp_path / "geuvadis"
     rc = main(["-q", "trans", str(EXAMPLE / "geuvadis_ceu90_maf01.pgen"), str(EXAMPLE / "expression.bed.gz"),
