@@ -90,7 +90,30 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     root.propagate = True  # tests (caplog) and embedding applications still see the records
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that every open publication and work folder is
+    cleaned up on the way out, as for Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+    import threading
+
+    old = None
+    if threading.current_thread() is threading.main_thread():
+        old = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv)
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -110,8 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = " ".join(msg.split())  # one line
         print(f"dqtl {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except _Terminated:
+        print(f"dqtl {args.command}: terminated (SIGTERM); nothing was published", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
-        print(f"dqtl {args.command}: interrupted", file=sys.stderr)
+        print(f"dqtl {args.command}: interrupted; nothing was published", file=sys.stderr)
         return 130
 
 

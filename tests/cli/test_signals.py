@@ -1,0 +1,48 @@
+"""Ctrl-C and SIGTERM during long commands: nothing published, temporary files gone, a rerun
+gives the same files as an undisturbed run."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+import dqtl
+from dqtl.simulation_files import write_simulation
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("signals")
+    sim = dqtl.simulate(n_samples=300, n_variants=20_000, n_phenotypes=300, n_covariates=2, seed=9)
+    return {k: str(p[0]) for k, p in write_simulation(sim, tmp, formats=("zarr", "bed", "covariates"),
+                                                      prefix="s").items()}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_mid_run__nothing_published_and_no_leftovers(study, tmp_path, sig):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "dqtl", "-q", "cis", study["zarr"], study["bed"], str(out),
+           "--covariates", study["covariates"], "--mode", "permute", "--permutations", "20000",
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(6.0)  # inside the permutation pass
+    assert proc.poll() is None, proc.stderr.read()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == (143 if sig == signal.SIGTERM else 130), err
+    assert "nothing was published" in err
+    assert list(tmp_path.iterdir()) == []  # no output, no staged file, no work folder
+    # a rerun (fewer permutations, to keep the test short) equals an undisturbed run
+    short = [*cmd[:-2], "200", "--no-progress"]
+    assert subprocess.run(short, capture_output=True).returncode == 0
+    ref = tmp_path / "ref"
+    short_ref = list(short)
+    short_ref[short_ref.index(str(out))] = str(ref)
+    assert subprocess.run(short_ref, capture_output=True).returncode == 0
+    pd.testing.assert_frame_equal(pd.read_csv(f"{out}.cis_qtl.txt.gz", sep="\t"),
+                                  pd.read_csv(f"{ref}.cis_qtl.txt.gz", sep="\t"))
