@@ -90,6 +90,27 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     root.propagate = True  # tests (caplog) and embedding applications still see the records
 
 
+def _message(exc: BaseException) -> str:
+    """One line for an error that reached the CLI: the file named for OS errors (without the
+    errno prefix), the missing name for a KeyError."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" {exc.filename!s}" if exc.filename else ""
+        extra = f" -> {exc.filename2!s}" if getattr(exc, "filename2", None) else ""
+        hint = {17: "it already exists: remove it or choose another path",
+                20: "a path component is a file, not a folder: choose another path",
+                21: "it is a folder: give a file path",
+                13: "no permission: choose a path you can write", 28: "the disk is full"}.get(
+                    exc.errno or 0, "")
+        msg = f"{exc.strerror}:{where}{extra}" + (f" ({hint})" if hint else "")
+    elif isinstance(exc, KeyError) and exc.args:
+        msg = f"{exc.args[0]!s} was not found (a missing column, variable or key)"
+    elif isinstance(exc, AssertionError):
+        msg = f"an internal check failed ({exc!s}); please report it with the command line"
+    else:
+        msg = str(exc)
+    return " ".join(msg.split())
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread so that every open publication and work folder is
     cleaned up on the way out, as for Ctrl-C."""
@@ -128,9 +149,8 @@ def _main(argv: Sequence[str] | None) -> int:
 
         with dask.config.set({"dqtl.multiallelic": getattr(args, "multiallelic", "error")}):
             return int(args.func(args) or 0)
-    except (ValueError, TypeError, OSError, KeyError) as exc:
-        msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-        msg = " ".join(msg.split())  # one line
+    except (ValueError, TypeError, OSError, KeyError, AssertionError) as exc:
+        msg = _message(exc)
         print(f"dqtl {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except _Terminated:

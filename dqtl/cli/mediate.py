@@ -74,8 +74,12 @@ def run(args: argparse.Namespace) -> int:
         import os
 
         if summary_path != str(args.trans_results) and os.path.exists(summary_path):
-            with open(summary_path) as f:
-                n_trans = json.load(f).get("n_samples")
+            try:
+                with open(summary_path) as f:
+                    n_trans = json.load(f).get("n_samples")
+            except (ValueError, AttributeError):
+                raise InputError(f"{summary_path}: not a trans summary (invalid JSON); remove it or "
+                                 "give the trans results of a complete dqtl trans run") from None
             samples = set(phen["sample_id"].values.astype(str)) & set(geno["sample_id"].values.astype(str))
             if n_trans is not None and int(n_trans) != len(samples):
                 raise InputError(f"--trans-results come from another sample set: the trans run had {n_trans} "

@@ -250,8 +250,8 @@ def _check_output(output: Path, force: bool) -> None:
         return
     if not force:
         raise InputError(
-            f"output {str(output)!r} already exists: choose another path or pass force=True "
-            "(--force) to replace it"
+            f"output {str(output)!r} already exists: choose another path, or replace it with "
+            "--force (force=True in Python)"
         )
     if output.is_dir() and any(output.iterdir()) and not is_zarr_store(output):
         raise InputError(

@@ -170,6 +170,11 @@ class TransBlockStore:
             with contextlib.suppress(OSError, ValueError):
                 with open_file(mpath, "rb") as f:
                     old = json.loads(f.read())
+            ours = isinstance(old, dict) and old.get("format") == _FORMAT
+            if fs.ls(fp) and not ours:  # never remove a folder dqtl did not create
+                raise InputError(
+                    f"{path} exists and is not a dqtl trans block store (no manifest.json of "
+                    "dqtl): move it away or choose another output prefix")
             if not isinstance(old, dict) or old.get("fingerprint") != fingerprint:
                 if fs.ls(fp):
                     log.warning(

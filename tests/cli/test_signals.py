@@ -46,3 +46,29 @@ def test_signal_mid_run__nothing_published_and_no_leftovers(study, tmp_path, sig
     assert subprocess.run(short_ref, capture_output=True).returncode == 0
     pd.testing.assert_frame_equal(pd.read_csv(f"{out}.cis_qtl.txt.gz", sep="\t"),
                                   pd.read_csv(f"{ref}.cis_qtl.txt.gz", sep="\t"))
+
+
+def test_error_lines_name_the_file_without_errno_prefixes(tmp_path, capsys):
+    from dqtl.cli.main import main
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    sim = dqtl.simulate(n_samples=30, n_variants=100, n_phenotypes=3, seed=1)
+    f = {k: str(p[0]) for k, p in write_simulation(sim, tmp_path, formats=("zarr", "bed"), prefix="s").items()}
+    rc = main(["-q", "cis", f["zarr"], f["bed"], str(blocker / "out"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "[Errno" not in err and "afile" in err and len(err.splitlines()) == 1, err
+
+
+def test_trans_block_store_never_removes_a_folder_it_did_not_create(tmp_path, capsys):
+    from dqtl.cli.main import main
+
+    sim = dqtl.simulate(n_samples=30, n_variants=100, n_phenotypes=3, seed=1)
+    f = {k: str(p[0]) for k, p in write_simulation(sim, tmp_path, formats=("zarr", "bed"), prefix="s").items()}
+    theirs = tmp_path / "t.trans_blocks"
+    theirs.mkdir()
+    (theirs / "precious.txt").write_text("mine")
+    rc = main(["-q", "trans", f["zarr"], f["bed"], str(tmp_path / "t"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "not a dqtl trans block store" in err
+    assert (theirs / "precious.txt").read_text() == "mine"
