@@ -65,7 +65,26 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    for sp in sub.choices.values():
+        _common_options(sp)
     return parser
+
+
+def _common_options(sp: argparse.ArgumentParser) -> None:
+    """-q/-v after the sub-command too, and tensorQTL's spelling of every long option
+    (``--maf_threshold`` for ``--maf-threshold``) as an alias."""
+    if "--quiet" not in sp._option_string_actions:
+        sp.add_argument("-v", "--verbose", action="count", default=0, dest="sub_verbose",
+                        help="more log output (-vv for debug)")
+        sp.add_argument("-q", "--quiet", action="store_true", dest="sub_quiet",
+                        help="only warnings and errors")
+    for action in list(sp._actions):
+        for opt in list(action.option_strings):
+            if opt.startswith("--") and "-" in opt[2:]:
+                alias = "--" + opt[2:].replace("-", "_")
+                if alias not in sp._option_string_actions:
+                    action.option_strings = [*action.option_strings, alias]
+                    sp._option_string_actions[alias] = action
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -143,7 +162,8 @@ def _main(argv: Sequence[str] | None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
-    _setup_logging(args.verbose, args.quiet)
+    _setup_logging(args.verbose + getattr(args, "sub_verbose", 0),
+                   args.quiet or getattr(args, "sub_quiet", False))
     try:
         import dask
 

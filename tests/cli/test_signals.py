@@ -72,3 +72,19 @@ def test_trans_block_store_never_removes_a_folder_it_did_not_create(tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "not a dqtl trans block store" in err
     assert (theirs / "precious.txt").read_text() == "mine"
+
+
+def test_cli_quiet_verbose_after_the_subcommand_and_tensorqtl_spellings(tmp_path, capsys):
+    from dqtl.cli.main import main
+
+    sim = dqtl.simulate(n_samples=40, n_variants=200, n_phenotypes=3, seed=1)
+    f = {k: str(p[0]) for k, p in write_simulation(sim, tmp_path, formats=("zarr", "bed"), prefix="s").items()}
+    assert main(["cis", f["zarr"], f["bed"], str(tmp_path / "a"), "--no_progress", "-q",
+                 "--maf_threshold", "0.05", "--window", "100000"]) == 0
+    err = capsys.readouterr().err
+    assert "INFO" not in err  # -q after the sub-command
+    assert main(["cis", f["zarr"], f["bed"], str(tmp_path / "b"), "--no-progress", "-q",
+                 "--maf-threshold", "0.05", "--window", "100000"]) == 0
+    a = pd.read_parquet(tmp_path / "a.cis_qtl_pairs.1.parquet")
+    b = pd.read_parquet(tmp_path / "b.cis_qtl_pairs.1.parquet")
+    pd.testing.assert_frame_equal(a, b)
