@@ -13,6 +13,10 @@ from pathlib import Path
 
 import pytest
 
+# converted genotype stores go to a temporary store per run in the tests (the cache is tested
+# explicitly with --genotype-cache)
+os.environ.setdefault("DQTL_GENOTYPE_CACHE", "none")
+
 # scripts that generate reference outputs or fixtures run in their own environments (R,
 # tensorQTL): they are not test modules, and --doctest-modules must not import them
 collect_ignore_glob = ["reference/*", "data/*"]

@@ -67,6 +67,12 @@ def add_genotype_args(p: argparse.ArgumentParser) -> None:
              "'bcftools norm -m -any') or drop them (counted in the log)",
     )
     p.add_argument(
+        "--genotype-cache", metavar="DIR", default=None,
+        help="where VCF/PLINK/BGEN input converted on the fly is kept and reused by later runs on "
+             "the same unchanged files (default: $DQTL_GENOTYPE_CACHE or ~/.cache/dqtl/genotypes; "
+             "'none': a temporary store per run)",
+    )
+    p.add_argument(
         "--genotype-format", choices=["vcf", "plink", "pgen", "bgen"], default=None,
         help="format of GENOTYPES when it is not a VCF Zarr store and its prefix matches several",
     )
@@ -117,8 +123,36 @@ def genotypes_from(path: str, *, fmt: str | None, progress: bool) -> Iterator[xr
     p = Path(path)
     if not p.exists() and not any(p.parent.glob(glob_escape(p.name) + ".*")):
         raise FileNotFoundError(f"genotypes {path} do not exist (expected a VCF Zarr store, VCF, PLINK 1/2 or BGEN)")
-    with tempfile.TemporaryDirectory(prefix="dqtl-genotypes-") as tmp:
-        yield load_genotypes(path, format=fmt, cache_dir=tmp, show_progress=progress)
+    from dqtl.io.genotypes import is_zarr_store
+
+    cache = genotype_cache_dir()
+    if cache is None or is_zarr_store(p):
+        with tempfile.TemporaryDirectory(prefix="dqtl-genotypes-") as tmp:
+            yield load_genotypes(path, format=fmt, cache_dir=tmp, show_progress=progress)
+        return
+    import hashlib
+
+    key = hashlib.sha1(str(p.expanduser().resolve()).encode()).hexdigest()[:16]
+    where = cache / key
+    log.info("genotype input %s: converted store cached in %s (reused while the input is unchanged)",
+             path, where)
+    yield load_genotypes(path, format=fmt, cache_dir=where, show_progress=progress)
+
+
+def genotype_cache_dir() -> Path | None:
+    """The folder of converted genotype stores (``--genotype-cache``, ``$DQTL_GENOTYPE_CACHE``,
+    ``~/.cache/dqtl/genotypes``), or None for a temporary store per run (``none``)."""
+    import os
+
+    import dask
+
+    value = dask.config.get("dqtl.genotype_cache", None) or os.environ.get("DQTL_GENOTYPE_CACHE")
+    if value is None:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        return Path(base) / "dqtl" / "genotypes"
+    if str(value).lower() == "none":
+        return None
+    return Path(value).expanduser()
 
 
 def read_study_covariates(args: argparse.Namespace, phenotypes: Any) -> Any:

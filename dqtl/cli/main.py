@@ -167,7 +167,8 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         import dask
 
-        with dask.config.set({"dqtl.multiallelic": getattr(args, "multiallelic", "error")}):
+        with dask.config.set({"dqtl.multiallelic": getattr(args, "multiallelic", "error"),
+                              "dqtl.genotype_cache": getattr(args, "genotype_cache", None)}):
             return int(args.func(args) or 0)
     except (ValueError, TypeError, OSError, KeyError, AssertionError) as exc:
         msg = _message(exc)

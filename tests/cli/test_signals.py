@@ -88,3 +88,32 @@ def test_cli_quiet_verbose_after_the_subcommand_and_tensorqtl_spellings(tmp_path
     a = pd.read_parquet(tmp_path / "a.cis_qtl_pairs.1.parquet")
     b = pd.read_parquet(tmp_path / "b.cis_qtl_pairs.1.parquet")
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_converted_genotypes_are_cached_and_reused_while_unchanged(tmp_path, caplog):
+    import os
+    import shutil
+
+    from dqtl.cli.main import main
+    from tests.conftest import EXAMPLE
+
+    pgen = tmp_path / "g"
+    for ext in (".pgen", ".pvar", ".psam"):
+        shutil.copy(EXAMPLE / f"geuvadis_ceu90_maf01{ext}", f"{pgen}{ext}")
+    cache = tmp_path / "cache"
+    args = [f"{pgen}.pgen", str(EXAMPLE / "expression.bed.gz"), "--covariates",
+            str(EXAMPLE / "covariates.txt"), "--no-progress", "--genotype-cache", str(cache)]
+    with caplog.at_level("INFO", logger="dqtl"):
+        assert main(["cis", args[0], args[1], str(tmp_path / "a"), *args[2:]]) == 0
+        assert "using cached genotype store" not in caplog.text
+        caplog.clear()
+        assert main(["cis", args[0], args[1], str(tmp_path / "b"), *args[2:]]) == 0
+        assert "using cached genotype store" in caplog.text  # no second conversion
+        caplog.clear()
+        os.utime(f"{pgen}.pgen", None)  # the input changed: converted again
+        assert main(["cis", args[0], args[1], str(tmp_path / "c"), *args[2:]]) == 0
+        assert "using cached genotype store" not in caplog.text
+    for x in ("b", "c"):
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a.cis_qtl_pairs.1.parquet"),
+                                      pd.read_parquet(tmp_path / f"{x}.cis_qtl_pairs.1.parquet"))
+    assert len(list(cache.iterdir())) == 1
