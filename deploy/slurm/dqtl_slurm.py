@@ -1,6 +1,6 @@
 """cis-eQTL nominal scan on a SLURM cluster through dask-jobqueue.
 
-    pip install dask-jobqueue
+    pip install "dqtl[jobqueue]"   (dask-jobqueue)
     python dqtl_slurm.py cohort.vcz expression.bed.gz covariates.txt out/cohort --jobs 20
 """
 
