@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from dqtl.cli.common import (
     add_genotype_args,
@@ -16,6 +14,9 @@ from dqtl.cli.common import (
     read_study_covariates,
     scheduler,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("dqtl")
 
@@ -71,6 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def read_phenotype_groups(path: str) -> pd.Series:
     """Two-column phenotype -> group table (tab-separated, no header), as tensorQTL's."""
+    import pandas as pd
+
     from dqtl.errors import InputError
     from dqtl.io.phenotypes import check_unique
 
@@ -136,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--maf-threshold-interaction must be in [0, 0.5), got "
                              f"{args.maf_threshold_interaction}")
         interaction = read_interaction(args.interaction)
+    import numpy as np
+
     dtype = np.float32 if args.precision == "float32" else np.float64
     with genotypes_from(args.genotypes, fmt=args.genotype_format, progress=progress) as geno, \
             scheduler(args.scheduler_address, progress=progress):

@@ -9,9 +9,11 @@ import tempfile
 from collections.abc import Iterator
 from glob import escape as glob_escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import xarray as xr
+if TYPE_CHECKING:
+    import xarray as xr
+
 
 log = logging.getLogger("dqtl")
 

@@ -7,12 +7,10 @@ import logging
 from typing import Any
 
 from dqtl.errors import InputError
-from dqtl.simulation import (
-    SIMULATION_FORMATS,
-    check_simulation_parameters,
-    simulate,
-)
-from dqtl.simulation_files import write_simulation
+
+#: dqtl.simulation.SIMULATION_FORMATS, spelled here so that building the parser imports nothing
+#: heavy (tests/cli check that the two agree)
+SIMULATION_FORMATS = ("zarr", "bed", "covariates", "truth", "hidden", "vcf", "pgen")
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +67,9 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Validate every option, then simulate and write; return the exit code."""
     params = {key: getattr(args, key) for key in _OPTIONS}
+    from dqtl.simulation import check_simulation_parameters, simulate
+    from dqtl.simulation_files import write_simulation
+
     check_simulation_parameters(params, names={k: v[0] for k, v in _OPTIONS.items()})
     formats = [f.strip() for f in str(args.formats).split(",") if f.strip()]
     unknown = [f for f in formats if f not in SIMULATION_FORMATS]
