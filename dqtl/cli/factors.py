@@ -87,8 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from dqtl.errors import InputError
-    from dqtl.io.atomic import atomic_path
-    from dqtl.io.fs import check_bucket, is_url
+    from dqtl.io.fs import Publication, check_bucket, is_url
     from dqtl.io.phenotypes import read_covariates, read_phenotype_bed
     from dqtl.preprocess.factor_discovery import choose_n_factors_by_discovery, plot_discovery_curve
     from dqtl.preprocess.factors import expression_pcs, gtex_n_factors, peer_factors
@@ -119,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
             f"PHENOTYPES: {n} samples and {n_cov} covariates leave no room for hidden factors; "
             "add samples or drop covariates"
         )
+    curve = None
     if args.n_factors == "auto":
         k = gtex_n_factors(n)
         if k > limit:
@@ -139,14 +139,6 @@ def run(args: argparse.Namespace) -> int:
                 window=args.window, seed=args.seed, max_iter=args.max_iter, tol=args.tol,
             )
         k = curve.best
-        with atomic_path(f"{out}.discovery.tsv") as tmp:
-            curve.to_frame().to_csv(tmp, sep="\t", index=False)
-        ax = plot_discovery_curve(curve)
-        with atomic_path(f"{out}.discovery.png") as tmp:
-            ax.figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-        import matplotlib.pyplot as plt
-
-        plt.close(ax.figure)
         log.info("factors: discovery curve %s -> %d factors",
                  ", ".join(f"{a}:{b}" for a, b in zip(curve.n_factors, curve.n_egenes, strict=True)), k)
         if k == 0:
@@ -169,7 +161,16 @@ def run(args: argparse.Namespace) -> int:
         evr = res.explained_variance_ratio
         log.info("factors: %d expression PCs explain %.1f%% of the variance", k,
                  100 * float(evr.sum()) if evr is not None else float("nan"))
-    with atomic_path(out) as tmp:
-        res.to_frame().to_csv(tmp, sep="\t", index=False, float_format="%.10g")
+    # the factors and (discovery) the curve and its plot appear together, or none of them
+    with Publication() as pub:
+        res.to_frame().to_csv(pub.stage(out), sep="\t", index=False, float_format="%.10g")
+        if curve is not None:
+            curve.to_frame().to_csv(pub.stage(f"{out}.discovery.tsv"), sep="\t", index=False)
+            ax = plot_discovery_curve(curve)
+            ax.figure.savefig(pub.stage(f"{out}.discovery.png"), format="png", dpi=120,
+                              bbox_inches="tight")
+            import matplotlib.pyplot as plt
+
+            plt.close(ax.figure)
     log.info("factors: wrote %s", out)
     return 0

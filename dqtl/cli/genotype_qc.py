@@ -57,8 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     from dqtl.compute import compute
     from dqtl.errors import InputError
-    from dqtl.io.atomic import atomic_path
-    from dqtl.io.fs import check_bucket
+    from dqtl.io.fs import Publication, check_bucket
     from dqtl.preprocess.genotype_qc import sample_qc, variant_qc
 
     prefix = str(args.output_prefix)
@@ -91,9 +90,9 @@ def run(args: argparse.Namespace) -> int:
     for var, col in SAMPLE_COLUMNS.items():
         samples[col] = np.asarray(computed[var])
     vpath, spath = f"{prefix}.variant_qc.tsv.gz", f"{prefix}.sample_qc.tsv"
-    with atomic_path(vpath) as tv, atomic_path(spath) as ts:
-        variants.to_csv(tv, sep="\t", index=False, na_rep="NA", compression="gzip")
-        samples.to_csv(ts, sep="\t", index=False, na_rep="NA")
+    with Publication() as pub:  # both tables appear together, or neither
+        variants.to_csv(pub.stage(vpath), sep="\t", index=False, na_rep="NA", compression="gzip")
+        samples.to_csv(pub.stage(spath), sep="\t", index=False, na_rep="NA")
     v = variants
     log.info(
         "genotype-qc: %d variants (%d with call rate < 0.95, %d with MAF < 0.01, %d with HWE "
