@@ -11,8 +11,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="verify a genotype store: every chunk present and decodable",
         description=(
             "Reads every chunk of the data arrays of a VCF Zarr store (call_genotype or "
-            "call_dosage, the variant and sample tables), checks the chunk counts dqtl recorded "
-            "when it wrote the store and, for stores dqtl wrote, every file's CRC-32. Exit 0 when the store is whole; otherwise one line naming the "
+            "call_dosage, the variant and sample tables) and checks the chunk counts dqtl recorded "
+            "when it wrote the store. Exit 0 when the store is whole; otherwise one line naming the "
             "array and the chunk, exit 2."
         ),
     )
@@ -36,15 +36,9 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"{args.store} is not a Zarr store ({type(exc).__name__}: {exc})") from None
     report = verify_store(group, f"store {args.store!r}", deep=True)
-    import os
-
-    from dqtl.io.integrity import verify_checksums
-
-    n_sums = verify_checksums(args.store, f"store {args.store!r}") if os.path.isdir(args.store) else 0
     if not report:
         raise InputError(f"{args.store}: no genotype arrays (call_genotype, variant_position, ...) to check")
     logging.getLogger("dqtl").info("%s: %s", args.store, ", ".join(
         f"{k} {v['stored']}/{v['chunks']} chunks" for k, v in report.items()))
-    print(f"{args.store}: OK ({sum(v['stored'] for v in report.values())} chunks read"
-          + (f", {n_sums} files match their recorded CRC-32" if n_sums else "") + ")")
+    print(f"{args.store}: OK ({sum(v['stored'] for v in report.values())} chunks read)")
     return 0

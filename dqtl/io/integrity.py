@@ -17,8 +17,7 @@ from typing import Any
 
 from dqtl.errors import InputError
 
-__all__ = ["verify_store", "record_stored_chunks", "verify_checksums", "COMPLETE_ARRAYS",
-           "RECORD_ATTR", "CHECKSUM_FILE"]
+__all__ = ["verify_store", "record_stored_chunks", "COMPLETE_ARRAYS", "RECORD_ATTR"]
 
 log = logging.getLogger(__name__)
 
@@ -107,67 +106,10 @@ def _first_missing(arr: Any) -> str:
 
 def record_stored_chunks(path: Any) -> None:
     """Record in a store just written (by dqtl) how many chunks each of its arrays holds, so
-    that a later loss of any chunk, of any array, is detected on open; and (local stores) the
-    CRC-32 of every file of the store in ``dqtl_checksums.json``, which ``dqtl check`` verifies."""
+    that a later loss of any chunk, of any array, is detected on open."""
     import zarr
 
     group = zarr.open_group(str(path), mode="r+")
     group.attrs[RECORD_ATTR] = {
         name: {"stored": int(arr.nchunks_initialized), "chunks": list(arr.chunks),
                "shape": list(arr.shape)} for name, arr in group.arrays()}
-    import json
-    import os
-
-    if os.path.isdir(str(path)):
-        sums = _checksums(str(path))
-        with open(os.path.join(str(path), CHECKSUM_FILE), "w") as f:
-            json.dump({"crc32": sums}, f)
-
-
-#: per-file CRC-32 of a store dqtl wrote (relative path -> checksum)
-CHECKSUM_FILE = "dqtl_checksums.json"
-_METADATA = (".zarray", ".zgroup", ".zattrs", ".zmetadata", "zarr.json", CHECKSUM_FILE)
-
-
-def _checksums(root: str) -> dict[str, int]:
-    import os
-    import zlib
-
-    out = {}
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            if name in _METADATA:
-                continue
-            full = os.path.join(dirpath, name)
-            crc = 0
-            with open(full, "rb") as f:
-                while block := f.read(1 << 20):
-                    crc = zlib.crc32(block, crc)
-            out[os.path.relpath(full, root)] = crc
-    return out
-
-
-def verify_checksums(root: str, name: str) -> int:
-    """Compare a local store's files with the CRC-32 recorded when dqtl wrote it; returns the
-    number of files checked (0 when no record exists)."""
-    import json
-    import os
-
-    path = os.path.join(root, CHECKSUM_FILE)
-    if not os.path.isfile(path):
-        return 0
-    try:
-        with open(path) as f:
-            recorded = dict(json.load(f)["crc32"])
-    except (ValueError, KeyError, TypeError):
-        raise InputError(f"{name}: {CHECKSUM_FILE} is unreadable; the store was changed after dqtl "
-                         "wrote it: convert the input again") from None
-    now = _checksums(root)
-    for rel, crc in recorded.items():
-        if rel not in now:
-            raise InputError(f"{name}: chunk file {rel} is missing; resync the store or convert the "
-                             "input again")
-        if now[rel] != crc:
-            raise InputError(f"{name}: chunk file {rel} differs from what dqtl wrote (CRC-32 "
-                             "mismatch: damaged or modified); resync the store or convert the input again")
-    return len(recorded)
