@@ -2,8 +2,9 @@
 
 tensorQTL's ``map_trans(interaction_s=...)`` model (``y ~ C + g + i + g:i``, per-half MAF filter on
 the term) on the study plan (``cis=False``: the window is the cis exclusion). One task per block
-of variants: decode, residualize ``g``, ``i`` and ``g i`` on the covariate basis once, invert the
-3 x 3 Gram matrix per variant, and meet every phenotype through two products
+of variants: decode, residualize ``g``, ``i`` and ``g i`` on the covariate basis once
+(:func:`dqtl.kernels.interaction.interaction_gram`, as the cis scan), invert the 3 x 3 Gram matrix
+per variant, and meet every phenotype through two products
 (``G_r Y'``, ``(G i)_r Y'``); the coefficients, residual sums of squares and ``t_gi`` follow
 elementwise for the whole (variants x phenotypes) block in float64. Pairs with ``p_gi <=
 pval_threshold`` outside the cis exclusion are kept; BH over every test of the scan (exact for the
@@ -23,7 +24,7 @@ import xarray as xr
 from dqtl.compute import compute
 from dqtl.errors import InputError
 from dqtl.kernels.genotypes import decode_block
-from dqtl.kernels.interaction import half_maf_mask
+from dqtl.kernels.interaction import half_maf_mask, interaction_gram, well_conditioned
 from dqtl.kernels.stats import pval_from_t
 from dqtl.study import StudyPlan, plan_study
 
@@ -69,20 +70,9 @@ def trans_interaction_kernel(
                            "n_interaction_maf_filtered": n_half, "n_singular": 0}
     if idx.size == 0:
         return out
-    Gs = G[idx]
-    Gr = basis.transform(Gs)
-    GIr = basis.transform(Gs * term[None, :])
-    ir = basis.transform(term[None, :])[0]
-    XtX = np.empty((idx.size, 3, 3))
-    XtX[:, 0, 0] = np.einsum("ij,ij->i", Gr, Gr)
-    XtX[:, 0, 1] = XtX[:, 1, 0] = Gr @ ir
-    XtX[:, 1, 1] = ir @ ir
-    XtX[:, 0, 2] = XtX[:, 2, 0] = np.einsum("ij,ij->i", Gr, GIr)
-    XtX[:, 1, 2] = XtX[:, 2, 1] = GIr @ ir
-    XtX[:, 2, 2] = np.einsum("ij,ij->i", GIr, GIr)
-    scale = np.sqrt(np.einsum("ijj->ij", XtX))
-    S = XtX / (scale[:, :, None] * scale[:, None, :])
-    good = np.linalg.cond(S) < 1e13
+    gram = interaction_gram(G[idx], term[:, None], basis)  # the cis kernel's Gram blocks
+    Gr, GIr, ir, XtX = gram.Gr, gram.GIr[0], gram.Ir[0], gram.XtX
+    good = well_conditioned(XtX)
     out["n_singular"] = int((~good).sum())
     inv = np.full_like(XtX, np.nan)
     inv[good] = np.linalg.inv(XtX[good])

@@ -16,7 +16,7 @@ import numpy as np
 from dqtl.kernels.stats import pval_from_t
 
 __all__ = ["InteractionGram", "interaction_gram", "interaction_ols", "half_maf_mask",
-           "eigenmt_tests", "lw_shrunk_cov", "freedman_lane_max_r2", "FreedmanLane"]
+           "eigenmt_tests", "lw_shrunk_cov", "well_conditioned", "FreedmanLane"]
 
 
 class InteractionGram:
@@ -59,6 +59,20 @@ def interaction_gram(G: np.ndarray, T: np.ndarray, basis: object) -> Interaction
     return InteractionGram(Gr, Ir, GIr)
 
 
+def well_conditioned(XtX: np.ndarray) -> np.ndarray:
+    """(m,) whether each Gram matrix (m, p, p) can be inverted with a few digits to spare: its
+    unit-diagonal scaling has a condition number below 1e13 (float64 keeps ~3 digits of the
+    coefficients there); a zero or non-finite diagonal is not."""
+    scale = np.sqrt(np.einsum("ijj->ij", XtX))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        S = XtX / (scale[:, :, None] * scale[:, None, :])
+    cond = np.full(XtX.shape[0], np.inf)
+    finite = np.isfinite(S).all(axis=(1, 2)) & (scale > 0).all(axis=1)
+    if finite.any():
+        cond[finite] = np.linalg.cond(S[finite])
+    return cond < 1e13
+
+
 def interaction_ols(gram: InteractionGram, rows: np.ndarray, y: np.ndarray, dof: int
                     ) -> dict[str, np.ndarray]:
     """OLS of the residualized phenotype ``y`` (n,) on each variant ``rows`` of ``gram``.
@@ -90,14 +104,7 @@ def interaction_ols(gram: InteractionGram, rows: np.ndarray, y: np.ndarray, dof:
     for a in range(k):
         Xty[:, 1 + k + a] = gram.GIr[a][rows] @ y
     XtX = gram.XtX[rows]
-    scale = np.sqrt(np.einsum("ijj->ij", XtX))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        S = XtX / (scale[:, :, None] * scale[:, None, :])  # unit diagonal: conditioning
-    cond = np.full(rows.size, np.inf)
-    finite = np.isfinite(S).all(axis=(1, 2)) & (scale > 0).all(axis=1)
-    if finite.any():
-        cond[finite] = np.linalg.cond(S[finite])
-    ok = cond < 1e13  # float64 keeps ~3 digits of the coefficients at this conditioning
+    ok = well_conditioned(XtX)
     b = np.full((rows.size, p), np.nan)
     se = np.full((rows.size, p), np.nan)
     if ok.any():
@@ -260,13 +267,3 @@ class FreedmanLane:
                 r2p = ap2 / (ap2 + np.maximum(rssp, 0.0))
             out[s:s + self.step] = np.nanmax(r2p, axis=0)
         return out
-
-
-def freedman_lane_max_r2(G: np.ndarray, i: np.ndarray, y: np.ndarray, basis: object, dof: int,
-                         perms: np.ndarray, *, work_bytes: int = 64 << 20
-                         ) -> dict[str, np.ndarray]:
-    """:class:`FreedmanLane` for all ``perms`` at once: ``r2``, ``b_gi``, ``b_gi_se``, ``ok``
-    and ``r2_perm_max`` (N,)."""
-    fl = FreedmanLane(G, i, y, basis, dof, work_bytes=work_bytes)
-    return {"r2": fl.r2, "b_gi": fl.b_gi, "b_gi_se": fl.b_gi_se, "ok": fl.ok,
-            "r2_perm_max": fl.max_r2(perms)}
