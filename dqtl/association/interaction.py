@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import dask
 import numpy as np
@@ -137,6 +137,36 @@ def _windows_only(block: np.ndarray, v0: int, count_from: int, parts: Sequence[t
             np.asarray(variant_position)[sel])
 
 
+class _Batch(NamedTuple):
+    """A batch's block restricted to its windows and decoded once (see :func:`_decode_windows`)."""
+
+    block: np.ndarray
+    v0: int
+    parts: list[tuple[Any, ...]]
+    dec: Any
+    counted: slice
+    counts: dict[str, int]
+    ma_samples: np.ndarray
+    ma_count: np.ndarray
+    vid: np.ndarray
+    pos: np.ndarray
+
+
+def _decode_windows(block: np.ndarray, v0: int, count_from: int, parts: Sequence[tuple[Any, ...]],
+                    variant_id: np.ndarray, variant_position: np.ndarray, sample_index: np.ndarray,
+                    *, ploidy: int, maf_threshold: float) -> _Batch:
+    """What both interaction kernels start from: the variants inside some window, decoded, with
+    the counters of the rows this batch counts, minor-allele statistics, IDs and positions."""
+    block, v0, count_from, parts, variant_id, variant_position = _windows_only(
+        block, v0, count_from, parts, variant_id, variant_position)
+    dec = decode_block(block, sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
+    counted = slice(max(count_from - v0, 0), None)
+    ma_samples, ma_count = dec.minor_allele()
+    return _Batch(block, v0, list(parts), dec, counted, decode_block_counts(dec, counted),
+                  ma_samples, ma_count, np.asarray(variant_id).astype(str),
+                  np.asarray(variant_position, dtype=np.int64))
+
+
 def _testable(dec: Any, sidx: np.ndarray | None, T: np.ndarray, maf_threshold_interaction: float,
               ploidy: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A group's dosages, its testable variants (polymorphic on its samples, the plan's MAF, and
@@ -177,17 +207,14 @@ def interaction_batch_kernel(
     Returns ``top`` (one dict per phenotype with a testable pair), the counters, ``n_pairs``
     and, without a ``sink``, the pair columns (:data:`PAIR_HEAD` + :func:`stat_columns`).
     """
-    block, v0, count_from, parts, variant_id, variant_position = _windows_only(
-        block, v0, count_from, parts, variant_id, variant_position)
-    dec = decode_block(block, sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
-    counted = slice(max(count_from - v0, 0), None)
-    counts = decode_block_counts(dec, counted)
-    ma_samples, ma_count = dec.minor_allele()
+    batch = _decode_windows(block, v0, count_from, parts, variant_id, variant_position,
+                            sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
+    block, v0, parts, dec, counted, counts = (batch.block, batch.v0, batch.parts, batch.dec,
+                                              batch.counted, batch.counts)
+    ma_samples, ma_count, vid, pos = batch.ma_samples, batch.ma_count, batch.vid, batch.pos
     k = len(names)
     cols = stat_columns(names)
     order = [0] + [j for a in range(1, k + 1) for j in (a, a + k)]  # g, then i_a and gi_a per term
-    vid = np.asarray(variant_id).astype(str)
-    pos = np.asarray(variant_position, dtype=np.int64)
     n_phen = len(phenotype_id)
     fits: list[Any] = [None] * n_phen
     filtered = np.zeros(block.shape[0], dtype=bool)
@@ -304,14 +331,11 @@ def interaction_permutation_kernel(
     from dqtl.kernels.interaction import FreedmanLane
     from dqtl.kernels.stats import pval_from_t
 
-    block, v0, count_from, parts, variant_id, variant_position = _windows_only(
-        block, v0, count_from, parts, variant_id, variant_position)
-    dec = decode_block(block, sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
-    counted = slice(max(count_from - v0, 0), None)
-    counts = decode_block_counts(dec, counted)
-    ma_samples, ma_count = dec.minor_allele()
-    vid = np.asarray(variant_id).astype(str)
-    pos = np.asarray(variant_position, dtype=np.int64)
+    batch = _decode_windows(block, v0, count_from, parts, variant_id, variant_position,
+                            sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
+    block, v0, parts, dec, counted, counts = (batch.block, batch.v0, batch.parts, batch.dec,
+                                              batch.counted, batch.counts)
+    ma_samples, ma_count, vid, pos = batch.ma_samples, batch.ma_count, batch.vid, batch.pos
     filtered = np.zeros(block.shape[0], dtype=bool)
     genes: list[dict[str, Any]] = []
     r2_perm: list[np.ndarray] = []
