@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from dqtl.cli.common import add_genotype_args, add_scheduler_args, genotypes_from, scheduler
+from dqtl.cli.common import (
+    add_genotype_args,
+    add_scheduler_args,
+    genotypes_from,
+    read_study_covariates,
+    scheduler,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fdr", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--allow-sample-intersection", action="store_true")
+    p.add_argument("--categorical-covariates", metavar="NAME[,NAME]", default="",
+                   help="covariates to one-hot encode although their values are numbers")
     add_genotype_args(p)
     add_scheduler_args(p)
     p.set_defaults(func=run)
@@ -44,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     from dqtl.errors import InputError
     from dqtl.io.fs import Publication, check_bucket, open_file
-    from dqtl.io.phenotypes import read_covariates, read_phenotype_bed
+    from dqtl.io.phenotypes import read_phenotype_bed
     from dqtl.mediation import map_mediation
     from dqtl.workflows import read_cis_results, write_table_gz
 
@@ -61,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--trans-results {args.trans_results}: not a readable parquet file ({exc})") from None
     summary_path = str(args.trans_results).replace(".trans_qtl_pairs.parquet", ".trans_summary.json")
     phen = read_phenotype_bed(args.phenotypes)
-    cov = read_covariates(args.covariates, sample_ids=phen["sample_id"].values) if args.covariates else None
+    cov = read_study_covariates(args, phen)
     egenes = None
     if args.cis_results:
         res = read_cis_results(args.cis_results)
