@@ -270,7 +270,7 @@ def lead_pair_stats(plan: Any, genes: np.ndarray, variants: np.ndarray, names: S
     """Slope, standard error and p of each (gene, variant) pair in every context (NaN where the
     gene or the variant is not testable there), from the plan's residualized phenotypes."""
     from dqtl.kernels.genotypes import decode_block
-    from dqtl.kernels.stats import pval_from_t
+    from dqtl.kernels.stats import stats_from_r
 
     vid = np.asarray(plan.genotypes["variant_id"].values).astype(str)
     vpos = pd.Index(vid)
@@ -295,17 +295,15 @@ def lead_pair_stats(plan: Any, genes: np.ndarray, variants: np.ndarray, names: S
             if found is None:
                 continue
             grp, j = found
-            y = grp.P_hat[j] * grp.p_norm[j]
             xs = x if grp.sample_index is None else x[grp.sample_index]
             xr_ = grp.basis.transform(xs[None, :])[0]
-            xx = float(xr_ @ xr_)
-            if xx <= 1e-12 * max(float(xs @ xs), 1e-300):
+            gn = float(np.sqrt(xr_ @ xr_))
+            if gn * gn <= 1e-12 * max(float(xs @ xs), 1e-300):
                 continue
-            b = float(xr_ @ y) / xx
-            resid = float(y @ y) - b * b * xx
-            s = np.sqrt(max(resid, 0.0) / grp.dof / xx)
-            slope[i, k], se[i, k] = b, s
-            pval[i, k] = float(pval_from_t(np.array([b / s]), grp.dof)[0]) if s > 0 else np.nan
+            r = float(xr_ @ grp.P_hat[j]) / gn  # P_hat: unit-norm residualized phenotype
+            _t, p, b, s = stats_from_r(np.array([r]), grp.dof, np.array([gn]),
+                                       np.array([grp.p_norm[j]]))  # the cis scan's statistics
+            slope[i, k], se[i, k], pval[i, k] = b[0], s[0], p[0]
     return {"slope": slope, "slope_se": se, "pval": pval}
 
 
