@@ -64,9 +64,10 @@ def add_study_args(p: argparse.ArgumentParser, *, window: bool = True) -> None:
 
 def add_genotype_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--multiallelic", choices=["error", "drop"], default="error",
-        help="variants with more than one ALT allele: error (default; split them first with "
-             "'bcftools norm -m -any') or drop them (counted in the log)",
+        "--multiallelic", choices=["error", "drop", "split"], default="error",
+        help="variants with more than one ALT allele: error (default), drop them (counted in "
+             "the log) or split them into one biallelic variant per ALT allele (as 'bcftools "
+             "norm -m -any'; IDs become ID_ALT)",
     )
     p.add_argument(
         "--genotype-cache", metavar="DIR", default=None,

@@ -139,29 +139,94 @@ def _is_dask(var: xr.DataArray) -> bool:
 
 
 def _multiallelic(ds: xr.Dataset, name: str) -> xr.Dataset:
-    """Variants with more than one ALT allele: an error with their count and the fix, or (dask
-    config ``dqtl.multiallelic = "drop"``, the CLI's ``--multiallelic drop``) dropped and
-    counted. Their calls would otherwise be tested as one "non-REF" dosage. ``"keep"`` (library
-    only) opens the store as it is, for inspecting a conversion."""
+    """Variants with more than one ALT allele, by the dask config ``dqtl.multiallelic`` (the CLI's
+    ``--multiallelic``): ``"error"`` (default) names their count and the fix; ``"drop"`` drops
+    and counts them; ``"split"`` splits each into one biallelic variant per ALT allele, as
+    ``bcftools norm -m -any`` does (allele k becomes 1 in the k-th record, the other ALT
+    alleles 0; IDs ``ID_ALT`` keep them unique). Their calls would otherwise be tested as one
+    "non-REF" dosage. ``"keep"`` (library only) opens the store as it is, for inspecting a
+    conversion."""
     import dask
 
     policy = dask.config.get("dqtl.multiallelic", "error")
     if policy == "keep" or "variant_allele" not in ds or ds["variant_allele"].ndim != 2 \
             or ds["variant_allele"].shape[1] <= 2:
         return ds
-    third = np.array([str(a) for a in np.asarray(ds["variant_allele"][:, 2].values, dtype=object)])
-    multi = (third != "") & (third != ".") & (third != "None") & (third != "nan")
+    alleles = np.asarray(ds["variant_allele"].values, dtype=object)
+    present = np.vectorize(lambda a: str(a) not in ("", ".", "None", "nan"), otypes=[bool])(alleles)
+    n_alt = np.maximum(present[:, 1:].sum(axis=1), 1)
+    multi = n_alt > 1
     n = int(multi.sum())
     if n == 0:
         return ds
     example = str(np.asarray(ds["variant_id"].values)[np.flatnonzero(multi)[0]]) if "variant_id" in ds else "?"
+    if policy == "split":
+        return _split_multiallelic(ds, name, alleles, n_alt)
     if policy != "drop":
         raise InputError(
-            f"{name}: {n} variants have more than one ALT allele (e.g. {example}); split them into "
-            "biallelic records first ('bcftools norm -m -any' before converting) or pass "
-            "--multiallelic drop to skip them")
+            f"{name}: {n} variants have more than one ALT allele (e.g. {example}); pass "
+            "--multiallelic split to test each ALT allele as its own variant, --multiallelic drop "
+            "to skip them, or split them before converting ('bcftools norm -m -any')")
     log.warning("%s: %d multiallelic variants dropped (e.g. %s)", name, n, example)
     return ds.isel(variants=np.flatnonzero(~multi))
+
+
+def _recode_alt(gt: np.ndarray, alt: np.ndarray) -> np.ndarray:
+    """Allele codes of a split record: ``alt`` -> 1, other ALT alleles -> 0 (REF), missing kept."""
+    a = alt.reshape((-1,) + (1,) * (gt.ndim - 1))
+    return np.where(gt < 0, gt, (gt == a)).astype(gt.dtype)
+
+
+def _pick_alt_dosage(values: np.ndarray, alt: np.ndarray) -> np.ndarray:
+    """The dosage of ALT allele ``alt`` (1-based, per variant) from per-ALT dosages."""
+    v = np.asarray(values, dtype=np.float32)
+    fill = v.view(np.int32) == _FLOAT32_FILL_BITS
+    onehot = np.arange(1, v.shape[-1] + 1) == alt.reshape((-1,) + (1,) * (v.ndim - 1))
+    return np.where(fill | ~onehot, np.float32(0), v).sum(-1, dtype=np.float32)
+
+
+def _split_multiallelic(ds: xr.Dataset, name: str, alleles: np.ndarray,
+                        n_alt: np.ndarray) -> xr.Dataset:
+    """One biallelic record per ALT allele (see :func:`_multiallelic`); lazy for call arrays."""
+    multi = n_alt > 1
+    if "call_dosage" in ds or ("call_DS" in ds and ds["call_DS"].ndim == 2):
+        raise InputError(
+            f"{name}: {int(multi.sum())} multiallelic variants have dosages summed over their ALT "
+            "alleles (call_dosage), which cannot be split; convert from a VCF with per-ALT DS, "
+            "split before converting ('bcftools norm -m -any'), or pass --multiallelic drop")
+    rows = np.repeat(np.arange(len(n_alt)), n_alt)
+    alt = np.concatenate([np.arange(1, k + 1) for k in n_alt]).astype(np.int64)
+    out = ds.isel(variants=rows)
+    vchunks = out["call_genotype"].chunks[0] if out["call_genotype"].chunks else None
+    alt_da = xr.DataArray(alt, dims="variants")
+    if vchunks is not None:
+        alt_da = alt_da.chunk({"variants": vchunks})
+    gt = out["call_genotype"]
+    out["call_genotype"] = xr.apply_ufunc(
+        _recode_alt, gt, alt_da, dask="parallelized", output_dtypes=[gt.dtype],
+        keep_attrs=True)
+    if "call_DS" in out and out["call_DS"].ndim == 3:
+        d = out["call_DS"]
+        out["call_DS"] = xr.apply_ufunc(
+            _pick_alt_dosage, d, alt_da.chunk({"variants": d.chunks[0]}) if d.chunks else alt_da,
+            input_core_dims=[[d.dims[2]], []], dask="parallelized", output_dtypes=[np.float32])
+    new_alleles = np.full((len(rows), alleles.shape[1]), "", dtype=object)
+    new_alleles[:, 0] = alleles[rows, 0]
+    new_alleles[:, 1] = alleles[rows, alt]
+    out["variant_allele"] = (("variants", "alleles"), new_alleles.astype(str))
+    split = multi[rows]
+    ids = np.asarray(out["variant_id"].values).astype(object)
+    ids[split] = [f"{i}_{a}" for i, a in zip(ids[split], new_alleles[split, 1], strict=True)]
+    uniq, counts = np.unique(ids.astype(str), return_counts=True)
+    if (counts > 1).any():
+        raise InputError(
+            f"{name}: splitting multiallelic variants gives duplicated variant IDs (e.g. "
+            f"{uniq[counts > 1][0]!r}); give the variants unique IDs first ('bcftools annotate "
+            "--set-id') or pass --multiallelic drop")
+    out["variant_id"] = ("variants", ids)
+    log.warning("%s: %d multiallelic variants split into %d biallelic records (IDs ID_ALT)",
+                name, int(multi.sum()), int(n_alt[multi].sum()))
+    return out
 
 
 def _finalize(ds: xr.Dataset, name: str, chunks: int | None) -> xr.Dataset:

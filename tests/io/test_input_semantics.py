@@ -65,6 +65,52 @@ def test_multiallelic_sites_error_or_dropped(tmp_path, capsys):
     assert rc == 2 and "--multiallelic drop" in err and len(err.splitlines()) == 1
     assert main(["-q", "cis", str(store), bed, str(tmp_path / "y"), "--no-progress",
                  "--multiallelic", "drop", "--window", "100000"]) == 0
+    assert main(["-q", "cis", str(store), bed, str(tmp_path / "z"), "--no-progress",
+                 "--multiallelic", "split", "--window", "100000"]) == 0
+
+
+def test_multiallelic_split_is_bcftools_norm(tmp_path):
+    """--multiallelic split: one biallelic record per ALT allele, as 'bcftools norm -m -any' writes
+    them (allele k -> 1, other ALT alleles -> REF, missing kept), IDs ID_ALT, per-ALT DS picked."""
+    import dask
+
+    sim = dqtl.simulate(n_samples=60, n_variants=200, n_phenotypes=4, seed=3)
+    multi = _multiallelic(sim)
+    gt = np.asarray(multi.call_genotype.values).copy()
+    gt[10, 5, :] = [1, 2]
+    gt[10, 6, :] = [-1, 2]
+    multi = multi.assign(call_genotype=(multi.call_genotype.dims, gt)).chunk({"variants": 7})
+    with dask.config.set({"dqtl.multiallelic": "split"}):
+        out = open_genotypes(multi)
+    assert out.sizes["variants"] == 201
+    ids = out.variant_id.values.astype(str)
+    orig = str(multi.variant_id.values[10])
+    assert ids[10] == f"{orig}_{multi.variant_allele.values[10, 1]}" and ids[11] == f"{orig}_T"
+    assert len(set(ids)) == 201 and ids[12] == str(multi.variant_id.values[11])
+    al = out.variant_allele.values.astype(str)
+    assert al[11, :2].tolist() == ["" + str(multi.variant_allele.values[10, 0]), "T"]
+    assert (al[:, 2] == "").all()
+    g = np.asarray(out.call_genotype.values)
+    first = np.where(gt[10] < 0, gt[10], gt[10] == 1)
+    second = np.where(gt[10] < 0, gt[10], gt[10] == 2)
+    np.testing.assert_array_equal(g[10], first)
+    np.testing.assert_array_equal(g[11], second)
+    np.testing.assert_array_equal(g[12:], gt[11:])
+    np.testing.assert_array_equal(out.variant_position.values[10:12], multi.variant_position.values[[10, 10]])
+    # per-ALT dosages (VCF DS with Number=A) pick the record's ALT allele
+    ds3 = np.full(gt.shape[:2] + (2,), np.float32(np.nan), dtype=np.float32)
+    ds3.view(np.int32)[..., 1] = 0x7F800002  # bio2zarr's "no value" for the absent 2nd ALT
+    ds3[..., 0] = (gt == 1).sum(-1)
+    ds3[10, :, 1] = (gt[10] == 2).sum(-1)
+    with dask.config.set({"dqtl.multiallelic": "split"}):
+        d = open_genotypes(multi.assign(call_DS=(("variants", "samples", "alt_alleles"), ds3)))
+    dos = d.call_dosage.values
+    np.testing.assert_array_equal(dos[11], (gt[10] == 2).sum(-1))
+    np.testing.assert_array_equal(dos[10], (gt[10] == 1).sum(-1))
+    np.testing.assert_array_equal(dos[12], (gt[11] == 1).sum(-1))
+    # summed dosages cannot be split: an error with the fix
+    with dask.config.set({"dqtl.multiallelic": "split"}), pytest.raises(InputError, match="summed"):
+        open_genotypes(multi.assign(call_DS=(("variants", "samples"), ds3[..., 0])))
 
 
 def test_vcf_with_a_header_and_no_records_is_an_error(tmp_path, capsys):
@@ -96,3 +142,25 @@ def test_truncated_bgen_is_one_clear_error_not_a_crash(tmp_path, keep):
     assert proc.returncode == 2 and "truncated" in err and len(err.splitlines()) == 1, (proc.returncode, err)
     assert not (tmp_path / "c.vcz").exists()
     assert not [p for p in tmp_path.iterdir() if p.name not in ("cut.bgen",)]
+
+
+def test_multiallelic_split_matches_bcftools_norm_on_a_vcf(tmp_path):
+    """A VCF with 2- and 3-ALT sites (GT and per-ALT DS) converted and opened with split equals
+    the same VCF split by 'bcftools norm -m -any' (tests/reference/multiallelic/generate.sh)."""
+    import dask
+
+    from dqtl.io.convert import convert
+    from tests.conftest import REFERENCE
+
+    ref_dir = REFERENCE / "multiallelic"
+    with dask.config.set({"dqtl.multiallelic": "split"}):
+        ours = open_genotypes(convert(ref_dir / "multi.vcf", tmp_path / "m.vcz", show_progress=False))
+    theirs = open_genotypes(convert(ref_dir / "split.vcf", tmp_path / "s.vcz", show_progress=False))
+    assert ours.sizes["variants"] == theirs.sizes["variants"] == 25
+    np.testing.assert_array_equal(ours.variant_position.values, theirs.variant_position.values)
+    np.testing.assert_array_equal(ours.variant_allele.values.astype(str)[:, :2],
+                                  theirs.variant_allele.values.astype(str)[:, :2])
+    np.testing.assert_array_equal(ours.call_genotype.values, theirs.call_genotype.values)
+    np.testing.assert_array_equal(ours.call_dosage.values, theirs.call_dosage.values)
+    ids = ours.variant_id.values.astype(str)
+    assert len(set(ids)) == 25 and ids[3:5].tolist() == ["v3_T", "v3_G"] and ids[0] == "v0"
