@@ -196,12 +196,37 @@ def _write_vcf(ds: xr.Dataset, path: Path) -> list[Path]:
     return [path, idx_path]
 
 
+#: the file names each format writes, from the prefix
+SIMULATION_FILES: dict[str, Callable[[str], list[str]]] = {
+    "zarr": lambda p: [f"{p}.vcz"],
+    "bed": lambda p: [f"{p}.expression.bed.gz", f"{p}.expression.bed.gz.tbi"],
+    "covariates": lambda p: [f"{p}.covariates.txt"],
+    "hidden": lambda p: [f"{p}.hidden_factors.txt"],
+    "truth": lambda p: [f"{p}.truth.tsv"],
+    "vcf": lambda p: [f"{p}.vcf.gz", f"{p}.vcf.gz.tbi"],
+    "pgen": lambda p: [f"{p}.pgen", f"{p}.pvar", f"{p}.psam"],
+}
+
+
+def refuse_existing(outdir: str | os.PathLike[str], formats: Sequence[str], prefix: str) -> None:
+    """Raise :class:`InputError` naming the files of ``formats`` already in ``outdir``."""
+    out = Path(outdir)
+    taken = [n for f in dict.fromkeys(formats) for n in SIMULATION_FILES[f](prefix)
+             if (out / n).exists()]
+    if taken:
+        raise InputError(
+            f"{out} already holds {', '.join(taken[:3])}{' ...' if len(taken) > 3 else ''}: "
+            "choose another folder or prefix (--prefix), or replace them (--force; "
+            "overwrite=True in Python)")
+
+
 def write_simulation(
     ds: xr.Dataset,
     outdir: str | os.PathLike[str],
     *,
     formats: Sequence[str] = DEFAULT_FORMATS,
     prefix: str = "sim",
+    overwrite: bool = True,
 ) -> dict[str, list[Path]]:
     """Write a :func:`simulate` Dataset as files for dqtl and other eQTL tools.
 
@@ -233,7 +258,8 @@ def write_simulation(
     ds
         Output of :func:`simulate` (or any Dataset with the variables a format needs).
     outdir
-        Output folder, created if missing; files of the same names are replaced.
+        Output folder, created if missing; files of the same names are replaced (with
+        ``overwrite=False``, an error names them instead).
     formats
         Any of :data:`SIMULATION_FORMATS`.
     prefix
@@ -280,6 +306,8 @@ def write_simulation(
         )
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
+    if not overwrite:
+        refuse_existing(out, formats, prefix)
     written: dict[str, list[Path]] = {}
     writers: dict[str, Callable[[], list[Path]]] = {
         "zarr": lambda: _write_zarr(ds, out / f"{prefix}.vcz"),

@@ -27,15 +27,27 @@ def run(args: argparse.Namespace) -> int:
 
     from dqtl.errors import InputError
     from dqtl.io.fs import exists, storage_options
-    from dqtl.io.integrity import verify_store
+    from dqtl.io.integrity import damaged_metadata, verify_store
 
     if not exists(args.store):
         raise FileNotFoundError(f"store {args.store} does not exist")
     try:
         group = zarr.open_group(args.store, mode="r", storage_options=storage_options(args.store) or None)
     except Exception as exc:  # noqa: BLE001
-        raise InputError(f"{args.store} is not a Zarr store ({type(exc).__name__}: {exc})") from None
-    report = verify_store(group, f"store {args.store!r}", deep=True)
+        bad = damaged_metadata(args.store)
+        if bad:
+            raise InputError(f"{args.store}: metadata file {bad} is not valid JSON; the store is "
+                             "damaged: resync it or convert the input again") from None
+        raise InputError(f"{args.store} is not a Zarr store (no zarr.json or .zgroup it can read: "
+                         f"{exc}); give the folder written by 'dqtl convert' or bio2zarr") from None
+    try:
+        report = verify_store(group, f"store {args.store!r}", deep=True)
+    except (ValueError, KeyError, TypeError) as exc:
+        bad = None if isinstance(exc, InputError) else damaged_metadata(args.store)
+        if not bad:
+            raise
+        raise InputError(f"{args.store}: metadata file {bad} is not valid JSON; the store is "
+                         "damaged: resync it or convert the input again") from None
     if not report:
         raise InputError(f"{args.store}: no genotype arrays (call_genotype, variant_position, ...) to check")
     logging.getLogger("dqtl").info("%s: %s", args.store, ", ".join(

@@ -70,6 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _did_you_mean(p: argparse.ArgumentParser, extra: Sequence[str]) -> str:
+    """"; did you mean --x?" for a misspelt long option, else ""."""
+    import difflib
+
+    known = [o for o in p._option_string_actions if o.startswith("--")]
+    for word in extra:
+        if word.startswith("--"):
+            close = difflib.get_close_matches(word.split("=", 1)[0], known, n=1, cutoff=0.75)
+            if close:
+                return f"; did you mean {close[0]}?"
+    return ""
+
+
 def _common_options(sp: argparse.ArgumentParser) -> None:
     """-q/-v after the sub-command too, and tensorQTL's spelling of every long option
     (``--maf_threshold`` for ``--maf-threshold``) as an alias."""
@@ -156,7 +169,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # named by the sub-command that was given them, not by the top level
+            subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            where = subs.choices.get(getattr(args, "command", None) or "", parser)
+            where.error(f"unrecognized arguments: {' '.join(extra)}{_did_you_mean(where, extra)}")
     except SystemExit as exc:  # --help, --version, usage errors
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     if not getattr(args, "func", None):

@@ -61,6 +61,8 @@ def register(subparsers: Any) -> None:
         help=f"comma-separated output formats, any of {','.join(SIMULATION_FORMATS)}",
     )
     p.add_argument("--prefix", default="sim", help="file name prefix")
+    p.add_argument("--force", action="store_true",
+                   help="replace files of the same names already in OUTDIR (default: refuse)")
     p.set_defaults(func=run)
 
 
@@ -88,8 +90,13 @@ def run(args: argparse.Namespace) -> int:
             f"--prefix: expected a file name prefix without '/', found {args.prefix!r}; "
             "put folders in OUTDIR instead"
         )
+    if not args.force:  # before the simulation, which can take a while
+        from dqtl.simulation_files import refuse_existing
+
+        refuse_existing(args.outdir, formats, args.prefix)
     ds = simulate(**params)
-    written = write_simulation(ds, args.outdir, formats=formats, prefix=args.prefix)
+    written = write_simulation(ds, args.outdir, formats=formats, prefix=args.prefix,
+                               overwrite=args.force)
     n_egenes = int(ds["phenotype_is_egene"].sum())
     log.info(
         "simulated %d samples, %d variants, %d phenotypes (%d eGenes), seed %d; wrote %s",

@@ -78,7 +78,7 @@ def _annotation_format(path: Path) -> str:
         return "table"
     raise InputError(
         f"annotation {path}: cannot tell the format from the file name; expected .gtf, .gff3, "
-        ".bed, .tsv, .txt, .csv or .parquet (optionally .gz), or pass format="
+        ".bed, .tsv, .txt, .csv or .parquet (optionally .gz): rename it with its format's suffix"
     )
 
 

@@ -278,6 +278,18 @@ def _remove_quietly(path: str) -> None:
             fs.rm(p, recursive=True)
 
 
+def _make_output_folder(folder: str, output: str) -> None:
+    """Create the folder of ``output`` (with its parents), or one clear line naming the output."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(f"output {output}: {folder} cannot be a folder (it, or a folder above "
+                         "it, is a file); choose another output prefix") from None
+    except PermissionError:
+        raise InputError(f"output {output}: no permission to create or write {folder}; choose "
+                         "another output prefix") from None
+
+
 class Publication:
     """The atomic publish step of one run: stage every output, then move them all into place.
 
@@ -302,7 +314,7 @@ class Publication:
         if is_url(f):
             check_bucket(f)  # object stores have no folders to make; never create a bucket
         else:
-            os.makedirs(os.path.dirname(f), exist_ok=True)
+            _make_output_folder(os.path.dirname(f), f)
         self.staged.append((tmp, f))
         return tmp
 
@@ -312,6 +324,7 @@ class Publication:
         if is_url(d):
             check_bucket(d)
         else:
+            _make_output_folder(os.path.dirname(d), absolute(near))
             os.makedirs(d, exist_ok=True)
         self.scratch.append(d)
         return d

@@ -133,7 +133,8 @@ def resolve_input(input: str | os.PathLike[str], *, format: str | None = None) -
         if file_fmt is None:
             raise InputError(
                 f"genotype input {str(input)!r} has an unknown file type; expected one of "
-                f"{', '.join(s for v in _SUFFIXES.values() for s in v)} (or pass format=)"
+                f"{', '.join(s for v in _SUFFIXES.values() for s in v)}: rename it with its "
+                "format's suffix"
             )
         assert suffix is not None
         prefix = str(path)[: -len(suffix)]
@@ -141,8 +142,9 @@ def resolve_input(input: str | os.PathLike[str], *, format: str | None = None) -
             fmt = file_fmt
         elif fmt != file_fmt and not (fmt == "pgen" and suffix in (".bim", ".fam")):
             raise InputError(
-                f"genotype input {str(input)!r} looks like {file_fmt} but format={fmt!r} was "
-                f"given: pass format={file_fmt!r} or the {fmt} file itself"
+                f"genotype input {str(input)!r} looks like {file_fmt} but the format {fmt!r} was "
+                f"given (--genotype-format, or --format of dqtl convert): give {file_fmt!r} or "
+                f"the {fmt} file itself"
             )
         if fmt == "vcf":
             return _complete("vcf", path, prefix)

@@ -425,7 +425,18 @@ def open_genotypes(source: str | os.PathLike[str] | xr.Dataset, *, chunks: int |
     if path.startswith("file://"):
         path = path[len("file://"):]
     name = f"genotype store {path!r}"
-    fmt, consolidated, cg = _zarr_group_info(path)
+    try:
+        fmt, consolidated, cg = _zarr_group_info(path)
+    except (ValueError, KeyError, TypeError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        from dqtl.io.integrity import damaged_metadata
+
+        bad = damaged_metadata(path)
+        if bad:
+            raise InputError(f"{name}: metadata file {bad} is not valid JSON; the store is damaged: "
+                             "resync the store or convert the input again") from None
+        raise InputError(f"{name} could not be opened: {exc}") from None
     if cg is None:
         raise InputError(
             f"{name} has no variable call_genotype: is it a VCF Zarr store written by "

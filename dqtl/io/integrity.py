@@ -17,7 +17,7 @@ from typing import Any
 
 from dqtl.errors import InputError
 
-__all__ = ["verify_store", "record_stored_chunks", "COMPLETE_ARRAYS", "RECORD_ATTR"]
+__all__ = ["verify_store", "record_stored_chunks", "damaged_metadata", "COMPLETE_ARRAYS", "RECORD_ATTR"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,33 @@ COMPLETE_ARRAYS = ("call_genotype", "call_dosage", "variant_position", "variant_
 
 #: group attribute where dqtl records, when it writes a store, how many chunks each array holds
 RECORD_ATTR = "dqtl_stored_chunks"
+
+
+_METADATA_FILES = ("zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata")
+
+
+def damaged_metadata(path: Any) -> str | None:
+    """The first metadata file (``zarr.json``, ``.zarray``, ...) of a local store that is not
+    valid JSON, as "FILE (line L column C: what)", or None (also for URLs: not walked)."""
+    import json
+    import os
+
+    root = os.fspath(path)
+    if "://" in root or not os.path.isdir(root):
+        return None
+    for d, dirs, files in os.walk(root):
+        dirs.sort()
+        for f in sorted(files):
+            if f in _METADATA_FILES:
+                full = os.path.join(d, f)
+                try:
+                    with open(full, encoding="utf-8") as fh:
+                        json.load(fh)
+                except (ValueError, UnicodeDecodeError) as exc:
+                    where = (f"line {exc.lineno} column {exc.colno}: {exc.msg}"
+                             if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text")
+                    return f"{full} ({where})"
+    return None
 
 
 def _chunk_grid(arr: Any) -> list[tuple[int, ...]]:

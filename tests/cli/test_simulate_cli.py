@@ -56,3 +56,17 @@ def test_simulate_cli__non_integer_count_is_usage_error(tmp_path, capsys):
     assert main(["simulate", str(tmp_path / "sim"), "--samples", "many"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--samples" in err
+
+
+def test_simulate_never_replaces_files_it_finds_unless_forced(tmp_path, capsys):
+    """A user's own sim.covariates.txt in OUTDIR stays as it was; --force replaces it."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "sim.covariates.txt").write_text("my notes\n")
+    rc = main(["-q", "simulate", str(out), *TINY, "--formats", "covariates,truth"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "already holds sim.covariates.txt" in err and len(err.splitlines()) == 1
+    assert (out / "sim.covariates.txt").read_text() == "my notes\n"
+    assert not (out / "sim.truth.tsv").exists()
+    assert main(["-q", "simulate", str(out), *TINY, "--formats", "covariates", "--force"]) == 0
+    assert (out / "sim.covariates.txt").read_text().startswith("id\t")
