@@ -128,8 +128,11 @@ def genotypes_from(path: str, *, fmt: str | None, progress: bool) -> Iterator[xr
         raise FileNotFoundError(f"genotypes {path} do not exist (expected a VCF Zarr store, VCF, PLINK 1/2 or BGEN)")
     from dqtl.io.genotypes import is_zarr_store
 
+    if is_zarr_store(p):
+        yield load_genotypes(path, format=fmt, show_progress=progress)
+        return
     cache = genotype_cache_dir()
-    if cache is None or is_zarr_store(p):
+    if cache is None:
         with tempfile.TemporaryDirectory(prefix="dqtl-genotypes-") as tmp:
             yield load_genotypes(path, format=fmt, cache_dir=tmp, show_progress=progress)
         return

@@ -14,10 +14,12 @@ sgkit and UK Biobank); for PLINK 2 the dosage counts the non-REF alleles.
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import contextlib
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -423,8 +425,8 @@ def load_genotypes(
     format : {"vcf", "plink", "pgen", "bgen"}, optional
         Input format of a file or prefix that several formats share.
     cache_dir : str or path-like, optional
-        Where converted stores live (default: a new temporary directory). A store converted
-        earlier from the same, unchanged files is reused.
+        Where converted stores live (default: a temporary directory removed when the process
+        exits). A store converted earlier from the same, unchanged files is reused.
     chunks : int, optional
         Variants per dask chunk.
     show_progress : bool, default False
@@ -441,9 +443,11 @@ def load_genotypes(
     if "://" in path or is_zarr_store(path):
         return open_genotypes(path, chunks=chunks)
     gi = resolve_input(path, format=format)
-    cache = (
-        Path(cache_dir) if cache_dir is not None else Path(tempfile.mkdtemp(prefix="dqtl-geno-"))
-    )
+    if cache_dir is None:  # a store for this process only: removed when it exits
+        cache = Path(tempfile.mkdtemp(prefix="dqtl-geno-"))
+        atexit.register(shutil.rmtree, cache, ignore_errors=True)
+    else:
+        cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     stem = gi.path.name
     for suffix in (".gz", ".bgz", ".vcf", ".bcf", ".bed", ".pgen", ".bgen"):

@@ -19,8 +19,8 @@ from dqtl.simulation_files import write_simulation
 def study(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("signals")
     sim = dqtl.simulate(n_samples=300, n_variants=20_000, n_phenotypes=300, n_covariates=2, seed=9)
-    return {k: str(p[0]) for k, p in write_simulation(sim, tmp, formats=("zarr", "bed", "covariates"),
-                                                      prefix="s").items()}
+    return {k: str(p[0]) for k, p in write_simulation(
+        sim, tmp, formats=("zarr", "bed", "covariates", "vcf"), prefix="s").items()}
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -46,6 +46,40 @@ def test_signal_mid_run__nothing_published_and_no_leftovers(study, tmp_path, sig
     assert subprocess.run(short_ref, capture_output=True).returncode == 0
     pd.testing.assert_frame_equal(pd.read_csv(f"{out}.cis_qtl.txt.gz", sep="\t"),
                                   pd.read_csv(f"{ref}.cis_qtl.txt.gz", sep="\t"))
+
+
+def _interrupt(cmd: list[str], folder, sig, *, after_s: float) -> str:
+    """Start ``cmd``; once it has written into ``folder`` (or after ``after_s``), wait a moment,
+    send ``sig`` and return stderr after checking the exit code."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < after_s and not any(folder.iterdir()):
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == (143 if sig == signal.SIGTERM else 130), err
+    return err
+
+
+@pytest.mark.parametrize(("command", "sig"), [("convert", signal.SIGTERM), ("finemap", signal.SIGINT)])
+def test_signal_during_convert_and_finemap(study, tmp_path, command, sig):
+    """The other long commands: a conversion (its work store) and fine-mapping (its graph)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    if command == "convert":
+        cmd = [sys.executable, "-m", "dqtl", "-q", "convert", study["vcf"], str(out / "c.vcz")]
+        err = _interrupt(cmd, out, sig, after_s=8.0)
+    else:
+        cmd = [sys.executable, "-m", "dqtl", "-q", "finemap", study["zarr"], study["bed"],
+               str(out / "f"), "--covariates", study["covariates"], "--no-progress"]
+        err = _interrupt(cmd, out, sig, after_s=4.0)
+    assert "nothing was published" in err
+    assert list(out.iterdir()) == []
+    assert subprocess.run(cmd, capture_output=True).returncode == 0  # the rerun completes
+    assert sorted(p.name for p in out.iterdir()) == (
+        ["c.vcz"] if command == "convert" else ["f.susie_cs.txt.gz", "f.susie_pips.parquet"])
 
 
 def test_error_lines_name_the_file_without_errno_prefixes(tmp_path, capsys):
