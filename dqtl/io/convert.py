@@ -376,7 +376,11 @@ def convert(
         except (ImportError, MemoryError):
             raise
         except Exception as exc:
-            msg = " ".join(str(exc).split()) or type(exc).__name__
+            msg = " ".join(str(exc).split())
+            if not msg:  # a bare exception from a reader: the file is not what its header says
+                msg = (f"the reader failed ({type(exc).__name__}) on content it could not decode; "
+                       "the file is damaged or not what its name says: check it (e.g. "
+                       "'bcftools view FILE > /dev/null', 'plink2 --validate')")
             raise InputError(
                 f"could not convert {gi.format} input {str(gi.path)!r}: {msg}"
             ) from exc

@@ -331,12 +331,36 @@ def check_plink1(gi: GenotypeInput) -> None:
     check_variant_order(codes, positions, np.array(names), source=str(gi.files["bim"]))
 
 
+#: the empty block that ends every complete BGZF file (SAM/BAM specification, section 4.1.2)
+BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+
+
+def check_bgzf_complete(path: Path) -> None:
+    """A BGZF-compressed file (``.vcf.gz``, ``.bcf``) must end with the BGZF end-of-file block;
+    without it the file was cut short (an interrupted copy or download), and readers would
+    convert the records before the cut without a word."""
+    with open(path, "rb") as fh:
+        head = fh.read(18)
+        if len(head) < 18 or head[:4] != b"\x1f\x8b\x08\x04" or head[12:14] != b"BC":
+            return  # not BGZF (plain text or plain gzip): nothing to check
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - len(BGZF_EOF)))
+        tail = fh.read()
+    if tail != BGZF_EOF:
+        raise InputError(
+            f"VCF/BCF {str(path)!r} is truncated: it lacks the BGZF end-of-file block that every "
+            "complete bgzip/bcftools output ends with; copy or download it again (an index does "
+            "not help: the records after the cut are gone)")
+
+
 def check_vcf(gi: GenotypeInput) -> None:
     """Check that a VCF/BCF header can be read and names unique samples."""
     try:
         import cyvcf2
     except ImportError as exc:  # pragma: no cover - a declared dependency
         raise ImportError("VCF/BCF input needs cyvcf2: pip install 'bio2zarr[vcf]'") from exc
+    check_bgzf_complete(gi.path)
     try:
         reader = cyvcf2.VCF(str(gi.path), lazy=True)
     except Exception as exc:  # cyvcf2 raises a bare Exception for a bad header

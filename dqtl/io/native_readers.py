@@ -106,13 +106,31 @@ class PgenSource:
             b = min(a + step, self.n_variants)
             hard = np.empty((b - a, n), dtype=np.int8)
             dose = np.empty((b - a, n), dtype=np.float32)
-            self.reader.read_range(a, b, hard)
-            self.reader.read_dosages_range(a, b, dose)
+            try:
+                self.reader.read_range(a, b, hard)
+                self.reader.read_dosages_range(a, b, dose)
+            except (RuntimeError, ValueError) as exc:
+                raise self._damaged(exc, a, b) from None
             if (dose != hard).any():  # missing is -9 in both
                 return True
         return False
 
+    def _damaged(self, exc: Exception, a: int, b: int) -> InputError:
+        msg = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        return InputError(
+            f"PLINK 2 file {str(self.gi.path)!r}: variants {a + 1}-{b} cannot be read (pgenlib: "
+            f"{msg.strip()}); the file is truncated or damaged: copy it again or rewrite it "
+            "('plink2 --pfile PREFIX --make-pgen --out NEW')")
+
     def read_block(self, v0: int, v1: int, max_alleles: int, with_dosage: bool) -> _Block:
+        try:
+            return self._read_block(v0, v1, max_alleles, with_dosage)
+        except (RuntimeError, ValueError) as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise self._damaged(exc, v0, v1) from None
+
+    def _read_block(self, v0: int, v1: int, max_alleles: int, with_dosage: bool) -> _Block:
         m, n, pv = v1 - v0, self.n_samples, self.pvar
         ids = np.array([pv.get_variant_id(i).decode() for i in range(v0, v1)], dtype=object)
         alleles = np.full((m, max_alleles), "", dtype=object)

@@ -164,3 +164,22 @@ def test_multiallelic_split_matches_bcftools_norm_on_a_vcf(tmp_path):
     np.testing.assert_array_equal(ours.call_dosage.values, theirs.call_dosage.values)
     ids = ours.variant_id.values.astype(str)
     assert len(set(ids)) == 25 and ids[3:5].tolist() == ["v3_T", "v3_G"] and ids[0] == "v0"
+
+
+@pytest.mark.parametrize("fmt", ["vcf", "pgen"])
+@pytest.mark.parametrize("keep", [0.4, 0.97])
+def test_truncated_vcf_and_pgen_are_errors_not_fewer_variants(tmp_path, capsys, fmt, keep):
+    """A bgzipped VCF cut short used to convert the records before the cut (exit 0, fewer
+    variants); a cut pgen gave pgenlib's 'read_range() error 4'."""
+    sim = dqtl.simulate(n_samples=50, n_variants=400, n_phenotypes=3, seed=5)
+    files = write_simulation(sim, tmp_path, formats=(fmt,), prefix="s")
+    target = files[fmt][0]
+    data = target.read_bytes()
+    target.write_bytes(data[: int(len(data) * keep)])
+    rc = main(["-q", "convert", str(target), str(tmp_path / "o.vcz")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert "truncated" in err and ("BGZF end-of-file" in err if fmt == "vcf" else "plink2" in err)
+    assert not (tmp_path / "o.vcz").exists()
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("s.")] == []
+
