@@ -6,8 +6,12 @@ the local threaded scheduler does. Nothing in the API takes a ``client=``: creat
 ``with dqtl.compute.show_progress():`` (the CLI's default) turns it on: dask's progress bar on
 stderr locally, a log line every ``interval`` seconds on a cluster.
 
-Locally each dask thread runs one task with single-threaded BLAS (``blas_threads=1``): the cores
-then also share the decoding and statistics, not only the products.
+Every task runs with single-threaded BLAS, locally (``blas_threads=1``: the cores then also share
+the decoding and statistics, not only the products) and on a cluster (a worker plugin pins BLAS
+to one thread in every worker process, as distributed's nanny does by default, also for workers
+started without a nanny). Beyond speed this is what makes results bit-identical across
+executions: OpenBLAS gives different last bits for the same product with another number of
+threads (ARCHITECTURE.md, "Determinism").
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 
 import dask
 
-__all__ = ["compute", "active_client", "show_progress"]
+__all__ = ["compute", "active_client", "show_progress", "single_threaded_blas"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,50 @@ def active_client() -> Any:
         return default_client()
     except ValueError:
         return None
+
+
+class _PinBlas:
+    """Worker plugin: BLAS limited to one thread in the worker process (from setup on)."""
+
+    name = "dqtl-single-threaded-blas"
+
+    def setup(self, worker: Any = None) -> None:
+        from threadpoolctl import threadpool_limits
+
+        self._limits = threadpool_limits(limits=1, user_api="blas")
+
+    def teardown(self, worker: Any = None) -> None:
+        pass
+
+
+_PINNED_CLIENTS: set[str] = set()
+
+
+def _pin_cluster_blas(client: Any) -> None:
+    """Register :class:`_PinBlas` on the client's cluster once (workers joining later get it)."""
+    if client.id in _PINNED_CLIENTS:
+        return
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    plugin = type("PinBlas", (_PinBlas, WorkerPlugin), {})()
+    client.register_plugin(plugin, name=_PinBlas.name)
+    _PINNED_CLIENTS.add(client.id)
+
+
+@contextlib.contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """BLAS on one thread for the computes in this block: locally for the block, on the
+    session's cluster for every worker (see the module docstring). For dask collections that
+    dqtl computes without :func:`compute` (e.g. ``svd_compressed``)."""
+    client = active_client()
+    if client is not None:
+        _pin_cluster_blas(client)
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 @contextlib.contextmanager
@@ -96,6 +144,8 @@ def _is_decode_error(exc: BaseException) -> bool:
 def _run(uniq: Sequence[Any], client: Any, *, label: str, progress: bool,
          blas_threads: int | None) -> list[Any]:
     if client is not None:
+        if blas_threads is not None:
+            _pin_cluster_blas(client)
         return _compute_distributed(client, uniq, label=label, progress=progress)
     with contextlib.ExitStack() as stack:
         if blas_threads:

@@ -55,13 +55,15 @@ class DaskCluster:
         self.workers: list[subprocess.Popen] = []
         for i in range(n_workers):
             self.add_worker(f"w{i}")
-        self.wait_for_workers(n_workers)
+        if n_workers:
+            self.wait_for_workers(n_workers)
 
-    def add_worker(self, name: str) -> subprocess.Popen:
+    def add_worker(self, name: str, *, nthreads: int = 1, nanny: bool = True) -> subprocess.Popen:
         proc = subprocess.Popen(
-            [*_dask_cli(), "worker", self.address, "--nthreads", "1", "--nworkers", "1",
+            [*_dask_cli(), "worker", self.address, "--nthreads", str(nthreads), "--nworkers", "1",
              "--name", name, "--no-dashboard", "--memory-limit", "2GiB",
-             "--local-directory", str(self.tmp / f"worker-{name}")],
+             "--local-directory", str(self.tmp / f"worker-{name}"),
+             *([] if nanny else ["--no-nanny"])],
             stdout=subprocess.DEVNULL, stderr=open(self.tmp / f"worker-{name}.log", "w"),
             env=self.env, start_new_session=True,
         )

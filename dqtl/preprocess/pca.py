@@ -45,10 +45,12 @@ import pandas as pd
 import xarray as xr
 from scipy.special import ndtri
 
+from dqtl.compute import compute, single_threaded_blas
 from dqtl.errors import InputError
 from dqtl.kernels.genotypes import dosage_from_calls
 
 __all__ = [
+    "compute_rows",
     "GenotypePCA",
     "genotype_pcs",
     "ld_prune",
@@ -187,8 +189,22 @@ def _genotype_array(ds: xr.Dataset, chunks: int | None) -> tuple[da.Array, int]:
     arr = var.data
     if not isinstance(arr, da.Array):
         arr = da.from_array(np.asarray(arr), chunks=(chunks or 10_000,) + (-1,) * (arr.ndim - 1))
-    arr = arr.rechunk({0: chunks or arr.chunks[0], **{i: -1 for i in range(1, arr.ndim)}})
+    # the products run on a partition fixed by the number of samples, never by the store's or
+    # the user's chunking: the same inputs give the same bytes (see compute_rows)
+    arr = arr.rechunk({0: compute_rows(int(arr.shape[1])), **{i: -1 for i in range(1, arr.ndim)}})
     return arr, ploidy
+
+
+def compute_rows(n_samples: int) -> int:
+    """Variants per block of the genotype PCA's products: about 32 MiB of float32 per block, a
+    multiple of 256 between 256 and 16,384. It depends on the number of samples only, so that
+    the blocks (and so the summation order of every product) are the same at any chunking.
+
+    >>> compute_rows(500), compute_rows(100_000)
+    (16384, 256)
+    """
+    rows = (32 << 20) // (4 * max(n_samples, 1))
+    return int(min(16_384, max(256, rows // 256 * 256)))
 
 
 def _halo_blocks(blocks: Sequence[Any], sizes: Sequence[int], b: int, window: int) -> tuple[list[Any], int]:
@@ -244,7 +260,8 @@ def ld_prune(
     r2_max
         Squared correlation above which the later variant of a pair is pruned.
     variants_chunk_size
-        Variants per task (default: the store's chunks).
+        Variants per chunk when ``ds`` holds numpy arrays (reading only): the products run on
+        blocks of :func:`compute_rows` variants at any chunking.
 
     Returns
     -------
@@ -275,7 +292,7 @@ def ld_prune(
                             window=int(ld_prune_window), r2_max=float(r2_max),
                             maf_min=float(maf_min), min_call_rate=float(min_call_rate),
                             ploidy=ploidy, sub_block=max(int(ld_prune_window), 256)))
-    parts = dask.compute(*tasks)  # the session's distributed Client when one is active
+    parts = compute(tasks, label="LD pruning blocks")  # the session's Client when one is active
     stats = np.concatenate([p["stats"] for p in parts])
     common = np.concatenate([p["common"] for p in parts])
     band = np.concatenate([p["band"] for p in parts])
@@ -397,7 +414,7 @@ def genotype_pcs(
     seed
         Seed of the random test matrix (the only randomness).
     variants_chunk_size
-        Variants per task.
+        As in :func:`ld_prune`.
     persist_bytes
         Persist the standardised matrix (float32) in (cluster) memory when it is at most this
         large; above, each SVD pass recomputes it from the genotypes.
@@ -448,16 +465,22 @@ def genotype_pcs(
 
     X = _standardized_matrix(ds, idx, means, scales, variants_chunk_size)
     fits = X.nbytes <= persist_bytes
-    if fits:
-        X = X.persist()
-    u, s, v = da.linalg.svd_compressed(
-        X, int(n_components), iterator="QR", n_power_iter=int(n_power_iter),
-        n_oversamples=int(n_oversamples), seed=int(seed), compute=not fits,
-    )
-    u, s, v = dask.compute(u, s, v)
+    with single_threaded_blas():
+        if fits:
+            X = X.persist()
+        u, s, v = da.linalg.svd_compressed(
+            X, int(n_components), iterator="QR", n_power_iter=int(n_power_iter),
+            n_oversamples=int(n_oversamples), seed=int(seed), compute=not fits,
+        )
+        u, s, v = dask.compute(u, s, v)
     u = np.asarray(u, dtype=np.float64)
     s = np.asarray(s, dtype=np.float64)
-    scores = np.asarray(v, dtype=np.float64).T * s
+    v = np.asarray(v, dtype=np.float64)
+    # signs fixed: each component's largest-magnitude variant loading is positive
+    flip = np.sign(u[np.argmax(np.abs(u), axis=0), np.arange(u.shape[1])])
+    flip[flip == 0] = 1
+    u, v = u * flip, v * flip[:, None]
+    scores = v.T * s
     vid = (np.asarray(ds["variant_id"].values)[idx].astype(str) if "variant_id" in ds
            else idx.astype(str))
     alleles = (np.asarray(ds["variant_allele"].values)[idx][:, :2].astype(str)
@@ -494,6 +517,7 @@ def _standardized_matrix(ds: xr.Dataset, idx: np.ndarray, means: np.ndarray, sca
         # REF/ALT swapped relative to the fit: g_fit = P - g, so x = (g - (P - mean)) / -scale
         means = np.where(flip, ploidy - means, means)
         scales = np.where(flip, -scales, scales)
+    sel = sel.rechunk({0: compute_rows(int(sel.shape[1]))})
     shape = (-1,) + (1,) * (sel.ndim - 1)
     chunks_1 = (sel.chunks[0],) + ((1,),) * (sel.ndim - 1)
     m = da.from_array(means.reshape(shape), chunks=chunks_1)
