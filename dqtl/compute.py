@@ -182,10 +182,14 @@ def _compute_threads(tasks: Sequence[Any]) -> list[Any]:
 
 def _compute_distributed(client: Any, tasks: Sequence[Any], *, label: str, progress: bool,
                          interval: float = 10.0) -> list[Any]:
+    import warnings
+
     from distributed import as_completed
 
     t0 = last = time.perf_counter()
-    futures = client.compute(list(tasks))
+    with warnings.catch_warnings():  # the plan's arrays travel with the graph by design
+        warnings.filterwarnings("ignore", message="Sending large graph")
+        futures = client.compute(list(tasks))
     done = 0
     try:
         for _f in as_completed(futures):
