@@ -20,6 +20,7 @@ import argparse
 import gzip
 import logging
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -45,10 +46,12 @@ class Cluster:
         env = dict(os.environ)
         if pythonpath:
             env["PYTHONPATH"] = pythonpath
+        tmp.mkdir(parents=True, exist_ok=True)
         self.file = tmp / "scheduler.json"
-        dask_cli = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+        exe = shutil.which("dask")
+        dask_cli = [exe] if exe else [sys.executable, "-m", "dask"]
         self.procs = [subprocess.Popen(
-            [*dask_cli, "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file",
+            [*dask_cli, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file",
              str(self.file)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=tmp)]
         while not self.file.exists():
             time.sleep(0.2)
@@ -58,7 +61,7 @@ class Cluster:
         self.address = json.loads(self.file.read_text())["address"]
         for i in range(2):
             self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "distributed.cli.dask_worker", self.address, "--nthreads",
+                [*dask_cli, "worker", self.address, "--nthreads",
                  "1", "--no-dashboard", "--memory-limit", "6GiB", "--local-directory",
                  str(tmp / f"w{i}")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                 cwd=tmp))

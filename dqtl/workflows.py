@@ -315,7 +315,7 @@ def run_cis_permute(
     plan: StudyPlan | None = None,
     publication: Publication | None = None,
 ) -> Any:
-    """Permutation pass; writes ``{prefix}.cis_qtl.txt.gz``, ``{prefix}.cis_qtl_signif_pairs.parquet``
+    """Permutation pass; writes ``{prefix}.cis_qtl.txt.gz``, ``{prefix}.cis_qtl.signif_pairs.parquet``
     and the plot ``{prefix}.cis_qtl.png`` (beta-approximated vs empirical p-values).
 
     The significant pairs are the nominal pairs of significant phenotypes (or of every member of a
@@ -369,7 +369,7 @@ def run_cis_permute(
             ax.figure.savefig(f, dpi=110, bbox_inches="tight", format="png")
         write_table_gz(cis_df, pub.stage(f"{output_prefix}.cis_qtl.txt.gz"))
         _write_frame_parquet(pdf.reset_index(drop=True),
-                             pub.stage(f"{output_prefix}.cis_qtl_signif_pairs.parquet"))
+                             pub.stage(f"{output_prefix}.cis_qtl.signif_pairs.parquet"))
         if publication is None:
             pub.commit()
     except BaseException:

@@ -111,7 +111,7 @@ def _run(f: dict[str, str], out: Path, method: str, extra: list[str]) -> list[Pa
     out.mkdir(parents=True, exist_ok=True)
     argv = _commands(f, out)[method]
     assert main(["-q", *argv, "--no-progress", *extra]) == 0
-    return sorted(p for p in out.iterdir() if p.suffix not in (".png", ".json", ".html"))
+    return sorted(p for p in out.iterdir() if p.suffix not in (".png", ".json", ".html", ".log"))
 
 
 def _content(path: Path) -> bytes | pd.DataFrame:

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "cis-eQTL mapping. --mode nominal writes every variant-phenotype pair within the window "
             "as OUTPUT_PREFIX.cis_qtl_pairs.<chr>.parquet; --mode permute writes "
-            "OUTPUT_PREFIX.cis_qtl.txt.gz and OUTPUT_PREFIX.cis_qtl_signif_pairs.parquet; "
+            "OUTPUT_PREFIX.cis_qtl.txt.gz and OUTPUT_PREFIX.cis_qtl.signif_pairs.parquet; "
             "--mode independent writes OUTPUT_PREFIX.cis_independent_qtl.txt.gz (tensorQTL's columns)."
         ),
     )

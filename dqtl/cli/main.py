@@ -32,6 +32,7 @@ COMMAND_MODULES = [
     "dqtl.cli.covariates",
     "dqtl.cli.simulate",
     "dqtl.cli.example",
+    "dqtl.cli.tensorqtl",
 ]
 
 log = logging.getLogger("dqtl")
@@ -115,6 +116,7 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     handler = _StderrHandler()
+    handler.setLevel(level)  # the run log may lower the logger's own level to INFO
     handler.setFormatter(logging.Formatter("%(asctime)s dqtl %(levelname)s: %(message)s", "%H:%M:%S"))
     root = logging.getLogger("dqtl")
     root.handlers[:] = [handler]
@@ -184,13 +186,25 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         import dask
 
+        from dqtl.runlog import RunLog, run_log_path
+
+        log_path = run_log_path(args)
+        runlog = RunLog(log_path, list(argv) if argv is not None else sys.argv[1:]) if log_path else None
         with dask.config.set({"dqtl.multiallelic": getattr(args, "multiallelic", "error"),
                               "dqtl.genotype_cache": getattr(args, "genotype_cache", None)}):
-            return int(args.func(args) or 0)
+            if runlog is None:
+                return int(args.func(args) or 0)
+            with runlog:
+                rc = int(args.func(args) or 0)
+                if rc:
+                    raise SystemExit(rc)
+            return rc
     except (ValueError, TypeError, OSError, KeyError, AssertionError) as exc:
         msg = _message(exc)
         print(f"dqtl {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except SystemExit as exc:  # a command that returned a non-zero code inside its run log
+        return int(exc.code) if isinstance(exc.code, int) else 2
     except _Terminated:
         print(f"dqtl {args.command}: terminated (SIGTERM); nothing was published", file=sys.stderr)
         return 143

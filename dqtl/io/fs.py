@@ -25,6 +25,7 @@ from typing import Any
 from dqtl.errors import InputError
 
 __all__ = [
+    "make_output_folder",
     "is_url",
     "filesystem",
     "exists",
@@ -278,7 +279,7 @@ def _remove_quietly(path: str) -> None:
             fs.rm(p, recursive=True)
 
 
-def _make_output_folder(folder: str, output: str) -> None:
+def make_output_folder(folder: str, output: str) -> None:
     """Create the folder of ``output`` (with its parents), or one clear line naming the output."""
     try:
         os.makedirs(folder, exist_ok=True)
@@ -314,7 +315,7 @@ class Publication:
         if is_url(f):
             check_bucket(f)  # object stores have no folders to make; never create a bucket
         else:
-            _make_output_folder(os.path.dirname(f), f)
+            make_output_folder(os.path.dirname(f), f)
         self.staged.append((tmp, f))
         return tmp
 
@@ -324,7 +325,7 @@ class Publication:
         if is_url(d):
             check_bucket(d)
         else:
-            _make_output_folder(os.path.dirname(d), absolute(near))
+            make_output_folder(os.path.dirname(d), absolute(near))
             os.makedirs(d, exist_ok=True)
         self.scratch.append(d)
         return d

@@ -65,10 +65,23 @@ GENE_COLUMNS: dict[str, str] = {
 }
 
 
+#: tensorQTL's gene-level columns in its order (``cis_qtl.txt.gz``; ``rank`` ends
+#: ``cis_independent_qtl.txt.gz``); dqtl's own columns follow them
+TENSORQTL_GENE_ORDER = (
+    "phenotype_id", "num_var", "beta_shape1", "beta_shape2", "true_df", "pval_true_df",
+    "variant_id", "start_distance", "end_distance", "ma_samples", "ma_count", "af",
+    "pval_nominal", "slope", "slope_se", "pval_perm", "pval_beta", "group_id", "group_size",
+    "qval", "pval_nominal_threshold", "rank",
+)
+
+
 def to_tensorqtl_cis(ds: xr.Dataset | pd.DataFrame) -> pd.DataFrame:
-    """A gene-level result (permutations, independent signals) with tensorQTL's columns."""
+    """A gene-level result (permutations, independent signals) with tensorQTL's columns, in its
+    order, then dqtl's own (``n_permutations``, ``beta_converged``, ...)."""
     df = ds if isinstance(ds, pd.DataFrame) else pd.DataFrame({k: ds[k].values for k in ds.data_vars})
     out = df.rename(columns=GENE_COLUMNS)
+    first = [c for c in TENSORQTL_GENE_ORDER if c in out.columns]
+    out = out[first + [c for c in out.columns if c not in first]]
     out.attrs.update(getattr(ds, "attrs", {}))
     return out
 

@@ -117,7 +117,7 @@ def test_cli_cis_permute__geuvadis_matches_tensorqtl(permutation_run):
     # same permutation stream as tensorQTL: empirical p-values agree to one permutation
     assert np.abs(m.pval_perm - m.pval_perm_tq).max() <= 1.0 / 10001 + 1e-12
     assert (permutation_run / "g.cis_qtl.png").read_bytes()[:4] == b"\x89PNG"
-    sig = pd.read_parquet(permutation_run / "g.cis_qtl_signif_pairs.parquet")
+    sig = pd.read_parquet(permutation_run / "g.cis_qtl.signif_pairs.parquet")
     assert set(sig.phenotype_id) == set(m.phenotype_id[m.qval <= 0.05])
     thr = ours.set_index("phenotype_id").pval_nominal_threshold
     assert (sig.pval_nominal.to_numpy() <= thr.loc[sig.phenotype_id].to_numpy()).all()

@@ -48,12 +48,13 @@ def test_signal_mid_run__nothing_published_and_no_leftovers(study, tmp_path, sig
                                   pd.read_csv(f"{ref}.cis_qtl.txt.gz", sep="\t"))
 
 
-def _interrupt(cmd: list[str], folder, sig, *, after_s: float) -> str:
-    """Start ``cmd``; once it has written into ``folder`` (or after ``after_s``), wait a moment,
-    send ``sig`` and return stderr after checking the exit code."""
+def _interrupt(cmd: list[str], folder, sig, *, after_s: float, marker: str | None = None) -> str:
+    """Start ``cmd``; once a file whose name holds ``marker`` is in ``folder`` (or after
+    ``after_s``), wait a moment, send ``sig`` and return stderr after checking the exit code."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     t0 = time.monotonic()
-    while time.monotonic() - t0 < after_s and not any(folder.iterdir()):
+    while time.monotonic() - t0 < after_s and not (
+            marker and any(marker in p.name for p in folder.iterdir())):
         time.sleep(0.05)
     time.sleep(0.3)
     assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
@@ -70,7 +71,7 @@ def test_signal_during_convert_and_finemap(study, tmp_path, command, sig):
     out.mkdir()
     if command == "convert":
         cmd = [sys.executable, "-m", "dqtl", "-q", "convert", study["vcf"], str(out / "c.vcz")]
-        err = _interrupt(cmd, out, sig, after_s=8.0)
+        err = _interrupt(cmd, out, sig, after_s=8.0, marker=".work")
     else:
         cmd = [sys.executable, "-m", "dqtl", "-q", "finemap", study["zarr"], study["bed"],
                str(out / "f"), "--covariates", study["covariates"], "--no-progress"]
@@ -79,7 +80,8 @@ def test_signal_during_convert_and_finemap(study, tmp_path, command, sig):
     assert list(out.iterdir()) == []
     assert subprocess.run(cmd, capture_output=True).returncode == 0  # the rerun completes
     assert sorted(p.name for p in out.iterdir()) == (
-        ["c.vcz"] if command == "convert" else ["f.susie_cs.txt.gz", "f.susie_pips.parquet"])
+        ["c.vcz", "c.vcz.dqtl.convert.log"] if command == "convert"
+        else ["f.dqtl.finemap.log", "f.susie_cs.txt.gz", "f.susie_pips.parquet"])
 
 
 def test_error_lines_name_the_file_without_errno_prefixes(tmp_path, capsys):

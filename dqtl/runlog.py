@@ -1,0 +1,141 @@
+"""The log file of a CLI run: ``PREFIX.dqtl.<command>.log`` beside the run's outputs.
+
+It holds the command line, the versions of dqtl and its stack, every input file named on the
+command line with its size and modification time (the fingerprint the genotype cache uses too),
+every log record of the run at INFO level or finer (whatever ``-q`` does to the terminal), the
+wall time and the exit status. It is written while the run goes, beside its final name, and moved
+into place when the run succeeded; a failed or interrupted run leaves no log file (the error line
+on stderr says what happened), as it leaves no other output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["RunLog", "run_log_path"]
+
+
+def run_log_path(args: Any) -> str | None:
+    """Where the run log of parsed CLI ``args`` goes: ``args.run_log(args)`` when the sub-command
+    defines it, else beside ``output_prefix`` / ``output`` (None: no log, e.g. ``dqtl check``)."""
+    custom = getattr(args, "run_log", None)
+    if callable(custom):
+        return custom(args)
+    target = getattr(args, "output_prefix", None) or getattr(args, "output", None)
+    if not target:
+        return None
+    return f"{str(target).rstrip('/')}.dqtl.{args.command}.log"
+
+
+def _fingerprints(argv: Sequence[str]) -> list[str]:
+    out = []
+    for a in argv:
+        for token in a.split("=", 1)[-1:]:
+            if os.path.exists(token) and not os.path.isdir(token):
+                st = os.stat(token)
+                mtime = datetime.fromtimestamp(st.st_mtime, tz=UTC).isoformat(timespec="seconds")
+                out.append(f"  {os.path.abspath(token)}: {st.st_size:,} bytes, modified {mtime}")
+            elif os.path.isdir(token):
+                out.append(f"  {os.path.abspath(token)}: folder")
+    return out
+
+
+def _versions() -> str:
+    from dqtl import __version__
+
+    parts = [f"dqtl {__version__}", f"Python {platform.python_version()}"]
+    for mod in ("numpy", "scipy", "pandas", "dask", "distributed", "xarray", "zarr"):
+        m = sys.modules.get(mod)
+        if m is not None:
+            parts.append(f"{mod} {getattr(m, '__version__', '?')}")
+    return ", ".join(parts)
+
+
+class RunLog:
+    """Context manager: log records of the ``dqtl`` logger to ``path`` for the run's duration."""
+
+    def __init__(self, path: str, argv: Sequence[str], *, level: int = logging.INFO) -> None:
+        from dqtl.io.fs import is_url
+
+        self.path = path
+        self.argv = list(argv)
+        self.level = level
+        self.remote = is_url(path)
+        self.t0 = time.perf_counter()
+        if self.remote:
+            fd, self.tmp = tempfile.mkstemp(prefix="dqtl-log-", suffix=".log")
+            os.close(fd)
+        else:
+            from dqtl.io.fs import make_output_folder
+
+            folder = os.path.dirname(os.path.abspath(path))
+            make_output_folder(folder, os.path.abspath(path))
+            self.tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+        self.handler = logging.FileHandler(self.tmp, mode="w", encoding="utf-8")
+        self.handler.setLevel(level)
+        self.handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(name)s %(levelname)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+
+    def _line(self, text: str) -> None:
+        self.handler.acquire()
+        try:
+            stream = self.handler.stream
+            if stream is not None:
+                stream.write(text + "\n")
+                stream.flush()
+        finally:
+            self.handler.release()
+
+    def __enter__(self) -> RunLog:
+        logger = logging.getLogger("dqtl")
+        logger.addHandler(self.handler)
+        if logger.level == logging.NOTSET or logger.level > self.level:
+            logger.setLevel(self.level)
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        self._line(f"# dqtl run log, started {started} on {platform.node()}")
+        self._line("# command: " + shlex.join(["dqtl", *self.argv]))
+        self._line(f"# working directory: {os.getcwd()}")
+        self._line(f"# {_versions()}")
+        files = _fingerprints(self.argv)
+        if files:
+            self._line("# inputs and outputs named on the command line (size, modification time):")
+            for f in files:
+                self._line("#" + f)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        logging.getLogger("dqtl").removeHandler(self.handler)
+        ok = exc_type is None or (exc_type is SystemExit and not getattr(exc, "code", 0))
+        elapsed = time.perf_counter() - self.t0
+        self._line(f"# finished: {'ok' if ok else 'failed'}, {elapsed:.1f} s wall time")
+        self.handler.close()
+        self.finish(ok)
+
+    def finish(self, ok: bool) -> None:
+        """Move the log into place (success) or remove it (failure)."""
+        if not ok:
+            with contextlib.suppress(OSError):
+                os.remove(self.tmp)
+            return
+        try:
+            if self.remote:
+                from dqtl.io.fs import upload
+
+                upload(self.tmp, self.path)
+                os.remove(self.tmp)
+            else:
+                os.replace(self.tmp, self.path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.remove(self.tmp)
+            raise
