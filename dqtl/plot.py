@@ -7,7 +7,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["plot_cis_distance", "plot_qq", "plot_permutation_pvalues", "plot_locus"]
+__all__ = ["plot_cis_distance", "plot_qq", "plot_permutation_pvalues", "plot_locus",
+           "PValueSketch", "genomic_inflation", "plot_qq_sketch", "plot_pvalue_histogram",
+           "plot_gene_manhattan", "save_figure"]
 
 
 def _axes(ax: Any) -> Any:
@@ -56,6 +58,133 @@ def plot_qq(pvalues: np.ndarray, *, ax: Any = None, label: str | None = None) ->
     if label:
         ax.legend(fontsize=8)
     return ax
+
+
+def genomic_inflation(pvalues: np.ndarray) -> float:
+    """lambda_GC: the median of the 1-df chi-square statistics of ``pvalues`` over its null
+    median (0.4549364).
+
+    >>> round(genomic_inflation(np.linspace(0.001, 0.999, 999)), 6)
+    1.0
+    """
+    from scipy.stats import chi2
+
+    p = np.asarray(pvalues, dtype=float)
+    p = p[np.isfinite(p)]
+    return float(chi2.isf(np.median(p), 1) / chi2.ppf(0.5, 1)) if p.size else float("nan")
+
+
+class PValueSketch:
+    """Streaming summary of many p-values (billions of pairs) for a QQ plot and lambda_GC: counts
+    in 0.01-wide bins of -log10 p (to 1e-320) and in 1e-5-wide bins of p (the median, for lambda,
+    to 1e-5). Feed it blocks with :meth:`add`; memory is fixed (~1 MB)."""
+
+    LOG_BINS = 32_000
+    LIN_BINS = 100_000
+
+    def __init__(self) -> None:
+        self.log_counts = np.zeros(self.LOG_BINS, dtype=np.int64)
+        self.lin_counts = np.zeros(self.LIN_BINS, dtype=np.int64)
+        self.n = 0
+
+    def add(self, pvalues: Any) -> None:
+        p = np.asarray(pvalues, dtype=np.float64)
+        p = p[np.isfinite(p)]
+        if not p.size:
+            return
+        lp = -np.log10(np.clip(p, 1e-320, 1.0))
+        self.log_counts += np.bincount(np.minimum((lp * 100).astype(np.int64), self.LOG_BINS - 1),
+                                       minlength=self.LOG_BINS)
+        self.lin_counts += np.bincount(np.minimum((p * self.LIN_BINS).astype(np.int64),
+                                                  self.LIN_BINS - 1), minlength=self.LIN_BINS)
+        self.n += int(p.size)
+
+    def lambda_gc(self) -> float:
+        """lambda_GC from the median p (to 1e-5 in p)."""
+        if not self.n:
+            return float("nan")
+        from scipy.stats import chi2
+
+        cum = np.cumsum(self.lin_counts)
+        k = int(np.searchsorted(cum, (self.n + 1) / 2))
+        median = (k + 0.5) / self.LIN_BINS
+        return float(chi2.isf(median, 1) / chi2.ppf(0.5, 1))
+
+
+def plot_qq_sketch(sketch: PValueSketch, *, ax: Any = None, label: str | None = None) -> Any:
+    """QQ plot from a :class:`PValueSketch` (one point per occupied 0.01 bin of -log10 p), with
+    lambda_GC in the legend."""
+    ax = _axes(ax)
+    counts = sketch.log_counts
+    occupied = np.flatnonzero(counts)[::-1]  # strongest first
+    if occupied.size:
+        rank = np.cumsum(counts[occupied])  # rank of the last p-value in each bin, from the top
+        exp = -np.log10((rank - 0.5) / sketch.n)
+        obs = (occupied + 0.5) / 100
+        lam = sketch.lambda_gc()
+        name = f"{label}: " if label else ""
+        ax.plot(exp, obs, ".", ms=3, label=f"{name}{sketch.n:,} p-values, λ = {lam:.3f}")
+        lim = float(max(exp.max(), 1.0))
+        ax.plot([0, lim], [0, lim], color="k", lw=0.8)
+        ax.legend(fontsize=8, loc="upper left")
+    ax.set_xlabel("expected -log10 p")
+    ax.set_ylabel("observed -log10 p")
+    return ax
+
+
+def plot_pvalue_histogram(pvalues: Any, *, pi0: float | None = None, ax: Any = None,
+                          label: str = "p-value") -> Any:
+    """Histogram of p-values (density); ``pi0`` drawn as the flat null level (Storey)."""
+    ax = _axes(ax)
+    p = np.asarray(pvalues, dtype=float)
+    p = p[np.isfinite(p)]
+    ax.hist(p, bins=50, range=(0, 1), density=True, color="0.6", edgecolor="white")
+    if pi0 is not None and np.isfinite(pi0):
+        ax.axhline(pi0, color="C3", lw=1.2, label=f"π0 = {pi0:.3f}")
+        ax.legend(fontsize=8)
+    ax.set_xlabel(label)
+    ax.set_ylabel("density")
+    return ax
+
+
+def plot_gene_manhattan(genes: pd.DataFrame, *, fdr: float = 0.05, ax: Any = None,
+                        pcol: str = "pval_beta") -> Any:
+    """Gene-level Manhattan plot: ``-log10 pcol`` of each gene at its position (``contig``,
+    ``position`` columns), contigs side by side, genes with ``qval <= fdr`` in colour."""
+    ax = _axes(ax)
+    if genes.empty:
+        return ax
+    df = genes.copy()
+    df["contig"] = df["contig"].astype(str)
+    order = sorted(df["contig"].unique(), key=lambda c: (0, int(c)) if c.isdigit() else (1, c))
+    offset, ticks = 0.0, []
+    y = -np.log10(np.clip(df[pcol].to_numpy(dtype=float), 1e-300, 1))
+    sig = (df["qval"] <= fdr).to_numpy() if "qval" in df else np.zeros(len(df), bool)
+    for i, c in enumerate(order):
+        m = (df["contig"] == c).to_numpy()
+        x = df["position"].to_numpy(dtype=float)[m] + offset
+        ax.scatter(x[~sig[m]], y[m][~sig[m]], s=6, color="0.45" if i % 2 else "0.7")
+        ax.scatter(x[sig[m]], y[m][sig[m]], s=10, color="C3")
+        ticks.append((offset + (x.max() if x.size else offset)) / 2)
+        offset = (x.max() if x.size else offset) + 1e6
+    ax.set_xticks(ticks, order, fontsize=7)
+    ax.set_xlabel("contig")
+    ax.set_ylabel(f"-log10 {pcol}")
+    return ax
+
+
+def save_figure(ax: Any, path: str) -> None:
+    """Write ``ax``'s figure as PNG to a local path or URL and close it."""
+    import matplotlib.pyplot as plt
+
+    from dqtl.io.fs import open_file
+
+    fig = ax.figure if hasattr(ax, "figure") else ax[0].figure
+    try:
+        with open_file(path, "wb") as f:
+            fig.savefig(f, dpi=110, bbox_inches="tight", format="png")
+    finally:
+        plt.close(fig)
 
 
 def plot_permutation_pvalues(cis_df: pd.DataFrame, *, fdr: float = 0.05, ax: Any = None) -> Any:

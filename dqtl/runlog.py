@@ -97,6 +97,9 @@ class RunLog:
             self.handler.release()
 
     def __enter__(self) -> RunLog:
+        from dqtl.io.fs import PUBLISHED
+
+        self.first_output = len(PUBLISHED)
         logger = logging.getLogger("dqtl")
         logger.addHandler(self.handler)
         if logger.level == logging.NOTSET or logger.level > self.level:
@@ -119,7 +122,35 @@ class RunLog:
         elapsed = time.perf_counter() - self.t0
         self._line(f"# finished: {'ok' if ok else 'failed'}, {elapsed:.1f} s wall time")
         self.handler.close()
+        if ok:
+            self.write_report(elapsed)
         self.finish(ok)
+
+    def write_report(self, seconds: float) -> None:
+        """``PREFIX.report.html`` listing the files this run published (none: no report)."""
+        from dqtl.io.fs import PUBLISHED, upload
+        from dqtl.report import report_path, write_report
+
+        outputs = PUBLISHED[self.first_output:]
+        if not outputs:
+            return
+        final = report_path(self.path)
+        if self.remote:
+            fd, tmp = tempfile.mkstemp(prefix="dqtl-report-", suffix=".html")
+            os.close(fd)
+        else:
+            tmp = os.path.join(os.path.dirname(os.path.abspath(final)),
+                               f".{os.path.basename(final)}.{os.getpid()}.tmp")
+        try:
+            write_report(final, command=self.argv, outputs=outputs, log_file=self.path,
+                         seconds=seconds, write_to=tmp)
+            if self.remote:
+                upload(tmp, final)
+            else:
+                os.replace(tmp, final)
+        finally:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
 
     def finish(self, ok: bool) -> None:
         """Move the log into place (success) or remove it (failure)."""

@@ -118,6 +118,9 @@ def run_cis_nominal(
             log.info("contig %s: %d pairs", contig, res["n_pairs"])
             summary.n_pairs += res["n_pairs"]
         summary.files = finals
+        staged = [tmp for tmp, final in pub.staged if final in set(finals)]
+        _stage_qq(pub, staged, "pval_nominal", f"{output_prefix}.cis_qtl_pairs.qq.png",
+                  "cis nominal pairs")
     counts = {k: sum(r[k] for r in results) for k in COUNTERS}
     summary.report = {**plan.report, **counts}
     summary.seconds = time.perf_counter() - t0
@@ -129,6 +132,42 @@ def run_cis_nominal(
         counts["n_variants_imputed"],
     )
     return summary
+
+
+def _stage_qq(pub: Publication, files: list[str], column: str, final: str, label: str) -> None:
+    """QQ plot with lambda_GC of ``column`` over parquet ``files`` (read one batch at a time),
+    staged as ``final``."""
+    import pyarrow.parquet as pq
+
+    from dqtl.plot import PValueSketch, plot_qq_sketch, save_figure
+
+    sketch = PValueSketch()
+    for path in files:
+        with open_file(path, "rb") as f:
+            for batch in pq.ParquetFile(f).iter_batches(columns=[column], batch_size=1 << 20):
+                sketch.add(batch.column(0).to_numpy(zero_copy_only=False))
+    ax = plot_qq_sketch(sketch, label=label)
+    log.info("%s: lambda_GC %.3f over %d p-values", label, sketch.lambda_gc(), sketch.n)
+    save_figure(ax, pub.stage(final))
+
+
+def _stage_gene_plots(pub: Publication, cis_df: Any, plan: StudyPlan, output_prefix: str,
+                      fdr: float) -> None:
+    """Permutation results: the histogram of pval_beta with pi0, and a gene Manhattan plot."""
+    import pandas as pd
+
+    from dqtl.plot import plot_gene_manhattan, plot_pvalue_histogram, save_figure
+
+    pi0 = cis_df.attrs.get("pi0")
+    ax = plot_pvalue_histogram(cis_df["pval_beta"], pi0=pi0, label="pval_beta (beta approximation)")
+    ax.set_title(f"{len(cis_df)} phenotypes")
+    save_figure(ax, pub.stage(f"{output_prefix}.cis_qtl.pvalues.png"))
+    where = pd.DataFrame({"contig": plan.phenotype_contig, "position": plan.phenotype_start},
+                         index=pd.Index(plan.phenotype_id.astype(str)))
+    genes = cis_df.join(where, on="phenotype_id") if "phenotype_id" in cis_df else cis_df.iloc[:0]
+    ax = plot_gene_manhattan(genes.dropna(subset=["contig"]), fdr=fdr)
+    ax.set_title(f"gene-level cis results, q <= {fdr:g} in colour")
+    save_figure(ax, pub.stage(f"{output_prefix}.cis_qtl.manhattan.png"))
 
 
 def write_table_gz(df: Any, path: str) -> None:
@@ -370,6 +409,7 @@ def run_cis_permute(
         write_table_gz(cis_df, pub.stage(f"{output_prefix}.cis_qtl.txt.gz"))
         _write_frame_parquet(pdf.reset_index(drop=True),
                              pub.stage(f"{output_prefix}.cis_qtl.signif_pairs.parquet"))
+        _stage_gene_plots(pub, cis_df, plan, output_prefix, fdr)
         if publication is None:
             pub.commit()
     except BaseException:

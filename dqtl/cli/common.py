@@ -103,6 +103,12 @@ def scheduler(address: str | None, *, progress: bool = True) -> Iterator[Any]:
             client = Client(address, timeout="30s")
         except OSError as exc:
             raise OSError(f"cannot connect to the dask scheduler at {address}: {exc}") from None
+        link = client.dashboard_link if client.scheduler_info().get("services", {}).get("dashboard") \
+            else None
+        log.info("connected to the dask scheduler at %s (%d workers)%s", address,
+                 len(client.scheduler_info().get("workers", {})),
+                 f"; dashboard: {link}" if link else "; no dashboard (start the scheduler with "
+                 "bokeh installed: pip install 'daskqtl[distributed]')")
         try:
             yield client
         finally:

@@ -2,7 +2,7 @@
 
 Every input and output path of the CLI and the API goes through here. Local paths stay plain
 (absolute, so workers elsewhere on a shared file system find them); URLs are handed to fsspec,
-whose protocol packages are optional extras (``pip install 'dqtl[s3]'`` for s3fs, ``[gcs]`` for
+whose protocol packages are optional extras (``pip install 'daskqtl[s3]'`` for s3fs, ``[gcs]`` for
 gcsfs). S3-compatible servers are reached through the standard ``AWS_ENDPOINT_URL``
 environment variable and the usual credential chain.
 
@@ -25,6 +25,7 @@ from typing import Any
 from dqtl.errors import InputError
 
 __all__ = [
+    "PUBLISHED",
     "make_output_folder",
     "is_url",
     "filesystem",
@@ -80,7 +81,7 @@ def filesystem(path: str | os.PathLike[str]) -> tuple[Any, str]:
         pkg = _EXTRAS.get(proto)
         extra = {"s3fs": "s3", "gcsfs": "gcs", "adlfs": "azure"}.get(pkg or "", "")
         raise InputError(
-            f"{s}: {proto}:// URLs need the {pkg} package: pip install 'dqtl[{extra}]'"
+            f"{s}: {proto}:// URLs need the {pkg} package: pip install 'daskqtl[{extra}]'"
             if pkg else f"{s}: no fsspec implementation for {proto}:// URLs is installed"
         ) from None
     except ValueError as exc:
@@ -279,6 +280,10 @@ def _remove_quietly(path: str) -> None:
             fs.rm(p, recursive=True)
 
 
+#: every output published in this process, in order (the CLI's run report lists a run's files)
+PUBLISHED: list[str] = []
+
+
 def make_output_folder(folder: str, output: str) -> None:
     """Create the folder of ``output`` (with its parents), or one clear line naming the output."""
     try:
@@ -348,6 +353,7 @@ class Publication:
             else:
                 _move_remote(tmp, final)
         done = [f for _, f in self.staged]
+        PUBLISHED.extend(done)
         self.staged = []
         self._clean_scratch()
         return done

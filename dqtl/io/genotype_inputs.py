@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 #: genotype input formats understood by :func:`convert`
 FORMATS: tuple[str, ...] = ("vcf", "plink", "pgen", "bgen")
+#: which format a prefix shared by several is read as (tensorQTL reads the pgen first)
+PREFIX_PREFERENCE: tuple[str, ...] = ("pgen", "plink", "bgen", "vcf")
 
 _SUFFIXES: dict[str, tuple[str, ...]] = {
     "vcf": (".vcf.gz", ".vcf.bgz", ".vcf", ".bcf"),
@@ -116,7 +118,8 @@ def resolve_input(input: str | os.PathLike[str], *, format: str | None = None) -
     Raises
     ------
     InputError
-        Unknown format, nothing found, an ambiguous prefix, or a missing companion file.
+        Unknown format, nothing found, or a missing companion file. A prefix shared by several
+        formats is read as pgen, else PLINK 1, else BGEN, else VCF (tensorQTL's order).
     """
     fmt = _check_format(format)
     path = Path(input).expanduser()
@@ -166,12 +169,11 @@ def resolve_input(input: str | os.PathLike[str], *, format: str | None = None) -
             )
         listing = "; ".join(f"{f}: {', '.join(p.name for p in v)}" for f, v in found.items())
         if fmt is None:
+            # tensorQTL's order for a shared prefix: PLINK 2, then PLINK 1, then the others
+            fmt = next(f for f in PREFIX_PREFERENCE if f in found)
             if len(found) > 1:
-                raise InputError(
-                    f"genotype prefix {str(input)!r} is ambiguous: found {listing}; "
-                    f"choose one with format= (--format for convert, --genotype-format for cis/trans) {' or '.join(found)}"
-                )
-            fmt = next(iter(found))
+                log.info("genotype prefix %s holds %s: using %s (tensorQTL's order pgen, bed, bgen, "
+                         "vcf; --genotype-format chooses another)", input, listing, fmt)
         elif fmt not in found:
             raise InputError(
                 f"genotype prefix {str(input)!r} has no {fmt} files (looked for "

@@ -58,8 +58,6 @@ def _prepare(case: str, tmp: Path) -> tuple[list[str], str]:
         return [str(tmp / "g.bed")], "not a PLINK 1 .bed"
     if case == "missing_file":
         return [str(tmp / "missing.pgen")], "does not exist"
-    if case == "ambiguous_prefix":
-        return [str(GEUV)], "ambiguous"
     if case == "unknown_format":
         return [str(GEUV), "--format", "gds"], "unknown genotype format 'gds'"
     if case == "bad_chunk_size":
@@ -70,7 +68,7 @@ def _prepare(case: str, tmp: Path) -> tuple[list[str], str]:
 @pytest.mark.parametrize(
     "case",
     ["missing_file", "truncated_bed", "garbage_bed", "fam_bim_mismatch", "duplicated_samples",
-     "ambiguous_prefix", "unknown_format", "bad_chunk_size"],
+     "unknown_format", "bad_chunk_size"],
 )
 def test_convert_cli__bad_input_exits_2_with_one_line(tmp_path, capsys, case):
     inputs = tmp_path / "in"

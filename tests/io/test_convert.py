@@ -233,6 +233,7 @@ def test_convert__force_replaces_existing_store(stores, tmp_path):
 
 def test_resolve_input__file_prefix_and_format():
     assert resolve_input(f"{GEUV}.bim").format == "plink"
+    assert resolve_input(GEUV).format == "pgen"  # pgen, bed and vcf share it: tensorQTL's order
     gi = resolve_input(GEUV, format="pgen")
     assert gi == GenotypeInput("pgen", GEUV.with_suffix(".pgen"))
     assert gi.files["pvar"].name.endswith(".pvar") and gi.files["psam"].name.endswith(".psam")
@@ -286,7 +287,6 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[dict, str]]:
     bim[0], bim[1] = bim[1], bim[0]
     Path(f"{p}.bim").write_text("\n".join(bim) + "\n")
     cases["unsorted_bim"] = ({"input": p}, "must be sorted by position")
-    cases["ambiguous_prefix"] = ({"input": GEUV}, "ambiguous: found vcf.*plink.*pgen")
     cases["unknown_format"] = ({"input": GEUV, "format": "gds"}, "unknown genotype format 'gds'")
     cases["format_not_found"] = ({"input": DATA / "mixed", "format": "pgen"}, "has no pgen files")
     d = tmp / "noindex"
@@ -318,7 +318,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[dict, str]]:
 BAD = [
     "missing_file", "missing_prefix", "truncated_bed", "garbage_bed", "fam_bim_mismatch",
     "bim_fam_mismatch", "duplicated_samples",
-    "unsorted_bim", "ambiguous_prefix", "unknown_format", "format_not_found",
+    "unsorted_bim", "unknown_format", "format_not_found",
     "vcf_without_index", "vcf_duplicated_samples", "garbage_bgen", "pgen_pvar_mismatch",
 ]
 

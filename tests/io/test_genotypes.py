@@ -170,8 +170,8 @@ def test_load_genotypes__converts_once_into_cache_and_reuses_it(tmp_path, refere
     assert again.sizes == ds.sizes
     assert load_genotypes(store)["call_genotype"].shape == (2394, 90, 2)
     assert load_genotypes(simulated())["call_genotype"].chunks is not None
-    with pytest.raises(InputError, match="ambiguous"):
-        load_genotypes(GEUV, cache_dir=tmp_path)
+    # a prefix shared by pgen, bed and vcf is read as its pgen (tensorQTL's order): the cache hit
+    assert load_genotypes(GEUV, cache_dir=tmp_path).sizes == ds.sizes
     # a changed input is converted again
     monkeypatch.undo()
     src = tmp_path / "src"

@@ -1,0 +1,93 @@
+"""Pictures and the HTML report the commands write: a QQ plot with lambda_GC for nominal pairs, the
+p-value histogram with pi0 and a gene Manhattan plot for permutations, and PREFIX.report.html
+linking every file of the run (each link must exist) with the plots embedded."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+import dqtl
+from dqtl.cli.main import main
+from dqtl.simulation_files import write_simulation
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hrefs: list[str] = []
+        self.images = 0
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "a":
+            self.hrefs.append(a["href"])
+        if tag == "img" and str(a.get("src", "")).startswith("data:image/png;base64,"):
+            self.images += 1
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("report")
+    sim = dqtl.simulate(n_samples=150, n_variants=3000, n_phenotypes=60, fraction_egenes=0.4,
+                        seed=4)
+    return {k: str(v[0]) for k, v in write_simulation(sim, d, formats=("zarr", "bed", "covariates"),
+                                                      prefix="s").items()}
+
+
+def _image_ok(path) -> None:
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(path)
+    assert img.shape[0] > 200 and img.shape[1] > 300
+    assert float(np.asarray(img[..., :3]).std()) > 0.05  # something is drawn, not a blank canvas
+
+
+@pytest.mark.parametrize("mode", ["nominal", "permute"])
+def test_cis_plots_and_report(files, tmp_path, mode):
+    out = tmp_path / "res" / "run"
+    assert main(["-q", "cis", files["zarr"], files["bed"], str(out), "--covariates",
+                 files["covariates"], "--mode", mode, "--permutations", "200", "--no-progress"]) == 0
+    folder = out.parent
+    pngs = sorted(p.name for p in folder.glob("*.png"))
+    expected = (["run.cis_qtl_pairs.qq.png"] if mode == "nominal" else
+                ["run.cis_qtl.manhattan.png", "run.cis_qtl.png", "run.cis_qtl.pvalues.png"])
+    assert pngs == expected
+    for p in pngs:
+        _image_ok(folder / p)
+    report = folder / "run.report.html"
+    parser = _Links()
+    parser.feed(report.read_text())
+    assert parser.hrefs, "the report links no file"
+    for href in parser.hrefs:
+        assert (folder / href).exists(), href
+    names = {p.name for p in folder.iterdir()} - {"run.report.html"}
+    assert names == set(parser.hrefs)  # every file of the run is linked, the log included
+    assert parser.images == len(pngs)
+    assert "run.dqtl.cis.log" in parser.hrefs
+    if mode == "nominal":
+        log = (folder / "run.dqtl.cis.log").read_text()
+        lam = float(re.search(r"lambda_GC ([0-9.]+)", log).group(1))
+        assert 0.8 < lam < 3.0
+
+
+def test_plot_functions_return_axes_and_lambda_matches_exact():
+    from dqtl.plot import PValueSketch, genomic_inflation, plot_gene_manhattan, plot_qq_sketch
+
+    rng = np.random.default_rng(0)
+    p = np.concatenate([rng.uniform(size=200_000), rng.uniform(size=2000) ** 8])
+    sk = PValueSketch()
+    for block in np.array_split(p, 7):
+        sk.add(block)
+    assert sk.n == p.size
+    assert abs(sk.lambda_gc() - genomic_inflation(p)) < 2e-3
+    ax = plot_qq_sketch(sk)
+    assert ax.get_xlabel() == "expected -log10 p" and "λ" in ax.get_legend().get_texts()[0].get_text()
+    import pandas as pd
+
+    ax2 = plot_gene_manhattan(pd.DataFrame({"contig": ["1", "1", "2"], "position": [1e6, 2e6, 5e5],
+                                            "pval_beta": [1e-8, 0.3, 0.01], "qval": [1e-6, 0.5, 0.04]}))
+    assert [t.get_text() for t in ax2.get_xticklabels()] == ["1", "2"]
