@@ -11,7 +11,8 @@ command ``--repeats`` times, interleaved, the median kept. It also checks that t
 gives the same bytes on threads and on the cluster.
 
     git worktree add /tmp/old <commit before the change>
-    python benchmarks/determinism.py --dqtl-path /tmp/old
+    git worktree add /tmp/new <the change>
+    python benchmarks/determinism.py --dqtl-path /tmp/old --dqtl-new-path /tmp/new
 """
 
 from __future__ import annotations
@@ -118,11 +119,13 @@ def main() -> int:
     C.add_data_args(p)
     p.set_defaults(phenotypes=300, covariates=8)
     p.add_argument("--dqtl-path", default=None, help="the other checkout (e.g. the commit before)")
+    p.add_argument("--dqtl-new-path", default=None,
+                   help="the checkout measured as 'new' (default: this one)")
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     C.prepare_blas_env(keep=args.keep_blas_env)
-    versions = [("new", None)] + ([("old", args.dqtl_path)] if args.dqtl_path else [])
+    versions = [("new", args.dqtl_new_path)] + ([("old", args.dqtl_path)] if args.dqtl_path else [])
     rows = []
     for shape, length in SHAPES.items():
         args.contig_length = length

@@ -153,10 +153,45 @@ def _run(uniq: Sequence[Any], client: Any, *, label: str, progress: bool,
 
             stack.enter_context(threadpool_limits(limits=blas_threads, user_api="blas"))
         if progress:
-            from dask.diagnostics import ProgressBar
-
-            stack.enter_context(ProgressBar(out=sys.stderr, dt=1.0))
+            stack.enter_context(local_progress(label))
         return _compute_threads(uniq)
+
+
+def interactive() -> bool:
+    """True when stderr is a terminal (live bars); otherwise progress is a log line now and then."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def local_progress(label: str, *, interval: float = 30.0) -> Any:
+    """The one progress mechanism of the threaded scheduler, on stderr: dask's bar on a terminal,
+    else a log line every ``interval`` seconds (a batch job's log gets a few lines, not a redrawn
+    bar)."""
+    if interactive():
+        from dask.diagnostics import ProgressBar
+
+        return ProgressBar(out=sys.stderr, dt=1.0)
+    from dask.callbacks import Callback
+
+    class _Lines(Callback):  # type: ignore[misc]
+        def _start_state(self, dsk: Any, state: Any) -> None:
+            self.t0 = self.last = time.perf_counter()
+            self.total = sum(len(state[k]) for k in ("ready", "waiting", "running", "finished"))
+
+        def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+            now = time.perf_counter()
+            if now - self.last >= interval:
+                self.last = now
+                log.info("%s: %d/%d tasks done (%.0f s)", label, len(state["finished"]),
+                         self.total, now - self.t0)
+
+        def _finish(self, dsk: Any, state: Any, errored: bool) -> None:
+            if not errored and time.perf_counter() - self.t0 >= interval:
+                log.info("%s: done in %.0f s", label, time.perf_counter() - self.t0)
+
+    return _Lines()
 
 
 def _key(collection: Any) -> Any:

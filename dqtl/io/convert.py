@@ -216,9 +216,14 @@ def _write_from(
 
     starts = list(range(0, m, vc))
     args = [(str(store), s, min(s + vc, m), scan.max_alleles, scan.has_dosage) for s in starts]
-    progress = Progress(
+    from rich.console import Console
+
+    from dqtl.compute import interactive
+
+    progress = Progress(  # on stderr, and only on a terminal (a log line otherwise)
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-        TimeRemainingColumn(), disable=not show_progress, transient=False,
+        TimeRemainingColumn(), disable=not (show_progress and interactive()), transient=False,
+        console=Console(stderr=True),
     )
     with progress:
         task = progress.add_task(f"{gi.format}2zarr", total=m)
@@ -345,6 +350,9 @@ def convert(
         check_vcf(gi)
     t0 = time.perf_counter()
     log.info("converting %s (%s) to %s", gi.path, gi.format, output)
+    from dqtl.compute import interactive
+
+    show_progress = show_progress and interactive()  # bio2zarr's bars only on a terminal
     with atomic_dir(output) as tmp, _workdir(output) as work:
         tmp.rmdir()  # the writers create the store directory themselves
         try:
