@@ -67,7 +67,10 @@ def write_report(path: str, *, command: Sequence[str], outputs: Sequence[str],
              f", {seconds:.1f} s</p>",
              f"<p><code>{html.escape(' '.join(['dqtl', *command]))}</code></p>",
              "<h2>Files</h2><ul>"]
-    files = [o for o in dict.fromkeys(outputs) if o != path]
+    from dqtl.io.fs import exists
+
+    # files a run published into its own work folders (removed since) are not outputs
+    files = [o for o in dict.fromkeys(outputs) if o != path and exists(o)]
     if log_file:
         files.append(log_file)
     for f in files:

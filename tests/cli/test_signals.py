@@ -81,7 +81,7 @@ def test_signal_during_convert_and_finemap(study, tmp_path, command, sig):
     assert subprocess.run(cmd, capture_output=True).returncode == 0  # the rerun completes
     assert sorted(p.name for p in out.iterdir()) == (
         ["c.vcz", "c.vcz.dqtl.convert.log"] if command == "convert"
-        else ["f.dqtl.finemap.log", "f.susie_cs.txt.gz", "f.susie_pips.parquet"])
+        else ["f.dqtl.finemap.log", "f.report.html", "f.susie_cs.txt.gz", "f.susie_pips.parquet"])
 
 
 def test_error_lines_name_the_file_without_errno_prefixes(tmp_path, capsys):

@@ -99,8 +99,8 @@ def test_cli_cis_nominal_and_permute__on_s3_identical_to_local(s3, tmp_path):
                                       pd.read_parquet(f"{local}.cis_qtl_pairs.{c}.parquet"))
     fs.invalidate_cache()
     assert sorted(Path(p).name for p in fs.ls("cohort/out")) == [
-        "geu.cis_qtl_pairs.1.parquet", "geu.cis_qtl_pairs.2.parquet",
-        "geu.dqtl.cis.log"]  # no parts, no staging; the run log uploaded with the outputs
+        "geu.cis_qtl_pairs.1.parquet", "geu.cis_qtl_pairs.2.parquet", "geu.cis_qtl_pairs.qq.png",
+        "geu.dqtl.cis.log", "geu.report.html"]  # no parts, no staging; log and report uploaded
     # permutations + independent: file:// URL locally, s3:// for the outputs and --cis-results
     r = _dqtl(env, "cis", f"file://{s3['store']}", "s3://cohort/expression.bed.gz",
               "s3://cohort/perm/geu", "--covariates", "s3://cohort/covariates.txt", "--mode",
