@@ -60,7 +60,8 @@ def write_report(path: str, *, command: Sequence[str], outputs: Sequence[str],
     from dqtl import __version__
     from dqtl.io.fs import open_file
 
-    title = f"dqtl {command[0] if command else ''} report"
+    sub = next((c for c in command if not c.startswith("-")), "")
+    title = f"dqtl {sub} report"
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
              f"<p class='meta'>dqtl {__version__}, {datetime.now(UTC).isoformat(timespec='seconds')}"

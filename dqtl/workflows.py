@@ -118,7 +118,8 @@ def run_cis_nominal(
             log.info("contig %s: %d pairs", contig, res["n_pairs"])
             summary.n_pairs += res["n_pairs"]
         summary.files = finals
-        staged = [tmp for tmp, final in pub.staged if final in set(finals)]
+        wanted = {absolute(f) for f in finals}
+        staged = [tmp for tmp, final in pub.staged if final in wanted]
         _stage_qq(pub, staged, "pval_nominal", f"{output_prefix}.cis_qtl_pairs.qq.png",
                   "cis nominal pairs")
     counts = {k: sum(r[k] for r in results) for k in COUNTERS}

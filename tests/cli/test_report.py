@@ -8,6 +8,7 @@ import re
 from html.parser import HTMLParser
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import dqtl
@@ -70,8 +71,11 @@ def test_cis_plots_and_report(files, tmp_path, mode):
     assert "run.dqtl.cis.log" in parser.hrefs
     if mode == "nominal":
         log = (folder / "run.dqtl.cis.log").read_text()
-        lam = float(re.search(r"lambda_GC ([0-9.]+)", log).group(1))
-        assert 0.8 < lam < 3.0
+        m = re.search(r"lambda_GC ([0-9.]+) over ([0-9]+) p-values", log)
+        assert m, "no lambda_GC line in the log"
+        pairs = sum(len(pd.read_parquet(f)) for f in folder.glob("run.cis_qtl_pairs.*.parquet"))
+        assert int(m.group(2)) == pairs > 0  # every pair's p-value is in the QQ plot
+        assert 0.8 < float(m.group(1)) < 3.0
 
 
 def test_plot_functions_return_axes_and_lambda_matches_exact():
