@@ -9,7 +9,7 @@ import pandas as pd
 
 __all__ = ["plot_cis_distance", "plot_qq", "plot_permutation_pvalues", "plot_locus",
            "PValueSketch", "genomic_inflation", "plot_qq_sketch", "plot_pvalue_histogram",
-           "plot_gene_manhattan", "save_figure"]
+           "plot_gene_manhattan", "save_figure", "lambda_from_log_counts", "plot_qq_sampled"]
 
 
 def _axes(ax: Any) -> Any:
@@ -129,6 +129,46 @@ def plot_qq_sketch(sketch: PValueSketch, *, ax: Any = None, label: str | None = 
         ax.legend(fontsize=8, loc="upper left")
     ax.set_xlabel("expected -log10 p")
     ax.set_ylabel("observed -log10 p")
+    return ax
+
+
+def lambda_from_log_counts(counts: np.ndarray, step: float = 0.001) -> float:
+    """lambda_GC from counts of p-values in bins of -log10 p of width ``step`` (bin 0 first)."""
+    n = int(counts.sum())
+    if not n:
+        return float("nan")
+    from scipy.stats import chi2
+
+    k = int(np.searchsorted(np.cumsum(counts[::-1]), (n + 1) / 2))  # from the largest p down
+    median = 10 ** -((counts.size - 1 - k + 0.5) * step)
+    return float(chi2.isf(median, 1) / chi2.ppf(0.5, 1))
+
+
+def plot_qq_sampled(counts: np.ndarray, p_tail: np.ndarray, n_tests: int, threshold: float, *,
+                    step: float = 0.001, ax: Any = None, label: str = "trans") -> Any:
+    """QQ plot of a scan whose p-values are known exactly in the tail (``p_tail``: every p <=
+    ``threshold`` of ``n_tests`` tests) and through a sample below it (``counts`` of -log10 p in
+    bins of ``step``); lambda_GC from the sample's median."""
+    ax = _axes(ax)
+    n_s = int(counts.sum())
+    lam = lambda_from_log_counts(counts, step)
+    top = -np.log10(threshold)
+    occupied = np.flatnonzero(counts)[::-1]
+    occupied = occupied[(occupied + 0.5) * step < top]
+    if n_s and occupied.size:
+        frac = (np.cumsum(counts[::-1])[::-1])[occupied] / n_s  # share of the sample with p <= bin
+        ax.plot(-np.log10(frac), (occupied + 0.5) * step, ".", ms=3, color="C0",
+                label=f"{n_s:,} sampled tests, λ = {lam:.3f}")
+    p = np.sort(np.asarray(p_tail, dtype=float))
+    if p.size:
+        exp = -np.log10((np.arange(1, p.size + 1) - 0.5) / max(n_tests, p.size))
+        ax.plot(exp, -np.log10(np.clip(p, 1e-300, 1)), ".", ms=3, color="C3",
+                label=f"{p.size:,} pairs with p <= {threshold:g} (exact)")
+    lim = -np.log10(0.5 / max(n_tests, 1))
+    ax.plot([0, lim], [0, lim], color="k", lw=0.8)
+    ax.set_xlabel(f"expected -log10 p ({n_tests:,} {label} tests)")
+    ax.set_ylabel("observed -log10 p")
+    ax.legend(fontsize=8, loc="upper left")
     return ax
 
 

@@ -86,13 +86,15 @@ def _block_task(
     ploidy: int,
     maf_threshold: float,
     store: Any = None,
+    sketch_stride: int = 0,
 ) -> dict[str, Any]:
     """Run :func:`trans_block` on one tile; record it in ``store`` or return it."""
     if store is not None and store.has(key):
         return {"key": key, "skipped": True}
     _release_memory()
     res = trans_block(block, v0, sample_index, phenotypes, ploidy=ploidy,
-                      maf_threshold=maf_threshold, permutations=permutations)
+                      maf_threshold=maf_threshold, permutations=permutations,
+                      sketch_stride=sketch_stride)
     vloc = res["variant_index"] - v0
     vids = np.asarray(variant_ids)
     res["variant_id"] = (vids[vloc] if vids.size else
@@ -189,7 +191,8 @@ def trans_graph(
     skip = set(skip)
     task = dask.delayed(_block_task, pure=True)
     common = dict(sample_index=plan.genotype_sample_index, ploidy=plan.ploidy,
-                  maf_threshold=plan.maf_threshold, store=store)
+                  maf_threshold=plan.maf_threshold, store=store,
+                  sketch_stride=sketch_stride(plan.n_variants, len(plan.phenotype_id)))
     out = []
     for b, blk in enumerate(blocks):
         v0 = int(bounds[b])
@@ -207,6 +210,21 @@ def trans_graph(
 # ----------------------------------------------------------------------------------------------
 # API
 # ----------------------------------------------------------------------------------------------
+#: at most about this many tests of a trans scan are computed again exactly (row-wise float64)
+#: for its QQ plot and lambda_GC: ~1.3e8 multiply-adds at 500 samples, whatever the scan
+SKETCH_TESTS = 250_000
+
+
+def sketch_stride(n_variants: int, n_phenotypes: int) -> int:
+    """Every ``stride``-th variant's tests (all phenotypes) form the sample of the null for the
+    trans QQ plot and lambda_GC: all tests up to :data:`SKETCH_TESTS`, about that many beyond.
+
+    >>> sketch_stride(300, 804), sketch_stride(2394, 804), sketch_stride(1_000_000, 20_000)
+    (1, 8, 80000)
+    """
+    return max(1, -(-int(n_variants) * int(n_phenotypes) // SKETCH_TESTS))
+
+
 def _check_device(device: str) -> None:
     if device not in ("cpu", "gpu"):
         raise InputError(f"--device must be cpu or gpu, got {device!r}")

@@ -157,6 +157,8 @@ class TransStatistics:
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # p_value_perm, p_value_beta
     null_fit: list[dict[str, Any]] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
+    p_sketch: np.ndarray | None = None  # sampled tests' -log10 p counts (kernels.trans.SKETCH_BINS)
+    p_hits: np.ndarray | None = None  # p-values of every hit (output order)
 
     @property
     def total_tests(self) -> int:
@@ -185,9 +187,15 @@ def trans_statistics(
     n_tests = np.zeros(n_phenotypes, dtype=np.int64)
     counters = dict.fromkeys(COUNTERS, 0)
     p_parts, ph_parts, r_parts = [], [], []
+    sketch: np.ndarray | None = None
     for keys in variant_blocks:
         for k in keys:
             z = blocks.read(k, ["n_tests", "phenotype_start", *COUNTERS])
+            try:
+                part = blocks.read(k, ["p_sketch"])["p_sketch"]
+                sketch = part.astype(np.int64) if sketch is None else sketch + part
+            except KeyError:  # a block recorded without the sketch
+                pass
             s = int(z["phenotype_start"])
             n_tests[s : s + z["n_tests"].size] += z["n_tests"]
             if k == keys[0]:
@@ -215,6 +223,7 @@ def trans_statistics(
     return TransStatistics(
         n_tests=n_tests, n_hits=np.bincount(ph_all, minlength=n_phenotypes).astype(np.int64),
         q_value=q_all, q_value_phenotype=q_ph, extra=extra, null_fit=fits, counters=counters,
+        p_sketch=sketch, p_hits=p_all,
     )
 
 
@@ -328,11 +337,22 @@ def write_trans_results(
     }
     if stats.null_fit:
         out_summary["permutation_null"] = stats.null_fit
+    figures = {}
+    if stats.p_sketch is not None and stats.p_sketch.sum():
+        from dqtl.plot import lambda_from_log_counts, plot_qq_sampled
+
+        out_summary["lambda_gc"] = lambda_from_log_counts(stats.p_sketch)
+        out_summary["n_tests_sampled_for_lambda"] = int(stats.p_sketch.sum())
+        figures["trans_qtl.qq.png"] = plot_qq_sampled(
+            stats.p_sketch, stats.p_hits if stats.p_hits is not None else np.zeros(0),
+            stats.total_tests, plan.pval_threshold)
+        log.info("trans: lambda_GC %.3f (from %d sampled tests)", out_summary["lambda_gc"],
+                 out_summary["n_tests_sampled_for_lambda"])
     rows = iter_trans_rows(store, variant_blocks, stats, plan.phenotype_id)
     files = write_trans_tables(
         output_prefix, rows, columns=columns, n_rows=stats.total_hits,
         phenotype_id=np.asarray(plan.phenotype_id).astype(str), n_tests=stats.n_tests,
-        n_hits=stats.n_hits, summary=out_summary, formats=formats,
+        n_hits=stats.n_hits, summary=out_summary, formats=formats, figures=figures,
     )
     out_summary["files"] = files
     return out_summary

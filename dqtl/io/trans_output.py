@@ -340,6 +340,7 @@ def write_trans_tables(
     summary: dict[str, Any],
     formats: Iterable[str] = ("parquet",),
     zarr_chunk: int = 1 << 20,
+    figures: dict[str, Any] | None = None,
 ) -> list[str]:
     """Write the final trans files from a stream of row batches (see the module docstring).
 
@@ -404,6 +405,11 @@ def write_trans_tables(
         with open_file(pub.stage(paths["phenotypes"]), "wb") as fh:
             pq.write_table(ptab, fh, compression="zstd")
         written.append(paths["phenotypes"])
+        for suffix, ax in (figures or {}).items():
+            from dqtl.plot import save_figure
+
+            save_figure(ax, pub.stage(f"{output_prefix}.{suffix}"))
+            written.append(f"{output_prefix}.{suffix}")
         files = [*written, paths["summary"]]
         with open_file(pub.stage(paths["summary"]), "wb") as fh:
             fh.write(json.dumps({**summary, "files": files}, indent=1, default=_json_default).encode())

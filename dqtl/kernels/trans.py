@@ -279,6 +279,43 @@ def exact_r(Gc: Any, g_norm: Any, P: Any, vv: Any, pp: Any) -> Any:
     return out
 
 
+#: bins of the sketch of sampled tests' p-values: -log10 p in 0.001 steps (the last: beyond 10)
+SKETCH_BINS = 10_000
+
+
+def sampled_pvalue_counts(block: Any, pg: PreparedGroup, grp: GroupTile, v0: int, stride: int,
+                          sample_index: Any, *, ploidy: int, maf_threshold: float) -> np.ndarray:
+    """Histogram (:data:`SKETCH_BINS` bins of -log10 p) of the exact p-values of every test of
+    the variants whose global index is a multiple of ``stride`` (outside the cis window): a
+    sample of the scan's null for the QQ plot and lambda_GC, the same at any blocking (one
+    row-wise float64 product per variant and phenotype, as :func:`exact_r`)."""
+    xp = get_array_module(pg.Gn32)
+    ok = to_host(pg.ok)
+    first = (-v0) % stride
+    rows = np.arange(first, ok.size, stride)
+    rows = rows[ok[rows]] if rows.size else rows
+    counts = np.zeros(SKETCH_BINS, dtype=np.int64)
+    if rows.size == 0 or grp.P.shape[0] == 0:
+        return counts
+    Gc = centred_rows(block, xp.asarray(rows), sample_index, pg.sample_index, ploidy=ploidy,
+                      maf_threshold=maf_threshold)
+    P = xp.asarray(grp.P)
+    g_norm = to_host(pg.g_norm)[rows]
+    npheno = int(P.shape[0])
+    for i, row in enumerate(rows):
+        r = to_host((P * Gc[i]).sum(axis=1)) / g_norm[i]
+        gv = row + v0
+        keep = ~((gv >= grp.cis_lo) & (gv < grp.cis_hi))
+        if not keep.any():
+            continue
+        _, p, _, _ = stats_from_r(r[keep], grp.dof, np.full(int(keep.sum()), g_norm[i]),
+                                  grp.p_norm[:npheno][keep])
+        lp = -np.log10(np.clip(p, 1e-300, 1.0))
+        counts += np.bincount(np.minimum((lp * 1000).astype(np.int64), SKETCH_BINS - 1),
+                              minlength=SKETCH_BINS)
+    return counts
+
+
 def count_tests(ok: Any, v0: int, cis_lo: np.ndarray, cis_hi: np.ndarray) -> np.ndarray:
     """Tests per phenotype in a block: testable variants outside the phenotype's cis range.
 
@@ -366,6 +403,7 @@ def trans_block(
     ploidy: int,
     maf_threshold: float,
     permutations: PermutationBlock | None = None,
+    sketch_stride: int = 0,
 ) -> dict[str, Any]:
     """Test one variant block against one phenotype block (or the permutation block).
 
@@ -380,6 +418,9 @@ def trans_block(
         The phenotype block, or None with ``permutations`` given.
     permutations
         Synthetic permuted phenotypes: returns their per-group maxima of ``|r|`` instead.
+    sketch_stride
+        With a positive stride, ``p_sketch`` counts the exact p-values of every test of the
+        variants whose global index is a multiple of it (:func:`sampled_pvalue_counts`).
 
     Returns
     -------
@@ -417,6 +458,7 @@ def trans_block(
     if phenotypes is None:  # unreachable: checked above (narrows the type)
         raise ValueError("trans_block: no phenotype block")
     n_tests = np.zeros(phenotypes.stop - phenotypes.start, dtype=np.int64)
+    sketch = np.zeros(SKETCH_BINS, dtype=np.int64)
     parts: list[dict[str, np.ndarray]] = []
     af_host = to_host(prep.af)
     buf = None  # the product tile, reused
@@ -424,6 +466,8 @@ def trans_block(
         n_tests[grp.index - phenotypes.start] = count_tests(pg.ok, v0, grp.cis_lo, grp.cis_hi)
         if nv == 0 or not bool(pg.ok.any()):
             continue
+        if sketch_stride > 0:
+            sketch += sampled_pvalue_counts(block, pg, grp, v0, sketch_stride, sidx, **kw)
         thr = grp.r_star - float32_tolerance(int(pg.Gn32.shape[1]))
         g_norm_h = to_host(pg.g_norm)
         if buf is None:
@@ -457,4 +501,5 @@ def trans_block(
             })
     out.update(_concat_hits(parts))
     out["n_tests"] = n_tests
+    out["p_sketch"] = sketch
     return out

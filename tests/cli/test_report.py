@@ -95,3 +95,24 @@ def test_plot_functions_return_axes_and_lambda_matches_exact():
     ax2 = plot_gene_manhattan(pd.DataFrame({"contig": ["1", "1", "2"], "position": [1e6, 2e6, 5e5],
                                             "pval_beta": [1e-8, 0.3, 0.01], "qval": [1e-6, 0.5, 0.04]}))
     assert [t.get_text() for t in ax2.get_xticklabels()] == ["1", "2"]
+
+
+def test_trans_qq_plot_and_lambda_from_every_test(files, tmp_path):
+    """Trans keeps only hits; its QQ plot and lambda_GC come from exact p-values of sampled
+    variants' tests (all of them at this size). With --pval-threshold 1 every test is a hit, so
+    the summary's lambda can be checked against the exact one of all tests."""
+    import json
+
+    from dqtl.plot import genomic_inflation
+
+    out = tmp_path / "t"
+    assert main(["-q", "trans", files["zarr"], files["bed"], str(out), "--covariates",
+                 files["covariates"], "--pval-threshold", "1", "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "t.trans_summary.json").read_text())
+    pairs = pd.read_parquet(tmp_path / "t.trans_qtl_pairs.parquet")
+    assert summary["n_tests_sampled_for_lambda"] == summary["n_tests"] == len(pairs)
+    assert abs(summary["lambda_gc"] - genomic_inflation(pairs["pval"].to_numpy())) < 0.01
+    _image_ok(tmp_path / "t.trans_qtl.qq.png")
+    parser = _Links()
+    parser.feed((tmp_path / "t.report.html").read_text())
+    assert "t.trans_qtl.qq.png" in parser.hrefs
