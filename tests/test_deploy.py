@@ -75,3 +75,40 @@ def test_dockerfile_pins_dask_and_builds_where_docker_runs():
     run = subprocess.run([docker, "run", "--rm", tag, "dqtl", "--version"], capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0 and run.stdout.startswith("dqtl ")
+
+
+@pytest.mark.distributed
+def test_dashboard_link_logged_and_served(tmp_path, caplog):
+    """With bokeh (the `distributed` extra) a scheduler serves its dashboard; a dqtl run on it
+    logs the link, and the link answers."""
+    import json
+    import logging
+    import os
+    import sys
+    import time
+    import urllib.request
+
+    pytest.importorskip("bokeh")
+    from dqtl.cli.common import scheduler
+
+    sched_file = tmp_path / "s.json"
+    exe = shutil.which("dask")
+    cli = [exe] if exe else [sys.executable, "-m", "dask"]
+    proc = subprocess.Popen([*cli, "scheduler", "--host", "127.0.0.1", "--port", "0",
+                             "--dashboard-address", "127.0.0.1:0", "--scheduler-file",
+                             str(sched_file)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while not sched_file.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)
+        address = json.loads(sched_file.read_text())["address"]
+        with caplog.at_level(logging.INFO, logger="dqtl"), scheduler(address, progress=False) as client:
+            link = client.dashboard_link
+        assert f"dashboard: {link}" in caplog.text
+        with urllib.request.urlopen(link.replace("/status", "/health"), timeout=30) as r:
+            assert r.status == 200
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
