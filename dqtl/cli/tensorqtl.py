@@ -141,6 +141,24 @@ def native_argv(args: argparse.Namespace, seed: int) -> list[str]:
     return [*cis, "--mode", "independent", "--cis-results", args.cis_output, *perm]
 
 
+def _check_cis_output(path: str) -> None:
+    import pandas as pd
+
+    from dqtl.errors import InputError
+
+    if not os.path.exists(path):
+        raise InputError(f"--cis_output {path} does not exist; give the cis_qtl.txt.gz of a "
+                         "--mode cis run")
+    try:
+        head = pd.read_csv(path, sep="\t", nrows=2)
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"--cis_output {path}: not a tab-separated table ({exc})") from None
+    missing = {"qval", "pval_nominal_threshold", "pval_nominal", "pval_beta"} - set(head.columns)
+    if missing:
+        raise InputError(f"--cis_output {path}: no {', '.join(sorted(missing))} columns; give the "
+                         "cis_qtl.txt.gz of a --mode cis run with q-values")
+
+
 def significant_pairs(cis_output: str, pairs_prefix: str, fdr: float, groups: str | None) -> object:
     """tensorQTL's ``post.get_significant_pairs``: pairs of FDR-significant phenotypes (or groups)
     with ``pval_nominal < pval_nominal_threshold``, with ``min_pval_nominal`` and ``pval_beta``."""
@@ -183,11 +201,9 @@ def run(args: argparse.Namespace) -> int:
     import secrets
 
     from dqtl.cli.main import build_parser
-    from dqtl.errors import InputError
 
-    if not os.path.isdir(args.output_dir):
-        raise InputError(f"-o/--output_dir {args.output_dir} is not a folder; create it first "
-                         "(as tensorQTL requires)")
+    if args.mode == "cis_nominal" and args.cis_output:
+        _check_cis_output(args.cis_output)  # before the scan: a bad file must not leave pairs
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     log.info("dqtl tensorqtl: tensorQTL --mode %s run by dqtl", args.mode)
     if args.seed is None and args.mode in ("cis", "cis_independent"):

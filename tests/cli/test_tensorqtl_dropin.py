@@ -89,3 +89,12 @@ def test_log_files_and_unsupported_options(runs, tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
     rc = main(["-q", "tensorqtl", G, P, "x", "--mode", "cis_independent", "-o", str(tmp_path)])
     assert rc == 2 and "--cis_output" in capsys.readouterr().err
+    # a --cis_output without q-values is refused before the nominal scan: no pairs are left
+    bad = tmp_path / "bad.txt"
+    bad.write_text("phenotype_id\tvariant_id\ng1\tv1\n")
+    rc = main(["-q", "tensorqtl", G, P, "y", "--mode", "cis_nominal", "--cis_output", str(bad),
+               "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "qval" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists() or list((tmp_path / "o").iterdir()) == []
+
