@@ -32,10 +32,38 @@ INT_OFFSETS: dict[str, tuple[float, float]] = {
 }
 
 
+def average_ranks(y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Ranks along ``axis`` with ties averaged and NaN kept as NaN (the others ranked among
+    themselves): ``scipy.stats.rankdata(y, axis=axis, nan_policy="omit")``, bit for bit, from
+    one argsort and a few vectorized passes.
+
+    >>> average_ranks(np.array([[3.0, 1.0, 3.0, np.nan, 2.0]])).tolist()
+    [[3.5, 1.0, 3.5, nan, 2.0]]
+    """
+    x = np.moveaxis(np.asarray(y, dtype=np.float64), axis, -1)
+    m = x.shape[-1]
+    out = np.empty(x.shape, dtype=np.float64)
+    if m == 0:
+        return np.moveaxis(out, -1, axis)
+    order = np.argsort(x, axis=-1)  # NaN last; the order within ties does not matter
+    sv = np.take_along_axis(x, order, axis=-1)
+    idx = np.broadcast_to(np.arange(m), x.shape)
+    new = np.ones(x.shape, dtype=bool)
+    new[..., 1:] = sv[..., 1:] != sv[..., :-1]
+    start = np.maximum.accumulate(np.where(new, idx, 0), axis=-1)
+    last = np.ones(x.shape, dtype=bool)
+    last[..., :-1] = new[..., 1:]
+    end = np.flip(np.minimum.accumulate(np.flip(np.where(last, idx, m - 1), -1), axis=-1), -1)
+    avg = 0.5 * ((end + 1) + start + 1)  # scipy: .5 * (count[dense] + count[dense - 1] + 1)
+    np.put_along_axis(out, order, avg, axis=-1)
+    out[np.isnan(x)] = np.nan
+    return np.moveaxis(out, -1, axis)
+
+
 def _int_kernel(block: np.ndarray, *, axis: int, a: float, b: float) -> np.ndarray:
     """Rank-based INT along ``axis``: NaN kept, ties averaged, n = non-missing count per slice."""
     y = np.asarray(block, dtype=np.float64)
-    r = scipy.stats.rankdata(y, axis=axis, nan_policy="omit")
+    r = average_ranks(y, axis=axis)
     n = np.sum(~np.isnan(y), axis=axis, keepdims=True).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return scipy.special.ndtri((r - a) / (n + b))
