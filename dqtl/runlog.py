@@ -3,7 +3,7 @@
 It holds the command line, the versions of dqtl and its stack, every input file named on the
 command line with its size and modification time (the fingerprint the genotype cache uses too),
 every log record of the run at INFO level or finer (whatever ``-q`` does to the terminal), the
-wall time and the exit status. It is written while the run goes, beside its final name, and moved
+wall time and the exit status. It is written while the run goes, in the temporary folder, and copied
 into place when the run succeeded; a failed or interrupted run leaves no log file (the error line
 on stderr says what happened), as it leaves no other output.
 """
@@ -72,15 +72,9 @@ class RunLog:
         self.level = level
         self.remote = is_url(path)
         self.t0 = time.perf_counter()
-        if self.remote:
-            fd, self.tmp = tempfile.mkstemp(prefix="dqtl-log-", suffix=".log")
-            os.close(fd)
-        else:
-            from dqtl.io.fs import make_output_folder
-
-            folder = os.path.dirname(os.path.abspath(path))
-            make_output_folder(folder, os.path.abspath(path))
-            self.tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+        # written in the temporary folder while the run goes: a failed run creates nothing
+        fd, self.tmp = tempfile.mkstemp(prefix="dqtl-log-", suffix=".log")
+        os.close(fd)
         self.handler = logging.FileHandler(self.tmp, mode="w", encoding="utf-8")
         self.handler.setLevel(level)
         self.handler.setFormatter(logging.Formatter(
@@ -128,26 +122,19 @@ class RunLog:
 
     def write_report(self, seconds: float) -> None:
         """``PREFIX.report.html`` listing the files this run published (none: no report)."""
-        from dqtl.io.fs import PUBLISHED, upload
+        from dqtl.io.fs import PUBLISHED
         from dqtl.report import report_path, write_report
 
         outputs = PUBLISHED[self.first_output:]
         if not outputs:
             return
         final = report_path(self.path)
-        if self.remote:
-            fd, tmp = tempfile.mkstemp(prefix="dqtl-report-", suffix=".html")
-            os.close(fd)
-        else:
-            tmp = os.path.join(os.path.dirname(os.path.abspath(final)),
-                               f".{os.path.basename(final)}.{os.getpid()}.tmp")
+        fd, tmp = tempfile.mkstemp(prefix="dqtl-report-", suffix=".html")
+        os.close(fd)
         try:
             write_report(final, command=self.argv, outputs=outputs, log_file=self.path,
                          seconds=seconds, write_to=tmp)
-            if self.remote:
-                upload(tmp, final)
-            else:
-                os.replace(tmp, final)
+            _move_into_place(tmp, final, remote=self.remote)
         finally:
             with contextlib.suppress(OSError):
                 os.remove(tmp)
@@ -159,14 +146,25 @@ class RunLog:
                 os.remove(self.tmp)
             return
         try:
-            if self.remote:
-                from dqtl.io.fs import upload
-
-                upload(self.tmp, self.path)
-                os.remove(self.tmp)
-            else:
-                os.replace(self.tmp, self.path)
-        except OSError:
+            _move_into_place(self.tmp, self.path, remote=self.remote)
+        finally:
             with contextlib.suppress(OSError):
                 os.remove(self.tmp)
-            raise
+
+
+def _move_into_place(tmp: str, final: str, *, remote: bool) -> None:
+    """Copy a finished temporary file to its final place (its folder created if needed)."""
+    if remote:
+        from dqtl.io.fs import upload
+
+        upload(tmp, final)
+        return
+    import shutil
+
+    from dqtl.io.fs import make_output_folder
+
+    dest = os.path.abspath(final)
+    make_output_folder(os.path.dirname(dest), dest)
+    staged = os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}.{os.getpid()}.tmp")
+    shutil.copyfile(tmp, staged)
+    os.replace(staged, dest)

@@ -145,7 +145,7 @@ def _stage_qq(pub: Publication, files: list[str], column: str, final: str, label
     sketch = PValueSketch()
     for path in files:
         with open_file(path, "rb") as f:
-            for batch in pq.ParquetFile(f).iter_batches(columns=[column], batch_size=1 << 20):
+            for batch in pq.ParquetFile(f).iter_batches(columns=[column], batch_size=1 << 16):
                 sketch.add(batch.column(0).to_numpy(zero_copy_only=False))
     ax = plot_qq_sketch(sketch, label=label)
     log.info("%s: lambda_GC %.3f over %d p-values", label, sketch.lambda_gc(), sketch.n)

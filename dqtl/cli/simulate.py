@@ -63,7 +63,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--prefix", default="sim", help="file name prefix")
     p.add_argument("--force", action="store_true",
                    help="replace files of the same names already in OUTDIR (default: refuse)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, run_log=lambda a: f"{a.outdir.rstrip('/')}/{a.prefix}.dqtl.simulate.log")
 
 
 def run(args: argparse.Namespace) -> int:

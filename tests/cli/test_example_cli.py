@@ -13,6 +13,7 @@ def test_cli_example__writes_pairs_top_table_and_plot(tmp_path):
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == ["geuvadis.cis_nominal.png", "geuvadis.cis_qtl_pairs.1.parquet",
                      "geuvadis.cis_qtl_pairs.2.parquet", "geuvadis.cis_qtl_pairs.qq.png",
+                     "geuvadis.dqtl.example.log", "geuvadis.report.html",
                      "geuvadis.top_pairs.tsv", "geuvadis.vcz"]
     png = (tmp_path / "geuvadis.cis_nominal.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

@@ -20,7 +20,7 @@ def test_simulate_cli__writes_requested_files_matching_api(tmp_path):
                "--prefix", "t", "--missing-genotype-rate", "0.1"])
     assert rc == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["t.covariates.txt", "t.expression.bed.gz", "t.expression.bed.gz.tbi",
+    assert names == ["t.covariates.txt", "t.dqtl.simulate.log", "t.expression.bed.gz", "t.expression.bed.gz.tbi",
                      "t.pgen", "t.psam", "t.pvar", "t.truth.tsv", "t.vcz"]
     ds = simulate(n_samples=12, n_variants=150, n_phenotypes=10, contig_length=1_000_000,
                   seed=4, missing_genotype_rate=0.1)
