@@ -35,20 +35,11 @@ def mediation_stats(g: np.ndarray, t: np.ndarray, M: np.ndarray, dof: int) -> di
     M = np.atleast_2d(M)
     gg = float(g @ g)
     c = float(g @ t) / gg
-    gm = M @ g
+    c_direct, b, se_b, gm, mm = _fit_g_and_m(g, t, M, dof)
     a = gm / gg
-    mm = np.einsum("ij,ij->i", M, M)
     rss_a = np.maximum(mm - a * gm, 0.0)
     se_a = np.sqrt(rss_a / dof / gg)
-    mt = M @ t
-    tt = float(t @ t)
-    gt = float(g @ t)
-    det = gg * mm - gm * gm
     with np.errstate(invalid="ignore", divide="ignore"):
-        c_direct = (mm * gt - gm * mt) / det
-        b = (gg * mt - gm * gt) / det
-        rss = np.maximum(tt - c_direct * gt - b * mt, 0.0)
-        se_b = np.sqrt(rss / (dof - 1) * gg / det)
         ab = a * b
         z = ab / np.sqrt(b * b * se_a * se_a + a * a * se_b * se_b)
         prop = ab / c
@@ -80,16 +71,26 @@ def mediation_perm_tb(g: np.ndarray, t: np.ndarray, m: np.ndarray, Q: np.ndarray
     on the basis ``Q``, (n, r) orthonormal); ``g``, ``t``, ``m`` residualized."""
     Mp = m[perms]  # (N, n)
     Mp = Mp - (Mp @ Q) @ Q.T
+    _, b, se_b, _, _ = _fit_g_and_m(g, t, Mp, dof)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.abs(b / se_b)
+
+
+def _fit_g_and_m(g: np.ndarray, t: np.ndarray, M: np.ndarray, dof: int
+                 ) -> tuple[np.ndarray, ...]:
+    """OLS of ``t ~ g + m`` for each row ``m`` of ``M`` (all residualized, ``dof`` of the
+    single-regressor fit): the direct effect of ``g``, the effect ``b`` of ``m`` and its SE, and
+    ``g . m``, ``m . m`` (the mediator model reuses them)."""
     gg = float(g @ g)
     gt = float(g @ t)
     tt = float(t @ t)
-    gm = Mp @ g
-    mm = np.einsum("ij,ij->i", Mp, Mp)
-    mt = Mp @ t
+    gm = M @ g
+    mm = np.einsum("ij,ij->i", M, M)
+    mt = M @ t
     det = gg * mm - gm * gm
     with np.errstate(invalid="ignore", divide="ignore"):
+        c_direct = (mm * gt - gm * mt) / det
         b = (gg * mt - gm * gt) / det
-        c = (mm * gt - gm * mt) / det
-        rss = np.maximum(tt - c * gt - b * mt, 0.0)
+        rss = np.maximum(tt - c_direct * gt - b * mt, 0.0)
         se_b = np.sqrt(rss / (dof - 1) * gg / det)
-        return np.abs(b / se_b)
+    return c_direct, b, se_b, gm, mm
