@@ -46,8 +46,9 @@ def add_scheduler_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="do not show progress bars")
 
 
-def add_study_args(p: argparse.ArgumentParser, *, window: bool = True) -> None:
-    """The options every study plan takes: covariates, the cis window, MAF, sample intersection."""
+def add_study_args(p: argparse.ArgumentParser, *, window: bool = True, maf: bool = True) -> None:
+    """The options every study plan takes: covariates, the cis window, MAF, sample intersection
+    (``window``/``maf`` False: commands without their own cis window or MAF filter)."""
     p.add_argument("--covariates", metavar="FILE", default=None,
                    help="covariates (tensorQTL layout or samples x covariates)")
     p.add_argument("--categorical-covariates", metavar="NAME[,NAME]", default="",
@@ -56,8 +57,9 @@ def add_study_args(p: argparse.ArgumentParser, *, window: bool = True) -> None:
     if window:
         p.add_argument("--window", type=non_negative_int, default=1_000_000,
                        help="cis window half-width in bp (default 1000000)")
-    p.add_argument("--maf-threshold", type=float, default=0.0,
-                   help="skip variants with minor allele frequency below this (default 0)")
+    if maf:
+        p.add_argument("--maf-threshold", type=float, default=0.0,
+                       help="skip variants with minor allele frequency below this (default 0)")
     p.add_argument("--allow-sample-intersection", action="store_true",
                    help="analyse the samples shared by all inputs instead of failing on a mismatch")
 

@@ -7,6 +7,7 @@ import argparse
 from dqtl.cli.common import (
     add_genotype_args,
     add_scheduler_args,
+    add_study_args,
     genotypes_from,
     read_study_covariates,
     scheduler,
@@ -28,7 +29,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("genotypes", metavar="GENOTYPES", help="the genotypes of the trans run")
     p.add_argument("phenotypes", metavar="PHENOTYPES", help="the phenotype BED of the trans run")
     p.add_argument("output_prefix", metavar="OUTPUT_PREFIX")
-    p.add_argument("--covariates", metavar="FILE", default=None, help="the covariates of the trans run")
     p.add_argument("--trans-results", required=True, metavar="FILE",
                    help="PREFIX.trans_qtl_pairs.parquet of dqtl trans (variant_id, phenotype_id, b)")
     p.add_argument("--cis-window", type=int, default=1_000_000, help="mediators within this many bp (default 1000000)")
@@ -37,9 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--permutations", type=int, default=1000, help="at most this many per trio (adaptive; default 1000)")
     p.add_argument("--fdr", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--allow-sample-intersection", action="store_true")
-    p.add_argument("--categorical-covariates", metavar="NAME[,NAME]", default="",
-                   help="covariates to one-hot encode although their values are numbers")
+    add_study_args(p, window=False, maf=False)  # --covariates: those of the trans run
     add_genotype_args(p)
     add_scheduler_args(p)
     p.set_defaults(func=run)
