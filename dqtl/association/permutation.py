@@ -30,7 +30,6 @@ import xarray as xr
 from dqtl.compute import compute
 from dqtl.errors import InputError
 from dqtl.kernels.genotypes import decode_block
-from dqtl.kernels.linalg import residual_norm2
 from dqtl.kernels.stats import stats_from_r
 from dqtl.study import StudyPlan, plan_study
 
@@ -43,6 +42,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Largest permutation table (elements) a task copies as intp indices (256 MiB).
+_INTP_PERMS_MAX = 32 * 2**20
 
 
 def sample_permutations(n: int, nperm: int, seed: int | None) -> np.ndarray:
@@ -132,9 +134,12 @@ class ResidualizedBlock:
         Gs = G if sample_index is None else G[:, sample_index]
         n = Gs.shape[1]
         Gc = Gs - Gs.mean(axis=1, keepdims=True)
-        g_norm = np.sqrt(residual_norm2(Gc, Q, centred=True))
+        GQ = Gc @ Q
+        # ||P g||^2 = ||g||^2 - ||Q^T g||^2 (as residual_norm2), with the product the
+        # residual needs anyway
+        g_norm = np.sqrt(np.maximum(np.einsum("ij,ij->i", Gc, Gc) - np.einsum("ij,ij->i", GQ, GQ), 0.0))
         ok = np.asarray(valid, dtype=bool) & (g_norm > 1e-10 * np.sqrt(n))
-        Gc -= (Gc @ Q) @ Q.T
+        Gc -= GQ @ Q.T
         Gc /= np.where(ok, g_norm, 1.0)[:, None]
         Gc[~ok] = 0.0
         return cls(Q=Q, dof=int(dof), g_norm=g_norm, ok=ok, Gres=Gc, G32=Gc.astype(np.float32))
@@ -219,8 +224,7 @@ def permutation_gene_kernel(
     band = 4.0 * gamma  # permutations this close to the observed statistic are rechecked
     margin = 8.0 * gamma  # candidate maximisers: within this of the float32 maximum
     step = spec.nperm_min if spec.adaptive else min(spec.batch, spec.nperm_max)
-    Yb = np.empty((step + 1, n_g), dtype=np.float32)
-    buf = np.empty((step + 1, G32.shape[0]), dtype=np.float32)
+    buf = np.empty((step, G32.shape[0]), dtype=np.float32)
     chunks: list[np.ndarray] = []
     done = 0
     hits = 0
@@ -229,14 +233,10 @@ def permutation_gene_kernel(
     while done < spec.nperm_max:
         stop = min(done + step, spec.nperm_max)
         P = perms[done:stop]
-        first = done == 0
-        Yp = Yb[: stop - done + first]
-        if first:
-            Yp[0] = y32
-        np.take(y32, P, axis=0, out=Yp[first:])  # permuted phenotypes
-        R = np.matmul(Yp, G32.T, out=buf[: len(Yp)])  # (b (+1), v) float32 numerators
-        if first:  # observed statistic: float64 on the candidate maximisers
-            c0 = np.abs(R[0])
+        Yp = y32[P]  # permuted phenotypes (fancy indexing with intp indices: the fastest gather)
+        R = np.matmul(Yp, G32.T, out=buf[: len(Yp)])  # (b, v) float32 numerators
+        if done == 0:  # observed statistic: float64 on the candidate maximisers
+            c0 = np.abs(G32 @ y32)
             cand = np.nonzero(c0 >= c0.max() - margin)[0]
             r_cand = Gres[cand] @ (yr / p_norm)
             r2c = r_cand * r_cand
@@ -245,9 +245,8 @@ def permutation_gene_kernel(
             top, r_top = int(cand[j]), float(r_cand[j])
             r2_obs = r_top * r_top
             r_obs_abs = abs(r_top)
-            R, Yp = R[1:], Yp[1:]
         amax = np.maximum(R.max(axis=1), -R.min(axis=1)).astype(np.float64)  # max_v |<G_v, y[pi]>|
-        qy = np.einsum("ij,jk->ik", Yp, Q32).astype(np.float64)  # Q^T y[pi] (no thin BLAS call)
+        qy = (Yp @ Q32).astype(np.float64)  # Q^T y[pi] (BLAS runs one thread per task)
         pn2 = np.maximum(1.0 - np.einsum("ij,ij->i", qy, qy), tiny)  # ||P y[pi]||^2
         m = amax * amax / pn2
         if exact:
@@ -297,7 +296,10 @@ def _task_kernel(
     from dqtl.multitest.beta import beta_approx_pval
 
     gb = decode_block(block, sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
-    ma_samples, ma_count = gb.minor_allele()
+    # intp indices once per task (numpy converts int32 indices at every gather otherwise),
+    # unless that copy would be large (many samples x many permutations)
+    perms_by_n = {n: np.asarray(p, dtype=np.intp) if p.size <= _INTP_PERMS_MAX else p
+                  for n, p in perms_by_n.items()}
     # genes on all samples with the same basis share one residualized block (their windows
     # are row ranges of it); the others are residualized per gene on their window
     uses = Counter(id(g.Q) for g in genes if g.sample_index is None)
@@ -318,9 +320,13 @@ def _task_kernel(
             rows.append({"index": gene.index, "tag": gene.tag, "group": gene.group, "skipped": True})
             continue
         v = a + out["top"]
-        out.update(variant_index=b0 + v, af=float(gb.af[v]), ma_samples=int(ma_samples[v]),
-                   ma_count=int(ma_count[v]), skipped=False)
+        out.update(variant_index=b0 + v, af=float(gb.af[v]), skipped=False)
         rows.append(out)
+    top = [r for r in rows if not r["skipped"]]
+    if top:  # allele counts of the top variants only (row by row: the same as for the block)
+        ma_samples, ma_count = gb.minor_allele(np.array([r["variant_index"] - b0 for r in top]))
+        for r, s_, c_ in zip(top, ma_samples.tolist(), ma_count.tolist(), strict=True):
+            r.update(ma_samples=int(s_), ma_count=int(c_))
     # grouped phenotypes: the strongest member represents the group; max over members per permutation
     final: list[dict[str, Any]] = []
     by_group: dict[Any, list[dict[str, Any]]] = {}
@@ -338,6 +344,9 @@ def _task_kernel(
         k = min(len(m["r2_perm"]) for m in ok)
         r2p = np.max(np.stack([m["r2_perm"][:k] for m in ok]), axis=0)
         final.append({**best, "r2_perm": r2p, "group_size": len(members), "group_dof_factor": group_dof_factor})
+    # the beta approximation of every phenotype with the same number of permutations in one
+    # call: the maximum-likelihood fits run as one vectorised Newton iteration over phenotypes
+    by_nperm: dict[int, list[dict[str, Any]]] = {}
     for r in final:
         if r.get("skipped"):
             continue
@@ -345,14 +354,20 @@ def _task_kernel(
         r2_obs = r["r"] ** 2
         r["n_perm"] = int(len(r2p))
         r["pval_perm"] = (np.sum(r2p >= r2_obs) + 1.0) / (len(r2p) + 1.0)
-        dof_init = r["dof"] * r.get("group_dof_factor", 1.0)
-        fit: dict[str, Any]
         if np.ptp(r2p) == 0 or len(r2p) < 2:
-            fit = {"true_df": np.nan, "pval_true_df": np.nan, "beta_shape1": np.nan,
-                   "beta_shape2": np.nan, "pval_beta": np.nan, "converged": False}
+            r.update(true_df=np.nan, pval_true_df=np.nan, beta_shape1=np.nan, beta_shape2=np.nan,
+                     pval_beta=np.nan, converged=False)
         else:
-            fit = beta_approx_pval(r2p, r2_obs, dof_init)
-        r.update(fit)
+            by_nperm.setdefault(len(r2p), []).append(r)
+    for same in by_nperm.values():
+        fit = beta_approx_pval(np.stack([r["r2_perm"] for r in same]),
+                               np.array([r["r"] ** 2 for r in same]),
+                               np.array([r["dof"] * r.get("group_dof_factor", 1.0) for r in same]))
+        for i, r in enumerate(same):
+            r.update({k: (bool(v[i]) if k == "converged" else float(v[i])) for k, v in fit.items()})
+    for r in final:
+        if r.get("skipped"):
+            continue
         t, p, slope, se = stats_from_r(np.array([r["r"]]), r["dof"], np.array([r["g_norm"]]), np.array([r["p_norm"]]))
         r.update(pval_nominal=float(p[0]), t_value=float(t[0]), slope=float(slope[0]), slope_se=float(se[0]))
         del r["r2_perm"]

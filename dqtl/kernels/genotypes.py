@@ -160,6 +160,9 @@ class DecodedBlock:
     n_missing: Any
     n_maf_filtered: int
     ploidy: int
+    #: (variants, samples) int8 dosages (-1 missing) when decoded from diploid calls on the
+    #: host; lets :meth:`minor_allele` count integers instead of passing over ``G`` again
+    codes: Any = None
 
     @property
     def n_monomorphic(self) -> int:
@@ -182,10 +185,16 @@ class DecodedBlock:
             "n_variants_imputed": self.n_variants_imputed,
         }
 
-    def minor_allele(self) -> tuple[Any, Any]:
-        """``(ma_samples, ma_count)`` per variant (see :func:`allele_stats`)."""
-        _, ma_samples, ma_count = allele_stats(self.G, self.ploidy)
-        return ma_samples, ma_count
+    def minor_allele(self, rows: Any = None) -> tuple[Any, Any]:
+        """``(ma_samples, ma_count)`` per variant (see :func:`allele_stats`); ``rows``: only
+        those variants (an index array), in that order."""
+        G = self.G if rows is None else self.G[rows]
+        if self.codes is None:
+            _, ma_samples, ma_count = allele_stats(G, self.ploidy)
+            return ma_samples, ma_count
+        codes = self.codes if rows is None else self.codes[rows]
+        n_missing = self.n_missing if rows is None else self.n_missing[rows]
+        return _allele_stats_codes(codes, G, n_missing, self.ploidy)
 
 
 def decode_block(
@@ -203,6 +212,8 @@ def decode_block(
     ([[0.0, 1.0, 2.0], [0.0, 0.0, 0.0]], [True, False], 1)
     """
     xp = get_array_module(block)
+    if xp is np and block.ndim == 3 and block.shape[-1] == 2 and block.dtype == np.int8 and ploidy == 2:
+        return _decode_diploid(np.ascontiguousarray(block), np.asarray(sample_index), maf_threshold)
     idx = xp.asarray(sample_index)
     if block.ndim == 3:
         G = dosage_from_calls(block[:, idx, :], dtype=xp.float64)
@@ -222,3 +233,78 @@ def decode_block(
         valid &= ~low
     return DecodedBlock(G=G, af=af, valid=valid, monomorphic=monomorphic, n_missing=n_missing,
                         n_maf_filtered=n_maf, ploidy=int(ploidy))
+
+
+def _pair_codes() -> tuple[np.ndarray, np.ndarray]:
+    """Lookup tables over the 65,536 int8 pairs of a diploid call read as one uint16: the ALT
+    dosage as int8 (-1 when an allele is ``-1``) and as float64 (NaN when missing)."""
+    pairs = np.arange(1 << 16, dtype=np.uint16).view(np.int8).reshape(-1, 2)
+    missing = (pairs == -1).any(axis=1)
+    dose = (pairs > 0).sum(axis=1).astype(np.int8)
+    dose[missing] = -1
+    return dose, np.where(missing, np.nan, dose.astype(np.float64))
+
+
+_PAIR_INT8, _PAIR_FLOAT = _pair_codes()
+
+
+def _decode_diploid(block: np.ndarray, sample_index: np.ndarray, maf_threshold: float) -> DecodedBlock:
+    """:func:`decode_block` for C-ordered diploid int8 calls on the host, bit for bit.
+
+    Each call's two allele bytes are read as one uint16 and mapped through a 65,536-entry
+    table to an int8 dosage (-1 missing), so selecting samples, counting missing calls, the
+    allele frequency and the monomorphic test run on int8 integers (exact); rows with a missing
+    call take the float path of :func:`impute_mean` unchanged.
+    """
+    v, n_all = block.shape[:2]
+    pairs = block.view(np.uint16).reshape(v, n_all)
+    if not (len(sample_index) == n_all and np.array_equal(sample_index, np.arange(n_all))):
+        pairs = pairs[:, sample_index]
+    n = pairs.shape[1]
+    codes = _PAIR_INT8[pairs]
+    G = codes.astype(np.float64)
+    n_missing = np.count_nonzero(codes < 0, axis=1)
+    sums = codes.sum(axis=1, dtype=np.int64) + n_missing  # the -1 of each missing call removed
+    af = sums / (2 * n) if n else np.zeros(v)
+    if n:
+        monomorphic = codes.max(axis=1) == codes.min(axis=1)
+    else:
+        monomorphic = np.ones(v, dtype=bool)
+    rows = np.nonzero(n_missing)[0]
+    if rows.size:  # mean imputation with impute_mean's values, on those rows only
+        cm = codes[rows]
+        miss = cm < 0
+        n_obs = n - n_missing[rows]
+        # impute_mean's float sums of integer dosages are exact: the same means
+        means = np.where(n_obs > 0, sums[rows] / np.maximum(n_obs, 1), 0)
+        Gm = np.where(miss, means[:, None], G[rows])
+        G[rows] = Gm
+        af[rows] = Gm.sum(axis=1) / (2 * n)
+        monomorphic[rows] = Gm.max(axis=1) == Gm.min(axis=1)
+    valid = ~monomorphic
+    n_maf = 0
+    if maf_threshold > 0:
+        low = (np.minimum(af, 1.0 - af) < maf_threshold) & valid
+        n_maf = int(low.sum())
+        valid &= ~low
+    return DecodedBlock(G=G, af=af, valid=valid, monomorphic=monomorphic, n_missing=n_missing,
+                        n_maf_filtered=n_maf, ploidy=2, codes=codes)
+
+
+def _allele_stats_codes(codes: np.ndarray, G: np.ndarray, n_missing: np.ndarray,
+                        ploidy: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(ma_samples, ma_count)`` of :func:`allele_stats` from int8 dosages: integer counts for
+    rows without missing calls (equal to the float computation: every value is an integer),
+    :func:`allele_stats` on the imputed rows."""
+    n = codes.shape[1]
+    s = codes.sum(axis=1, dtype=np.int64)
+    n_alt = np.count_nonzero(codes > 0, axis=1)
+    n_ref = np.count_nonzero(codes < ploidy, axis=1)
+    alt_minor = s <= ploidy * n * 0.5  # af <= 0.5 on exact integers
+    ma_samples = np.where(alt_minor, n_alt, n_ref).astype(np.int32)
+    ma_count = np.where(alt_minor, s, ploidy * n - s).astype(np.int32)
+    rows = np.nonzero(n_missing)[0]
+    if rows.size:
+        _, ms, mc = allele_stats(G[rows], ploidy)
+        ma_samples[rows], ma_count[rows] = ms, mc
+    return ma_samples, ma_count

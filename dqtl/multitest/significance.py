@@ -7,7 +7,6 @@ import logging
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from dqtl.multitest.beta import min_pvalue_threshold, nominal_threshold
 from dqtl.multitest.qvalue import qvalue
@@ -39,7 +38,7 @@ def add_significance(
     if n_fallback:
         log.warning("%d phenotypes have no beta approximation; their q-values use pval_perm", n_fallback)
     if use_beta and len(out) > 2:
-        r = stats.pearsonr(pp[np.isfinite(pb)], pb[np.isfinite(pb)])[0]
+        r = float(np.corrcoef(pp[np.isfinite(pb)], pb[np.isfinite(pb)])[0, 1])
         log.info("correlation between beta-approximated and empirical p-values: %.4f", r)
     lam = None if qvalue_lambda is None else qvalue_lambda
     q = qvalue(p, lambda_=lam)
