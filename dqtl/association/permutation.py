@@ -364,7 +364,7 @@ def _task_kernel(
                                np.array([r["r"] ** 2 for r in same]),
                                np.array([r["dof"] * r.get("group_dof_factor", 1.0) for r in same]))
         for i, r in enumerate(same):
-            r.update({k: (bool(v[i]) if k == "converged" else float(v[i])) for k, v in fit.items()})
+            r.update({k: (bool(np.asarray(v)[i]) if k == "converged" else float(np.asarray(v)[i])) for k, v in fit.items()})
     for r in final:
         if r.get("skipped"):
             continue
