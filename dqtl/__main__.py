@@ -1,3 +1,3 @@
-from dqtl.cli.main import main
+from dqtl.cli.main import console
 
-raise SystemExit(main())
+console()
