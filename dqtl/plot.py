@@ -9,18 +9,39 @@ import pandas as pd
 
 __all__ = ["plot_cis_distance", "plot_qq", "plot_permutation_pvalues", "plot_locus",
            "PValueSketch", "genomic_inflation", "plot_qq_sketch", "plot_pvalue_histogram",
-           "plot_gene_manhattan", "save_figure", "lambda_from_log_counts", "plot_qq_sampled"]
+           "plot_gene_manhattan", "save_figure", "new_axes", "close_figure", "lambda_from_log_counts", "plot_qq_sampled"]
 
 
 def _axes(ax: Any) -> Any:
-    if ax is not None:
-        return ax
-    import matplotlib
+    return ax if ax is not None else new_axes(figsize=(6, 4))
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=(6, 4))[1]
+def new_axes(nrows: int = 1, ncols: int = 1, **kwargs: Any) -> Any:
+    """``plt.subplots(...)[1]``: in a session that uses pyplot (a notebook) the figure is
+    pyplot's, so it shows; otherwise (the command line) a plain Agg ``Figure``, without importing
+    pyplot (0.2 s of start-up)."""
+    import sys
+
+    if "matplotlib.pyplot" in sys.modules:
+        import matplotlib.pyplot as plt
+
+        return plt.subplots(nrows, ncols, **kwargs)[1]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=kwargs.pop("figsize", None))
+    FigureCanvasAgg(fig)
+    return fig.subplots(nrows, ncols, **kwargs)
+
+
+def close_figure(fig: Any) -> None:
+    """Release a figure made by :func:`new_axes` (pyplot keeps its own until closed)."""
+    import sys
+
+    if "matplotlib.pyplot" in sys.modules:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
 
 
 def plot_cis_distance(pairs: pd.DataFrame, *, ax: Any = None, max_points: int = 200_000) -> Any:
@@ -213,18 +234,19 @@ def plot_gene_manhattan(genes: pd.DataFrame, *, fdr: float = 0.05, ax: Any = Non
     return ax
 
 
-def save_figure(ax: Any, path: str) -> None:
-    """Write ``ax``'s figure as PNG to a local path or URL and close it."""
-    import matplotlib.pyplot as plt
-
+def save_figure(ax: Any, path: Any) -> None:
+    """Write ``ax``'s figure as PNG to a local path, a URL or a binary file object; close it."""
     from dqtl.io.fs import open_file
 
     fig = ax.figure if hasattr(ax, "figure") else ax[0].figure
     try:
-        with open_file(path, "wb") as f:
-            fig.savefig(f, dpi=110, bbox_inches="tight", format="png")
+        if hasattr(path, "write"):
+            fig.savefig(path, dpi=110, bbox_inches="tight", format="png")
+        else:
+            with open_file(path, "wb") as f:
+                fig.savefig(f, dpi=110, bbox_inches="tight", format="png")
     finally:
-        plt.close(fig)
+        close_figure(fig)
 
 
 def plot_permutation_pvalues(cis_df: pd.DataFrame, *, fdr: float = 0.05, ax: Any = None) -> Any:
@@ -252,13 +274,7 @@ def plot_locus(region: pd.DataFrame, *, lead: str, title: str = "", axes: Any = 
     """
     has_pip = "pip_eqtl" in region or "pip_gwas" in region
     if axes is None:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        axes = plt.subplots(3 if has_pip else 2, 1, figsize=(7, 7.5 if has_pip else 5.5),
-                            sharex=True)[1]
+        axes = new_axes(3 if has_pip else 2, 1, figsize=(7, 7.5 if has_pip else 5.5), sharex=True)
     pos = region["position"].to_numpy(dtype=float) / 1e6
     r2 = np.clip(region["r2"].to_numpy(dtype=float), 0, 1)
     is_lead = (region["variant_id"] == lead).to_numpy()

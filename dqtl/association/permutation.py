@@ -279,11 +279,20 @@ def permutation_gene_kernel(
     }
 
 
+class _Opaque:
+    """A task argument dask passes as it is (not walked for collections, not hashed)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
 def _task_kernel(
     block: np.ndarray,
     b0: int,
     sample_index: np.ndarray,
-    genes: Sequence[GeneInput],
+    task_genes: Sequence[GeneInput] | _Opaque,
     perms_by_n: dict[int, np.ndarray],
     spec: PermutationSpec,
     *,
@@ -295,11 +304,13 @@ def _task_kernel(
     """Run all phenotypes of one task; combine grouped phenotypes; fit the beta approximation."""
     from dqtl.multitest.beta import beta_approx_pval
 
+    genes: Sequence[GeneInput] = task_genes.value if isinstance(task_genes, _Opaque) else task_genes
     gb = decode_block(block, sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
     # intp indices once per task (numpy converts int32 indices at every gather otherwise),
     # unless that copy would be large (many samples x many permutations)
+    used = {len(g.y) for g in genes}
     perms_by_n = {n: np.asarray(p, dtype=np.intp) if p.size <= _INTP_PERMS_MAX else p
-                  for n, p in perms_by_n.items()}
+                  for n, p in perms_by_n.items() if n in used}
     # genes on all samples with the same basis share one residualized block (their windows
     # are row ranges of it); the others are residualized per gene on their window
     uses = Counter(id(g.Q) for g in genes if g.sample_index is None)
@@ -437,7 +448,11 @@ def cis_permutation_graph(
                 units.append(by_group_key[key])
             by_group_key[key].append(g)
     tasks = []
-    kernel = dask.delayed(_task_kernel, pure=True)
+    # the permutations reach each worker once (one graph key, hashed once), and the tasks'
+    # phenotype inputs travel as one opaque value: dask neither walks nor hashes them per task
+    # (that took ~0.02 s per task); the keys of the tasks are unique names instead of hashes
+    perms_key = dask.delayed(perms_by_n, pure=True)
+    kernel = dask.delayed(_task_kernel, pure=False)
     cur: list[GeneInput] = []
 
     def flush() -> None:
@@ -447,8 +462,7 @@ def cis_permutation_graph(
         b1 = max(g.hi for g in cur)
         block = arr[b0:b1]
         tasks.append(kernel(
-            block, b0, plan.genotype_sample_index, list(cur),
-            {n: perms_by_n[n] for n in {len(g.y) for g in cur}}, spec,
+            block, b0, plan.genotype_sample_index, _Opaque(list(cur)), perms_key, spec,
             ploidy=plan.ploidy, maf_threshold=plan.maf_threshold, dtype=dtype,
             group_dof_factor=0.25,
         ))
