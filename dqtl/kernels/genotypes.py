@@ -225,14 +225,21 @@ def decode_block(
     n = G.shape[1]
     af = G.sum(axis=1) / (ploidy * n) if n else xp.zeros(G.shape[0])
     monomorphic = G.max(axis=1) == G.min(axis=1) if n else xp.ones(G.shape[0], dtype=bool)
+    valid, n_maf = _variant_filters(xp, af, monomorphic, maf_threshold)
+    return DecodedBlock(G=G, af=af, valid=valid, monomorphic=monomorphic, n_missing=n_missing,
+                        n_maf_filtered=n_maf, ploidy=int(ploidy))
+
+
+def _variant_filters(xp: ModuleType, af: Any, monomorphic: Any, maf_threshold: float) -> tuple[Any, int]:
+    """``(valid, n_maf_filtered)``: polymorphic and, when ``maf_threshold > 0``, with
+    ``min(af, 1 - af) >= maf_threshold``."""
     valid = ~monomorphic
     n_maf = 0
     if maf_threshold > 0:
         low = (xp.minimum(af, 1.0 - af) < maf_threshold) & valid
         n_maf = int(low.sum())
         valid &= ~low
-    return DecodedBlock(G=G, af=af, valid=valid, monomorphic=monomorphic, n_missing=n_missing,
-                        n_maf_filtered=n_maf, ploidy=int(ploidy))
+    return valid, n_maf
 
 
 def _pair_codes() -> tuple[np.ndarray, np.ndarray]:
@@ -281,12 +288,7 @@ def _decode_diploid(block: np.ndarray, sample_index: np.ndarray, maf_threshold: 
         G[rows] = Gm
         af[rows] = Gm.sum(axis=1) / (2 * n)
         monomorphic[rows] = Gm.max(axis=1) == Gm.min(axis=1)
-    valid = ~monomorphic
-    n_maf = 0
-    if maf_threshold > 0:
-        low = (np.minimum(af, 1.0 - af) < maf_threshold) & valid
-        n_maf = int(low.sum())
-        valid &= ~low
+    valid, n_maf = _variant_filters(np, af, monomorphic, maf_threshold)
     return DecodedBlock(G=G, af=af, valid=valid, monomorphic=monomorphic, n_missing=n_missing,
                         n_maf_filtered=n_maf, ploidy=2, codes=codes)
 

@@ -193,3 +193,18 @@ def test_beta_approx_pval__rejects_mismatched_lengths():
         beta_approx_pval(np.full((3, 10), 0.1), np.array([0.1, 0.2]), 20)
     with pytest.raises(InputError, match="dof"):
         beta_approx_pval(np.random.default_rng(0).uniform(size=(3, 10)), 0.1, np.array([20, 30]))
+
+
+def test_fit_true_df__secant_root_equals_brent_root():
+    from dqtl.multitest.beta import _fit_true_df_brent, _secant_true_df
+
+    rng = np.random.default_rng(5)
+    r2_perm, _ = _null_permutations(rng, n_genes=6, n=80, m=40, nperm=500)
+    for row in r2_perm:
+        found = _secant_true_df(row, 77.0)
+        assert found is not None
+        df_secant, pvals = found
+        df_brent, converged = _fit_true_df_brent(row, 77.0)
+        assert converged
+        assert df_secant == pytest.approx(df_brent, rel=1e-7)
+        np.testing.assert_array_equal(pvals, pval_from_r2(row, df_secant))
