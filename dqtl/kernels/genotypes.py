@@ -242,17 +242,16 @@ def _variant_filters(xp: ModuleType, af: Any, monomorphic: Any, maf_threshold: f
     return valid, n_maf
 
 
-def _pair_codes() -> tuple[np.ndarray, np.ndarray]:
-    """Lookup tables over the 65,536 int8 pairs of a diploid call read as one uint16: the ALT
-    dosage as int8 (-1 when an allele is ``-1``) and as float64 (NaN when missing)."""
+def _pair_codes() -> np.ndarray:
+    """Lookup table over the 65,536 int8 pairs of a diploid call read as one uint16: the ALT
+    dosage as int8 (-1 when an allele is ``-1``)."""
     pairs = np.arange(1 << 16, dtype=np.uint16).view(np.int8).reshape(-1, 2)
-    missing = (pairs == -1).any(axis=1)
     dose = (pairs > 0).sum(axis=1).astype(np.int8)
-    dose[missing] = -1
-    return dose, np.where(missing, np.nan, dose.astype(np.float64))
+    dose[(pairs == -1).any(axis=1)] = -1
+    return dose
 
 
-_PAIR_INT8, _PAIR_FLOAT = _pair_codes()
+_PAIR_INT8 = _pair_codes()
 
 
 def _decode_diploid(block: np.ndarray, sample_index: np.ndarray, maf_threshold: float) -> DecodedBlock:

@@ -271,15 +271,9 @@ def _secant_true_df(r2: np.ndarray, dof: float) -> tuple[float, np.ndarray] | No
     return None
 
 
-def _fit_true_df_one(r2: np.ndarray, dof: float) -> tuple[float, bool]:
-    """Effective dof for one phenotype; returns (true_df, converged)."""
-    df, conv, _ = _fit_true_df_pvals(r2, dof)
-    return df, conv
-
-
 def _fit_true_df_pvals(r2: np.ndarray, dof: float) -> tuple[float, bool, np.ndarray | None]:
-    """:func:`_fit_true_df_one` plus the p-values at ``true_df`` when the fit computed them
-    (secant path on NaN-free input), else None."""
+    """Effective dof for one phenotype: ``(true_df, converged, p-values at true_df)``, the
+    p-values when the fit computed them (secant path on NaN-free input), else None."""
     if not np.isnan(r2).any() and r2.size >= 2 and r2.min() != r2.max() and dof > 0 \
             and math.isfinite(dof):
         found = _secant_true_df(r2, dof)
