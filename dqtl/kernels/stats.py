@@ -1,7 +1,8 @@
-"""Statistics from partial correlations: t, p, slope and its standard error; thresholds."""
+"""Statistics from partial correlations: t, p, slope and its standard error; thresholds; exact sums."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -9,7 +10,8 @@ from scipy import special
 
 from dqtl.kernels.genotypes import get_array_module, to_host
 
-__all__ = ["t_from_r", "pval_from_t", "stats_from_r", "r_threshold", "float32_tolerance"]
+__all__ = ["t_from_r", "pval_from_t", "stats_from_r", "r_threshold", "float32_tolerance", "exact_sum",
+           "exact_sums"]
 
 #: float32 unit roundoff
 U32 = float(np.finfo(np.float32).eps) / 2.0
@@ -91,3 +93,68 @@ def float32_tolerance(n_samples: int) -> float:
     if nu >= 0.5:
         return float("inf")
     return 1.01 * (nu / (1.0 - nu) + 2.0 * U32)
+
+
+_EXP_BINS = 1100  # np.frexp exponents of finite float64 lie in [-1073, 1024]
+_N_BINS = 2 * _EXP_BINS
+
+
+def exact_sums(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """Correctly rounded sum of the finite float64 ``values`` of each group (``math.fsum`` of
+    each group's values; 0.0 for an empty group), vectorised over all groups at once.
+
+    Each value is ``M * 2^(e - 53)`` with an integer significand ``M`` (``np.frexp``); ``M`` splits
+    into a top part below ``2^26`` and a bottom part below ``2^27``, whose sums per group and
+    exponent are exact in float64 (``np.bincount``) while a group has fewer than ``2^26`` values.
+    The per-exponent sums are combined in Python integers and rounded once (int-to-float and
+    int/int division round correctly). Order independent; an exact zero is +0.0 (as ``math.fsum`` in CPython 3.11);
+    +-inf where the rounded sum overflows.
+
+    >>> exact_sums(np.array([1e16, 1.0, -1e16, 0.1]), np.array([0, 0, 0, 1]), 3).tolist()
+    [1.0, 0.1, 0.0]
+    """
+    a = np.asarray(values, dtype=np.float64).ravel()
+    g = np.asarray(groups, dtype=np.intp).ravel()
+    out = np.zeros(n_groups, dtype=np.float64)
+    if a.size == 0:
+        return out
+    if int(np.bincount(g, minlength=n_groups).max()) >= 2**26:
+        for k in range(n_groups):
+            out[k] = math.fsum(a[g == k].tolist())
+        return out
+    m, e = np.frexp(a)
+    big = (m * 9007199254740992.0).astype(np.int64)  # 2^53 M: exact integers
+    idx = g * _N_BINS
+    idx += e
+    idx += _EXP_BINS
+    size = n_groups * _N_BINS
+    hs = np.bincount(idx, weights=(big >> 27).astype(np.float64), minlength=size)  # |top| < 2^26
+    ls = np.bincount(idx, weights=(big & 134217727).astype(np.float64), minlength=size)  # < 2^27
+    nz = np.flatnonzero((hs != 0) | (ls != 0))
+    totals: dict[int, tuple[int, int]] = {}  # group -> (integer sum, exponent bin of its unit)
+    for k, h, low in zip(nz.tolist(), hs[nz].tolist(), ls[nz].tolist(), strict=True):
+        grp, b = divmod(k, _N_BINS)
+        part = (int(h) << 27) + int(low)
+        if grp in totals:  # bins ascend within a group: shift the new part up to the first bin
+            tot, b0 = totals[grp]
+            totals[grp] = (tot + (part << (b - b0)), b0)
+        else:
+            totals[grp] = (part, b)
+    for grp, (tot, b0) in totals.items():
+        scale = b0 - _EXP_BINS - 53
+        try:
+            out[grp] = float(tot << scale) if scale >= 0 else tot / (1 << -scale)
+        except OverflowError:
+            out[grp] = math.inf if tot > 0 else -math.inf
+    return out
+
+
+def exact_sum(a: np.ndarray) -> float:
+    """Correctly rounded sum of finite float64 values (``math.fsum``), vectorised: see
+    :func:`exact_sums`.
+
+    >>> exact_sum(np.array([1e16, 1.0, -1e16]))
+    1.0
+    """
+    a = np.asarray(a, dtype=np.float64).ravel()
+    return float(exact_sums(a, np.zeros(a.size, dtype=np.intp), 1)[0])

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
+import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
@@ -41,32 +44,89 @@ def average_ranks(y: np.ndarray, axis: int = -1) -> np.ndarray:
     [[3.5, 1.0, 3.5, nan, 2.0]]
     """
     x = np.moveaxis(np.asarray(y, dtype=np.float64), axis, -1)
-    m = x.shape[-1]
-    out = np.empty(x.shape, dtype=np.float64)
-    if m == 0:
-        return np.moveaxis(out, -1, axis)
+    if x.shape[-1] == 0:
+        return np.moveaxis(np.empty(x.shape, dtype=np.float64), -1, axis)
     order = np.argsort(x, axis=-1)  # NaN last; the order within ties does not matter
     sv = np.take_along_axis(x, order, axis=-1)
-    idx = np.broadcast_to(np.arange(m), x.shape)
-    new = np.ones(x.shape, dtype=bool)
-    new[..., 1:] = sv[..., 1:] != sv[..., :-1]
-    start = np.maximum.accumulate(np.where(new, idx, 0), axis=-1)
-    last = np.ones(x.shape, dtype=bool)
-    last[..., :-1] = new[..., 1:]
-    end = np.flip(np.minimum.accumulate(np.flip(np.where(last, idx, m - 1), -1), axis=-1), -1)
-    avg = 0.5 * ((end + 1) + start + 1)  # scipy: .5 * (count[dense] + count[dense - 1] + 1)
-    np.put_along_axis(out, order, avg, axis=-1)
+    out = _scatter(_sorted_average_ranks(sv), order)
     out[np.isnan(x)] = np.nan
     return np.moveaxis(out, -1, axis)
 
 
+def _sorted_average_ranks(sv: np.ndarray) -> np.ndarray:
+    """Average ranks (1-based) of the values of each row of ``sv``, sorted along the last axis."""
+    m = sv.shape[-1]
+    idx = np.broadcast_to(np.arange(m), sv.shape)
+    new = np.ones(sv.shape, dtype=bool)
+    new[..., 1:] = sv[..., 1:] != sv[..., :-1]
+    start = np.maximum.accumulate(np.where(new, idx, 0), axis=-1)
+    last = np.ones(sv.shape, dtype=bool)
+    last[..., :-1] = new[..., 1:]
+    end = np.flip(np.minimum.accumulate(np.flip(np.where(last, idx, m - 1), -1), axis=-1), -1)
+    return 0.5 * ((end + 1) + start + 1)  # scipy: .5 * (count[dense] + count[dense - 1] + 1)
+
+
+def _tied_scores(sv: np.ndarray, scores: np.ndarray, a: float, b: float) -> np.ndarray:
+    """Normal scores of sorted rows without NaN: ``scores`` where a value is untied (its average
+    rank is its position + 1), ``ndtri((r - a) / (m + b))`` of the tie's average rank elsewhere."""
+    m = sv.shape[1]
+    eq = sv[:, 1:] == sv[:, :-1]
+    in_tie = np.zeros(sv.shape, dtype=bool)
+    in_tie[:, 1:] = eq
+    in_tie[:, :-1] |= eq
+    ri, ci = np.nonzero(in_tie)  # row-major: each tie is a run of consecutive positions
+    first = np.ones(ri.size, dtype=bool)
+    first[1:] = ~((ri[1:] == ri[:-1]) & (ci[1:] == ci[:-1] + 1) & eq[ri[1:], np.maximum(ci[1:] - 1, 0)])
+    group = np.cumsum(first) - 1
+    start = ci[first][group]
+    last = np.ones(ri.size, dtype=bool)
+    last[:-1] = first[1:]
+    end = ci[last][group]
+    avg = 0.5 * ((end + 1) + start + 1)  # as _sorted_average_ranks
+    z = np.array(np.broadcast_to(scores, sv.shape))
+    z[ri, ci] = scipy.special.ndtri((avg - a) / (m + b))
+    return z
+
+
+def _scatter(values: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """``out[..., order] = values`` along the last axis (values may broadcast)."""
+    out = np.empty(order.shape, dtype=np.float64)
+    np.put_along_axis(out, order, np.broadcast_to(values, order.shape), axis=-1)
+    return out
+
+
 def _int_kernel(block: np.ndarray, *, axis: int, a: float, b: float) -> np.ndarray:
-    """Rank-based INT along ``axis``: NaN kept, ties averaged, n = non-missing count per slice."""
-    y = np.asarray(block, dtype=np.float64)
-    r = average_ranks(y, axis=axis)
-    n = np.sum(~np.isnan(y), axis=axis, keepdims=True).astype(np.float64)
+    """Rank-based INT along ``axis``: NaN kept, ties averaged, n = non-missing count per slice.
+
+    Slices without ties or NaN (most expressed genes) share one vector of normal scores
+    ``ndtri((k - a) / (m + b))``, k = 1..m, scattered by each slice's argsort; the others take
+    their average ranks. Either way each value is ``ndtri((r - a) / (n + b))`` of the same floats.
+    """
+    x = np.moveaxis(np.asarray(block, dtype=np.float64), axis, -1)
+    shape = x.shape
+    m = shape[-1]
+    x = x.reshape(-1, m)
+    out = np.empty(x.shape, dtype=np.float64)
+    if m == 0 or x.shape[0] == 0:
+        return np.moveaxis(out.reshape(shape), -1, axis)
+    order = np.argsort(x, axis=-1)  # NaN last
+    sv = np.take_along_axis(x, order, axis=-1)
+    special = np.isnan(sv[:, -1]) | (sv[:, 1:] == sv[:, :-1]).any(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return scipy.special.ndtri((r - a) / (n + b))
+        scores = scipy.special.ndtri((np.arange(1, m + 1, dtype=np.float64) - a) / (m + b))
+        np.put_along_axis(out, order, np.broadcast_to(scores, order.shape), axis=-1)  # every row
+        tied = np.flatnonzero(special & ~np.isnan(sv[:, -1]))
+        if tied.size:  # rows with ties: new scores only where a value is tied
+            out[tied] = _scatter(_tied_scores(sv[tied], scores, a, b), order[tied])
+        missing = np.flatnonzero(np.isnan(sv[:, -1]))
+        if missing.size:  # rows with NaN: their own counts
+            sv_r = sv[missing]
+            r = _scatter(_sorted_average_ranks(sv_r), order[missing])
+            n = np.sum(~np.isnan(sv_r), axis=-1, keepdims=True).astype(np.float64)
+            z = scipy.special.ndtri((r - a) / (n + b))
+            z[np.isnan(x[missing])] = np.nan
+            out[missing] = z
+    return np.moveaxis(out.reshape(shape), -1, axis)
 
 
 def _int_offsets(offset: str | float) -> tuple[float, float]:
@@ -137,7 +197,7 @@ def inverse_normal_transform(
         check_numeric_pandas(x, "x")
         vals = x.to_numpy(dtype=np.float64, na_value=np.nan)
         ax = _norm_axis(axis, vals.ndim)
-        out = _int_kernel(vals, axis=ax, a=a, b=b)
+        out = _threaded_int(vals, ax, a, b)
         if isinstance(x, pd.Series):
             return pd.Series(out, index=x.index, name=x.name)
         return pd.DataFrame(out, index=x.index, columns=x.columns)
@@ -165,7 +225,32 @@ def _int_any(arr: Any, ax: int, a: float, b: float) -> Any:
             )
         return da.map_blocks(_int_kernel, arr, axis=ax, a=a, b=b, dtype=np.float64,
                              meta=np.empty((0,) * arr.ndim, dtype=np.float64))
-    return _int_kernel(arr, axis=ax, a=a, b=b)
+    return _threaded_int(arr, ax, a, b)
+
+
+_THREAD_VALUES = 2_000_000  # in-memory input: at least this many values per thread
+
+
+def _threaded_int(arr: np.ndarray, ax: int, a: float, b: float) -> np.ndarray:
+    """The INT kernel on slabs of an in-memory array cut along another axis, in a local thread
+    pool (dask's ``num_workers`` or the cores): each slice is ranked whole, so the numbers do not
+    depend on the split."""
+    split = next((k for k in range(arr.ndim) if k != ax), -1)
+    workers = 0 if split < 0 else min(int(dask.config.get("num_workers", None) or os.cpu_count() or 1),
+                                      arr.size // _THREAD_VALUES, arr.shape[split])
+    if workers <= 1:
+        return _int_kernel(arr, axis=ax, a=a, b=b)
+    out = np.empty(arr.shape, dtype=np.float64)
+    edges = np.linspace(0, arr.shape[split], 2 * workers + 1).astype(int).tolist()
+
+    def part(i0: int, i1: int) -> None:
+        sl = (slice(None),) * split + (slice(i0, i1),)
+        out[sl] = _int_kernel(arr[sl], axis=ax, a=a, b=b)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for fut in [pool.submit(part, i0, i1) for i0, i1 in zip(edges[:-1], edges[1:], strict=True)]:
+            fut.result()
+    return out
 
 
 # --------------------------------------------------------------------------------------------
