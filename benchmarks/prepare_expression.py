@@ -4,7 +4,8 @@ Phases, each timed with its peak resident memory (RSS sampled every 20 ms by a t
 
 * ``argsort`` (baseline, same process): ``np.argsort(cpm, axis=1)`` on the same float64 matrix,
   i.e. the bare sort that any rank-based transform of each gene across samples must do (best of
-  3 runs; every other phase runs once);
+  3 runs, and the first run; every other phase runs once, on the machine's threads and again
+  on one thread);
 * ``tmm``: :func:`dqtl.preprocess.normalize.tmm_norm_factors` on the counts (all genes);
 * ``cpm``: :func:`dqtl.preprocess.normalize.cpm` with the TMM factors;
 * ``int``: :func:`dqtl.preprocess.normalize.inverse_normal_transform` of each gene across samples
@@ -94,6 +95,8 @@ def int_blocks(x: np.ndarray, block: int = 2000) -> np.ndarray:
 
 
 def run_size(counts: Any, tpm: Any, annotation: Any, n: int) -> dict[str, Any]:
+    import dask
+
     from dqtl.preprocess.expression import prepare_expression
     from dqtl.preprocess.normalize import cpm, tmm_norm_factors
 
@@ -101,11 +104,23 @@ def run_size(counts: Any, tpm: Any, annotation: Any, n: int) -> dict[str, Any]:
     t = tpm.iloc[:, :n]
     x = np.ascontiguousarray(c.to_numpy())
     row: dict[str, Any] = {"genes": x.shape[0], "samples": n}
-    nf, row["tmm_s"], row["tmm_peak_mib"], base = timed(lambda: tmm_norm_factors(x))
-    vals, row["cpm_s"], row["cpm_peak_mib"], _ = timed(lambda: cpm(x, norm_factors=nf))
     row["load_1min"] = os.getloadavg()[0]
-    best = [timed(partial(np.argsort, vals, axis=1))[1:3] for _ in range(3)]  # noisy: best of 3
-    row["argsort_s"], row["argsort_peak_mib"] = min(b[0] for b in best), max(b[1] for b in best)
+    # first touch of fresh memory is slow on some VMs (~2 s per GiB here) and would land on
+    # whichever phase allocates first: touch as much as the phases below use, once, untimed
+    warm = np.ones(4 * x.size)
+    del warm
+    with dask.config.set(num_workers=1):  # one thread: the kernels alone
+        nf1, row["tmm_1t_s"], _, _ = timed(lambda: tmm_norm_factors(x))
+        vals1, row["cpm_1t_s"], _, _ = timed(lambda: cpm(x, norm_factors=nf1))
+        _, row["int_1t_s"], _, _ = timed(partial(int_blocks, vals1))
+    del vals1
+    nf, row["tmm_s"], row["tmm_peak_mib"], base = timed(lambda: tmm_norm_factors(x))
+    assert np.array_equal(nf, nf1)
+    vals, row["cpm_s"], row["cpm_peak_mib"], _ = timed(lambda: cpm(x, norm_factors=nf))
+    # argsort: the first run allocates its output afresh (as every phase above does); best of 3
+    runs = [timed(partial(np.argsort, vals, axis=1))[1:3] for _ in range(3)]
+    row["argsort_first_s"] = runs[0][0]
+    row["argsort_s"], row["argsort_peak_mib"] = min(b[0] for b in runs), max(b[1] for b in runs)
     z, row["int_s"], row["int_peak_mib"], _ = timed(partial(int_blocks, vals))
     assert np.isfinite(z).all()
     z = vals = None  # free them before the pipeline
@@ -116,6 +131,8 @@ def run_size(counts: Any, tpm: Any, annotation: Any, n: int) -> dict[str, Any]:
     row["rss_before_mib"] = round(base, 1)
     row["rss_before_pipeline_mib"] = round(pbase, 1)
     row["tmm_int_s"] = row["tmm_s"] + row["cpm_s"] + row["int_s"]
+    row["tmm_int_1t_s"] = row["tmm_1t_s"] + row["cpm_1t_s"] + row["int_1t_s"]
+    row["tmm_int_1t_over_argsort"] = row["tmm_int_1t_s"] / row["argsort_s"]
     row["int_over_argsort"] = row["int_s"] / row["argsort_s"]
     row["tmm_int_over_argsort"] = row["tmm_int_s"] / row["argsort_s"]
     row["pipeline_over_argsort"] = row["pipeline_s"] / row["argsort_s"]
@@ -152,50 +169,78 @@ def figure(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def results_section(record: dict[str, Any], fig_name: str) -> str:
+def results_section(record: dict[str, Any], fig_name: str, previous: dict[str, Any] | None = None) -> str:
     rows = record["rows"]
     m = record["machine"]
+    cores = m["cores"]
     lines = [
         SECTION,
         "",
         f"`python benchmarks/prepare_expression.py` ({record['date']}; {m['cpu']}, "
-        f"{m['cores']} cores, {m['memory_gib']} GiB; numpy {m['numpy']}, scipy {m['scipy']}, "
+        f"{cores} cores, {m['memory_gib']} GiB; numpy {m['numpy']}, scipy {m['scipy']}, "
         f"dask {m['dask']}). Counts simulated by `dqtl.simulate_counts.simulate_counts("
         f"{record['genes']}, {max(r['samples'] for r in rows)}, seed={record['seed']})` "
         f"({record['simulate_s']:.0f} s, not timed below); smaller sizes are the first columns. "
         "TMM: edgeR-exact factors on all genes; CPM with effective library sizes; INT: average "
         "ranks, r/(n+1), per gene across samples (blocks of 2,000 genes). Baseline: "
-        "`np.argsort(cpm, axis=1)` on the same float64 matrix in the same process. "
-        "`prepare_expression` = GTEx filters + TMM + CPM + INT + BED assembly, no sample QC "
-        "(filters and TMM in dask column blocks, CPM + INT in gene blocks on 2 threads). Peak RSS is the whole process (the "
-        "counts, TPM and annotation are already resident: see 'RSS before'). The machine is "
-        "shared with other jobs: 'load' is the 1-minute load average when the size started "
-        "(2 cores), so absolute seconds are upper bounds.",
+        "`np.argsort(cpm, axis=1)` on the same float64 matrix in the same process, single-threaded "
+        "(numpy), best of 3 ('first' = its first run). Before the timed phases of each size the process "
+        "touches 4 matrices' worth of memory once (first-touch page faults cost ~2 s per GiB on this "
+        "VM and would otherwise land on whichever phase allocates first). TMM, CPM and INT "
+        f"run on in-memory input in a local thread pool ({cores} threads); the '1 thread' columns "
+        "are the same calls under `dask.config.set(num_workers=1)` (identical numbers, asserted). "
+        "`prepare_expression` = GTEx filters + TMM + CPM + INT + BED assembly, no sample QC. Peak "
+        "RSS is the whole process (the counts, TPM and annotation are already resident: see "
+        "'RSS before'); 'load' is the 1-minute load average when the size started.",
         "",
-        "| genes | samples | load | TMM s | CPM s | INT s | TMM+CPM+INT s | argsort s | INT / argsort "
-        "| TMM+INT / argsort | prepare_expression s | / argsort | RSS before GiB | peak RSS INT GiB "
+        "| genes | samples | load | TMM s | CPM s | INT s | TMM+CPM+INT s | argsort s (first) "
+        "| **TMM+CPM+INT / argsort** | 1 thread: TMM+CPM+INT s | 1 thread / argsort "
+        "| prepare_expression s | / argsort | RSS before GiB | peak RSS INT GiB "
         "| peak RSS prepare_expression GiB |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['genes']:,} | {r['samples']:,} | {r.get('load_1min', float('nan')):.1f} | "
-            f"{r['tmm_s']:.1f} | {r['cpm_s']:.1f} | "
-            f"{r['int_s']:.1f} | {r['tmm_int_s']:.1f} | {r['argsort_s']:.1f} | "
-            f"{r['int_over_argsort']:.2f} | {r['tmm_int_over_argsort']:.2f} | {r['pipeline_s']:.1f} | "
+            f"{r['tmm_s']:.1f} | {r['cpm_s']:.1f} | {r['int_s']:.1f} | {r['tmm_int_s']:.1f} | "
+            f"{r['argsort_s']:.1f} ({r['argsort_first_s']:.1f}) | **{r['tmm_int_over_argsort']:.2f}** | "
+            f"{r['tmm_int_1t_s']:.1f} | {r['tmm_int_1t_over_argsort']:.2f} | {r['pipeline_s']:.1f} | "
             f"{r['pipeline_over_argsort']:.2f} | {r['rss_before_mib'] / 1024:.1f} | "
             f"{r['int_peak_mib'] / 1024:.1f} | {r['pipeline_peak_mib'] / 1024:.1f} |"
         )
+    if previous:
+        old = {r["samples"]: r for r in previous["rows"]}
+        lines += [
+            "",
+            f"Old beside new, same machine, same session ({previous.get('label', 'old')} run just "
+            "before; each ratio is against the argsort of its own run):",
+            "",
+            "| samples | TMM s old / new | CPM s old / new | INT s old / new | TMM+CPM+INT / argsort old "
+            "| new | prepare_expression / argsort old | new |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in rows:
+            o = old.get(r["samples"])
+            if o is None:
+                continue
+            lines.append(
+                f"| {r['samples']:,} | {o['tmm_s']:.1f} / {r['tmm_s']:.1f} | {o['cpm_s']:.1f} / "
+                f"{r['cpm_s']:.1f} | {o['int_s']:.1f} / {r['int_s']:.1f} | {o['tmm_int_over_argsort']:.2f} "
+                f"| **{r['tmm_int_over_argsort']:.2f}** | {o['pipeline_over_argsort']:.2f} | "
+                f"{r['pipeline_over_argsort']:.2f} |"
+            )
     big = rows[-1]
     lines += [
         "",
-        f"At {big['genes']:,} x {big['samples']:,}: TMM factors take "
-        f"{100 * big['tmm_s'] / big['tmm_int_s']:.0f}% of TMM + CPM + INT (edgeR-exact factors rank "
-        "M and A values sample by sample in `normalize._tmm_factor`: two `rankdata` calls on "
-        "~20k genes per sample, single-threaded on in-memory input); the INT costs "
-        f"{big['int_over_argsort']:.1f}x the bare argsort of the same matrix (average-rank ties "
-        "via `scipy.stats.rankdata`, then `ndtri`). `prepare_expression` holds the inputs, one "
-        "float64 output of the expressed genes and a few blocks: its peak is "
+        f"At {big['genes']:,} x {big['samples']:,}: TMM + CPM + INT take "
+        f"{big['tmm_int_over_argsort']:.2f}x the argsort ({big['tmm_int_1t_over_argsort']:.2f}x on "
+        "one thread). TMM factors: per block of 8 samples, M and A of all genes at once, the trimmed "
+        "genes by exact order statistics (a sort per row and the tie groups at the two bounds, the "
+        "same genes as R's average ranks), and correctly rounded sums of all the block's samples in "
+        "one pass (`kernels.stats.exact_sums`, = `math.fsum`); columns read in transposed "
+        "slabs. INT: one argsort per gene; genes without ties or NaN share one vector of normal "
+        "scores, tied values get theirs from their average rank. `prepare_expression` holds the "
+        "inputs, one float64 output of the expressed genes and a few blocks: its peak is "
         f"{(big['pipeline_peak_mib'] - big['rss_before_pipeline_mib']) / 1024:.1f} GiB above the "
         f"resident inputs for a {big['pipeline_genes_kept'] * big['samples'] * 8 / 2**30:.1f} GiB "
         "output.",
@@ -230,13 +275,17 @@ def main() -> None:
     p.add_argument("--figure", type=Path, default=BENCH / "prepare_expression.png")
     p.add_argument("--results", type=Path, default=BENCH / "RESULTS.md")
     p.add_argument("--no-results", action="store_true", help="do not touch RESULTS.md")
+    p.add_argument("--previous", type=Path, default=None,
+                   help="JSON record of an earlier run (e.g. the previous code) shown old beside new")
     p.add_argument("--render-only", action="store_true",
                    help="only rewrite the RESULTS.md section from the existing --out JSON")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     sizes = sorted(int(s) for s in args.samples.split(","))
+    previous = json.loads(args.previous.read_text()) if args.previous else None
     if args.render_only:
-        update_results(results_section(json.loads(args.out.read_text()), args.figure.name), args.results)
+        update_results(results_section(json.loads(args.out.read_text()), args.figure.name, previous),
+                       args.results)
         return
 
     import dask
@@ -270,7 +319,7 @@ def main() -> None:
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     figure(rows, args.figure)
     if not args.no_results:
-        update_results(results_section(record, args.figure.name), args.results)
+        update_results(results_section(record, args.figure.name, previous), args.results)
     log.info("wrote %s, %s%s", args.out, args.figure, "" if args.no_results else f", {args.results}")
 
 

@@ -22,10 +22,11 @@
    samples renamed to participant ids when a lookup is given, rows sorted by chromosome
    (1..22, X, Y, M, others) and TSS.
 
-For large matrices (``samples_chunk_size``) the filter counts and TMM factors are computed by
-dask in blocks of whole sample columns; CPM and the inverse normal transform always run on
-blocks of whole genes in a local thread pool, writing into one preallocated output (memory: the
-output plus a few blocks). The numbers are bit-identical whatever the blocking.
+With ``samples_chunk_size`` the filter counts and TMM factors are computed by dask in blocks of
+whole sample columns (default: in memory, the kernels threaded over columns); CPM and the inverse
+normal transform always run on blocks of whole genes, threaded over rows, writing into one
+preallocated output (memory: the output plus a few blocks). The numbers are bit-identical
+whatever the blocking or threading.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ import io
 import logging
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -195,10 +195,8 @@ def _annotate(gene_ids: pd.Index, annotation: pd.DataFrame) -> pd.DataFrame:
 def _chunking(n_genes: int, n_samples: int, samples_chunk_size: int | str | None) -> int | None:
     if samples_chunk_size is None:
         return None
-    if samples_chunk_size == "auto":
-        if n_genes * n_samples <= _AUTO_BLOCK:
-            return None
-        return max(1, _AUTO_BLOCK // max(n_genes, 1))
+    if samples_chunk_size == "auto":  # in memory: the numpy kernels thread over columns themselves
+        return None
     if isinstance(samples_chunk_size, int) and not isinstance(samples_chunk_size, bool) and samples_chunk_size > 0:
         return samples_chunk_size
     raise InputError(f"samples_chunk_size: expected a positive integer, 'auto' or None, found {samples_chunk_size!r}")
@@ -219,13 +217,13 @@ def _normalise(
     count_threshold: float,
     sample_frac_threshold: float,
     chunk: int | None,
-    n_threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(expressed mask over all genes, factors, normalised values of the expressed genes).
 
-    Filters and TMM factors read whole sample columns (dask column blocks when ``chunk``);
-    CPM and the inverse normal transform then run on blocks of whole genes (rows), in a local
-    thread pool, each writing its rows into one preallocated output. CPM is element-wise
+    Filters and TMM factors read whole sample columns (dask column blocks when ``chunk``, else
+    the in-memory kernels, threaded over columns); CPM and the inverse normal transform then run
+    on blocks of whole genes (rows), each threaded over its rows and writing into one
+    preallocated output. CPM is element-wise
     (``count * 1e6 / (lib_size * factor)``, exactly :func:`~dqtl.preprocess.normalize.cpm`), so
     the numbers do not depend on the blocking.
     """
@@ -266,14 +264,8 @@ def _normalise(
             v = x[rows[i0:i1]].astype(np.float64)
         out[i0:i1] = v if int_offset is None else inverse_normal_transform(v, axis=1, offset=int_offset)
 
-    blocks = _row_blocks(rows.size, n)
-    if len(blocks) == 1:
-        block(*blocks[0])
-    else:
-        workers = n_threads or min(len(blocks), os.cpu_count() or 1)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for fut in [pool.submit(block, i0, i1) for i0, i1 in blocks]:
-                fut.result()
+    for i0, i1 in _row_blocks(rows.size, n):  # cpm and the INT thread over each block's rows
+        block(i0, i1)
     return mask, nf, out
 
 
@@ -345,8 +337,8 @@ def prepare_expression(
     allow_non_integer
         Accept fractional counts (salmon/RSEM expected counts).
     samples_chunk_size
-        Samples per dask block for the filters and TMM factors (None: in memory; ``"auto"``:
-        dask beyond 2e7 matrix elements).
+        Samples per dask block for the filters and TMM factors (None or ``"auto"``: in memory,
+        the kernels threaded over columns).
 
     Returns
     -------
