@@ -25,7 +25,7 @@ from typing import Any
 
 import dask
 
-__all__ = ["compute", "active_client", "show_progress", "single_threaded_blas"]
+__all__ = ["compute", "active_client", "show_progress", "single_threaded_blas", "local_workers"]
 
 log = logging.getLogger(__name__)
 
@@ -200,15 +200,20 @@ def _key(collection: Any) -> Any:
     return key if key is not None else collection.name
 
 
+def local_workers() -> int:
+    """Threads for local work: dask's ``num_workers`` setting, else the machine's cores."""
+    import os
+
+    return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
+
+
 def _compute_threads(tasks: Sequence[Any]) -> list[Any]:
     """The threaded scheduler on a pool of our own: when a task fails, the tasks still running
     finish (and queued ones are cancelled) before the error propagates, so the caller's clean-up
     (removing staged files) never races a task that is still writing."""
-    import os
     from concurrent.futures import ThreadPoolExecutor
 
-    n = int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
-    pool = ThreadPoolExecutor(max_workers=n)
+    pool = ThreadPoolExecutor(max_workers=local_workers())
     try:
         return list(dask.compute(*tasks, scheduler="threads", pool=pool))
     finally:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -42,6 +41,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from dqtl.compute import local_workers
 from dqtl.errors import InputError
 from dqtl.kernels.stats import exact_sum, exact_sums
 
@@ -431,7 +431,7 @@ def _threaded_columns(func: Any, x: np.ndarray, *col_args: np.ndarray, **kwargs:
     columns of an in-memory matrix, in a local thread pool (dask's ``num_workers`` or the cores),
     concatenated: every column is computed by the same kernel whatever the split."""
     n = x.shape[1]
-    workers = min(int(dask.config.get("num_workers", None) or os.cpu_count() or 1),
+    workers = min(local_workers(),
                   n // _THREAD_COLUMNS)
     if workers <= 1:
         return np.asarray(func(x, *col_args, **kwargs), dtype=np.float64)
@@ -447,7 +447,7 @@ def _threaded_columns(func: Any, x: np.ndarray, *col_args: np.ndarray, **kwargs:
 def _threaded_rows(func: Any, x: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
     """``func(x[i0:i1], *args, out=out[i0:i1], **kwargs)`` (an element-wise kernel) over bands of
     rows of an in-memory matrix, in a local thread pool, into one float64 output."""
-    workers = min(int(dask.config.get("num_workers", None) or os.cpu_count() or 1),
+    workers = min(local_workers(),
                   x.size // _THREAD_VALUES, x.shape[0])
     if workers <= 1:
         return np.asarray(func(x, *args, **kwargs), dtype=np.float64)

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
-import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
@@ -18,6 +16,7 @@ import scipy.special
 import scipy.stats
 import xarray as xr
 
+from dqtl.compute import local_workers
 from dqtl.errors import InputError
 from dqtl.preprocess.normalize import check_numeric, check_numeric_pandas
 
@@ -236,7 +235,7 @@ def _threaded_int(arr: np.ndarray, ax: int, a: float, b: float) -> np.ndarray:
     pool (dask's ``num_workers`` or the cores): each slice is ranked whole, so the numbers do not
     depend on the split."""
     split = next((k for k in range(arr.ndim) if k != ax), -1)
-    workers = 0 if split < 0 else min(int(dask.config.get("num_workers", None) or os.cpu_count() or 1),
+    workers = 0 if split < 0 else min(local_workers(),
                                       arr.size // _THREAD_VALUES, arr.shape[split])
     if workers <= 1:
         return _int_kernel(arr, axis=ax, a=a, b=b)
