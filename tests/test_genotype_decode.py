@@ -36,3 +36,20 @@ def test_decode_block__diploid_table_equals_general_path(seed):
         ms_r, mc_r = fast.minor_allele(rows)
         np.testing.assert_array_equal(ms_r, ms_ref[rows])
         np.testing.assert_array_equal(mc_r, mc_ref[rows])
+
+
+def test_residual_norm2__projection_norm_and_row_count_invariant():
+    """||(I - QQ^T) g||^2 of each row, and each row's value independent of how many rows (and
+    which) are passed: the cis scan's norms do not depend on its batch boundaries."""
+    from dqtl.kernels.linalg import residual_norm2
+
+    rng = np.random.default_rng(2)
+    for n, k in ((7, 1), (90, 4), (500, 9)):
+        G = rng.standard_normal((300, n)) * 3 + 1
+        Q = np.linalg.qr(np.column_stack([np.ones(n), rng.standard_normal((n, k - 1))]))[0]
+        full = residual_norm2(G, Q)
+        Gc = G - G.mean(axis=1, keepdims=True)
+        want = ((Gc - Gc @ Q @ Q.T) ** 2).sum(axis=1)
+        np.testing.assert_allclose(full, want, rtol=1e-10, atol=1e-10)
+        for a, b in ((0, 1), (3, 4), (5, 260), (17, 300)):
+            np.testing.assert_array_equal(residual_norm2(G[a:b], Q), full[a:b])

@@ -202,7 +202,7 @@ def cis_batch_kernel(
         lo_all[rows], hi_all[rows] = lo, hi
     ma_samples, ma_count = dec.ma_samples, dec.ma_count
     sizes = np.maximum(hi_all - lo_all, 0)
-    info = dict(variant_id=np.asarray(variant_id), variant_position=np.asarray(variant_position,
+    info = dict(variant_id=np.asarray(variant_id).astype(str), variant_position=np.asarray(variant_position,
                 dtype=np.int64), phenotype_id=np.asarray(phenotype_id),
                 phenotype_start=np.asarray(phenotype_start, dtype=np.int64),
                 phenotype_end=np.asarray(phenotype_end, dtype=np.int64),
@@ -230,30 +230,53 @@ def cis_batch_kernel(
     return {**cat, "n_pairs": np.asarray(n_pairs), **{k: np.asarray(v) for k, v in counts.items()}}
 
 
+def _window_runs(sel: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> list[np.ndarray]:
+    """Split consecutive phenotypes ``sel`` into runs whose windows' union is at most twice the
+    windows' mean length (and at least 2x as dense as one product over the whole slice would
+    be): each run's product covers little more than its own windows. Depends only on the
+    windows, so every run of the plan computes the same products."""
+    runs: list[np.ndarray] = []
+    i = 0
+    while i < sel.size:
+        j = i + 1
+        r_lo, r_hi, total = int(lo[sel[i]]), int(hi[sel[i]]), max(int(hi[sel[i]] - lo[sel[i]]), 0)
+        while j < sel.size:
+            n_lo, n_hi = min(r_lo, int(lo[sel[j]])), max(r_hi, int(hi[sel[j]]))
+            n_total = total + max(int(hi[sel[j]] - lo[sel[j]]), 0)
+            if (n_hi - n_lo) * (j - i + 1) > 2 * n_total:
+                break
+            r_lo, r_hi, total = n_lo, n_hi, n_total
+            j += 1
+        runs.append(sel[i:j])
+        i = j
+    return runs
+
+
 def _slice_pairs(
     a: int, b: int, v0: int, lo_all: np.ndarray, hi_all: np.ndarray,
     groups: Sequence[tuple[Any, ...]], info: dict[str, np.ndarray],
 ) -> dict[str, np.ndarray]:
     """Pairs of the batch's phenotypes ``a:b`` (sorted by phenotype then variant)."""
     cols: dict[str, list[np.ndarray]] = {k: [] for k in ("p", "v", "r", "g_norm", "p_norm", "dof")}
-    va = max(int(lo_all[a:b].min()) - v0, 0)
-    vb = max(int(hi_all[a:b].max()) - v0, va)
-    vi = np.arange(va, vb) + v0
     for where, Gsw, g_norm, ok, P_hat, p_norm, dof in groups:
-        sel = np.flatnonzero(where[a:b] >= 0) + a  # batch positions of this group in the slice
-        if sel.size == 0 or vb <= va:
-            continue
-        gpos = where[sel]
-        R = Gsw[va:vb] @ P_hat[gpos].T  # (v, p)
-        inwin = ((vi[:, None] >= lo_all[sel][None, :]) & (vi[:, None] < hi_all[sel][None, :])
-                 & ok[va:vb, None])
-        vv, pp = np.nonzero(inwin)
-        cols["p"].append(sel[pp])
-        cols["v"].append(vv + va)
-        cols["r"].append(R[vv, pp].astype(np.float64) / g_norm[vv + va])
-        cols["g_norm"].append(g_norm[vv + va])
-        cols["p_norm"].append(p_norm[gpos][pp])
-        cols["dof"].append(np.full(len(vv), dof, dtype=np.int64))
+        sel_all = np.flatnonzero(where[a:b] >= 0) + a  # batch positions of this group in the slice
+        for sel in _window_runs(sel_all, lo_all, hi_all):
+            va = max(int(lo_all[sel].min()) - v0, 0)
+            vb = max(int(hi_all[sel].max()) - v0, va)
+            if vb <= va:
+                continue
+            vi = np.arange(va, vb) + v0
+            gpos = where[sel]
+            R = Gsw[va:vb] @ P_hat[gpos].T  # (v, p): only the span of these windows
+            inwin = ((vi[:, None] >= lo_all[sel][None, :]) & (vi[:, None] < hi_all[sel][None, :])
+                     & ok[va:vb, None])
+            vv, pp = np.nonzero(inwin)
+            cols["p"].append(sel[pp])
+            cols["v"].append(vv + va)
+            cols["r"].append(R[vv, pp].astype(np.float64) / g_norm[vv + va])
+            cols["g_norm"].append(g_norm[vv + va])
+            cols["p_norm"].append(p_norm[gpos][pp])
+            cols["dof"].append(np.full(len(vv), dof, dtype=np.int64))
     cat = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in cols.items()}
     pi = cat["p"].astype(np.int64)
     vloc = cat["v"].astype(np.int64)
@@ -264,7 +287,7 @@ def _slice_pairs(
     pos = info["variant_position"][vloc]
     return {
         "phenotype_id": info["phenotype_id"][pi],
-        "variant_id": info["variant_id"][vloc].astype(str) if vloc.size else np.zeros(0, dtype=str),
+        "variant_id": info["variant_id"][vloc] if vloc.size else np.zeros(0, dtype=str),
         "start_distance": pos - (info["phenotype_start"][pi] + 1),
         "end_distance": pos - info["phenotype_end"][pi],
         "af": info["af"][vloc],

@@ -162,9 +162,10 @@ def residual_norm2(G: Any, Q: Any, *, centred: bool = False) -> Any:
 
     ``||g||^2 - sum_k (q_k . g)^2`` in float64, clipped at 0 (``Q`` orthonormal,
     (samples, k), spanning the intercept). Rows are centred first (unless ``centred``), which
-    changes nothing mathematically but avoids cancellation. Each dot product is a row-wise
-    reduction, so a row's value does not depend on how many rows are passed (BLAS GEMM kernels
-    change their summation order with the matrix shape). Costs ``k`` passes over the rows.
+    changes nothing mathematically but avoids cancellation. The dot products are ``np.einsum``
+    sums of products, accumulated over the samples in order for each row, so a row's value does
+    not depend on how many rows are passed (BLAS GEMM kernels change their summation order with
+    the matrix shape; tested); no temporary of the size of ``G``.
 
     >>> Q = np.full((4, 1), 0.5)  # the intercept on 4 samples
     >>> residual_norm2(np.array([[1.0, 2.0, 3.0, 4.0]]), Q).round(12).tolist()
@@ -174,9 +175,6 @@ def residual_norm2(G: Any, Q: Any, *, centred: bool = False) -> Any:
     Gc = G.astype(xp.float64, copy=False)
     if not centred:
         Gc = Gc - Gc.mean(axis=1, keepdims=True)
-    out = (Gc * Gc).sum(axis=1)
-    QT = Q.T
-    for k in range(QT.shape[0]):
-        d = (Gc * QT[k]).sum(axis=1)
-        out -= d * d
+    D = xp.einsum("ij,jk->ik", Gc, Q)
+    out = xp.einsum("ij,ij->i", Gc, Gc) - xp.einsum("ij,ij->i", D, D)
     return xp.maximum(out, 0.0)

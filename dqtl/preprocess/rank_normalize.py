@@ -13,7 +13,6 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import scipy.special
-import scipy.stats
 import xarray as xr
 
 from dqtl.compute import local_workers

@@ -88,6 +88,10 @@ def test_plot_functions_return_axes_and_lambda_matches_exact():
         sk.add(block)
     assert sk.n == p.size
     assert abs(sk.lambda_gc() - genomic_inflation(p)) < 2e-3
+    from scipy.stats import chi2
+
+    med = float(np.median(p))  # lambda by special functions = scipy.stats' chi2, bit for bit
+    assert genomic_inflation(p) == float(chi2.isf(med, 1) / chi2.ppf(0.5, 1))
     ax = plot_qq_sketch(sk)
     assert ax.get_xlabel() == "expected -log10 p" and "λ" in ax.get_legend().get_texts()[0].get_text()
     import pandas as pd
