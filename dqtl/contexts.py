@@ -322,13 +322,9 @@ def _plots(plan: Any, table: pd.DataFrame, names: Sequence[str], prefix: str, pu
            top: int) -> None:
     """Forest plot and interaction plot of the lead pair of the ``top`` genes (by lead-context
     p-value among genes significant somewhere)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     from dqtl.io.fs import open_file
     from dqtl.kernels.genotypes import decode_block
+    from dqtl.plot import close_figure, new_axes
 
     pcols = [f"pval_{c}" for c in names]
     cand = table[table["n_contexts_significant"] > 0].copy()
@@ -344,7 +340,8 @@ def _plots(plan: Any, table: pd.DataFrame, names: Sequence[str], prefix: str, pu
         v = int(vid.get_loc(row["variant_id"]))
         x = decode_block(np.asarray(arr[v:v + 1].compute()), plan.genotype_sample_index,
                          ploidy=plan.ploidy).G[0]
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+        ax1, ax2 = new_axes(1, 2, figsize=(10, 3.8))
+        fig = ax1.figure
         b = np.array([row[f"slope_{c}"] for c in names], dtype=float)
         s = np.array([row[f"slope_se_{c}"] for c in names], dtype=float)
         yy = np.arange(len(names))[::-1]
@@ -375,4 +372,4 @@ def _plots(plan: Any, table: pd.DataFrame, names: Sequence[str], prefix: str, pu
         fig.tight_layout()
         with open_file(pub.stage(f"{prefix}.contexts.{row['phenotype_id']}.png"), "wb") as f:
             fig.savefig(f, dpi=100, format="png")
-        plt.close(fig)
+        close_figure(fig)

@@ -78,13 +78,10 @@ def trans_hotspots(pairs: pd.DataFrame, variants: pd.DataFrame, phenotypes: pd.D
 def plot_trans(pairs: pd.DataFrame, variants: pd.DataFrame, phenotypes: pd.DataFrame,
                hotspots: pd.DataFrame, *, ax: Any = None) -> Any:
     """Variant position against target position (genome-wide), hotspot variants in red."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from dqtl.plot import new_axes
 
     if ax is None:
-        ax = plt.subplots(figsize=(6.5, 6))[1]
+        ax = new_axes(figsize=(6.5, 6))
     order = list(dict.fromkeys([*variants["contig"].astype(str), *phenotypes["contig"].astype(str)]))
     lengths = {c: int(max(variants.loc[variants["contig"].astype(str) == c, "position"].max()
                           if (variants["contig"].astype(str) == c).any() else 0,
@@ -105,13 +102,10 @@ def plot_trans(pairs: pd.DataFrame, variants: pd.DataFrame, phenotypes: pd.DataF
 
 def plot_trans_manhattan(pairs: pd.DataFrame, variants: pd.DataFrame, *, ax: Any = None) -> Any:
     """-log10 p of the kept trans pairs against genome-wide variant position, contigs alternating."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from dqtl.plot import new_axes
 
     if ax is None:
-        ax = plt.subplots(figsize=(9, 3.5))[1]
+        ax = new_axes(figsize=(9, 3.5))
     v = pairs.merge(variants, on="variant_id")
     order = list(dict.fromkeys(variants["contig"].astype(str)))
     lengths = {c: int(variants.loc[variants["contig"].astype(str) == c, "position"].max()) + 1 for c in order}
@@ -128,9 +122,8 @@ def write_hotspots(output_prefix: str, pairs: pd.DataFrame, variants: pd.DataFra
                    phenotypes: pd.DataFrame, *, min_targets: int = 5, fdr: float = 0.05) -> pd.DataFrame:
     """``{prefix}.trans_hotspots.txt.gz``, ``{prefix}.trans_plot.png`` and
     ``{prefix}.trans_manhattan.png``, published together."""
-    import matplotlib.pyplot as plt
-
     from dqtl.io.fs import Publication, open_file
+    from dqtl.plot import close_figure
     from dqtl.workflows import write_table_gz
 
     hot = trans_hotspots(pairs, variants, phenotypes, min_targets=min_targets, fdr=fdr)
@@ -142,7 +135,7 @@ def write_hotspots(output_prefix: str, pairs: pd.DataFrame, variants: pd.DataFra
                          f"hotspot loci (>= {min_targets} targets at q <= {fdr:g})", fontsize=9)
             with open_file(pub.stage(f"{output_prefix}.{name}.png"), "wb") as f:
                 ax.figure.savefig(f, dpi=110, bbox_inches="tight", format="png")
-            plt.close(ax.figure)
+            close_figure(ax.figure)
     log.info("trans hotspots: %d variants in %d loci with >= %d targets at q <= %g", len(hot),
              hot["locus"].nunique() if len(hot) else 0, min_targets, fdr)
     return hot

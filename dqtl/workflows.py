@@ -296,16 +296,14 @@ def run_cis_interaction_permute(
         qvalue_lambda=qvalue_lambda, allow_sample_intersection=allow_sample_intersection)
     with Publication() as pub:
         write_table_gz(res, pub.stage(f"{output_prefix}.cis_qtl.txt.gz"))
-        from dqtl.plot import plot_permutation_pvalues
+        from dqtl.plot import close_figure, plot_permutation_pvalues
 
         ax = plot_permutation_pvalues(res, fdr=fdr)
         ax.set_title(f"genotype x interaction: {len(res)} phenotypes, "
                      f"{int((res['qval'] <= fdr).sum())} at FDR {fdr:g}")
         with open_file(pub.stage(f"{output_prefix}.cis_qtl.png"), "wb") as f:
             ax.figure.savefig(f, dpi=110, bbox_inches="tight", format="png")
-        import matplotlib.pyplot as plt
-
-        plt.close(ax.figure)
+        close_figure(ax.figure)
     log.info("cis interaction permutations: %d phenotypes, %d permutations each, %d with q <= %g "
              "in %.1f s", len(res), nperm, int((res["qval"] <= fdr).sum()), fdr,
              time.perf_counter() - t0)
@@ -399,7 +397,7 @@ def run_cis_permute(
         pdf = pd.DataFrame(columns=[*to_tensorqtl_pairs(xr.Dataset({k: ("pairs", np.zeros(0)) for k in (
             "phenotype_id", "variant_id", "start_distance", "af", "ma_samples", "ma_count",
             "p_value", "beta", "beta_se")})).columns, "pval_nominal_threshold"])
-    from dqtl.plot import plot_permutation_pvalues
+    from dqtl.plot import close_figure, plot_permutation_pvalues
 
     ax = plot_permutation_pvalues(cis_df, fdr=fdr)
     ax.set_title(f"{len(cis_df)} phenotypes, {len(sig)} significant at FDR {fdr:g}")
@@ -417,9 +415,7 @@ def run_cis_permute(
         pub.abort()
         raise
     finally:
-        import matplotlib.pyplot as plt
-
-        plt.close(ax.figure)
+        close_figure(ax.figure)
     log.info(
         "permutations: %d phenotypes, %d significant at FDR %.2g (pi0 %.3f, p threshold %.4g), "
         "%d significant pairs, %.1f s", len(cis_df), len(sig), fdr, cis_df.attrs.get("pi0", np.nan),
@@ -664,9 +660,9 @@ def run_coloc(
                              title=f"{gene}: PP.H4 = {pp4:.3f} ({rows['method'].iloc[0]})")
             with open_file(pub.stage(f"{output_prefix}.coloc.{gene}.png"), "wb") as f:
                 ax[0].figure.savefig(f, dpi=110, bbox_inches="tight", format="png")
-            import matplotlib.pyplot as plt
+            from dqtl.plot import close_figure
 
-            plt.close(ax[0].figure)
+            close_figure(ax[0].figure)
     log.info("coloc: %d genes (%s), %d with PP.H4 > 0.8", summary["phenotype_id"].nunique(),
              method, int((best > 0.8).sum()))
     for note, count in summary["note"].dropna().value_counts().items():

@@ -169,8 +169,8 @@ def run(args: argparse.Namespace) -> int:
             ax = plot_discovery_curve(curve)
             ax.figure.savefig(pub.stage(f"{out}.discovery.png"), format="png", dpi=120,
                               bbox_inches="tight")
-            import matplotlib.pyplot as plt
+            from dqtl.plot import close_figure
 
-            plt.close(ax.figure)
+            close_figure(ax.figure)
     log.info("factors: wrote %s", out)
     return 0

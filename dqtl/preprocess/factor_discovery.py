@@ -157,12 +157,9 @@ def plot_discovery_curve(curve: DiscoveryCurve, *, ax: Any = None) -> Any:
     Returns the matplotlib ``Axes``.
     """
     if ax is None:
-        import matplotlib
+        from dqtl.plot import new_axes
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        ax = plt.subplots(figsize=(5, 3.5))[1]
+        ax = new_axes(figsize=(5, 3.5))
     ax.plot(curve.n_factors, curve.n_egenes, "o-", color="C0")
     best = curve.best
     ax.axvline(best, color="C3", ls="--", lw=1, label=f"best: {best} factors")

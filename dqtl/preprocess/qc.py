@@ -524,12 +524,9 @@ def sample_qc(
 def _axes(ax: Any) -> Any:
     if ax is not None:
         return ax
-    import matplotlib
+    from dqtl.plot import new_axes
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(figsize=(6, 4.5))[1]
+    return new_axes(figsize=(6, 4.5))
 
 
 def _label_flagged(ax: Any, x: np.ndarray, y: np.ndarray, names: pd.Index, mask: np.ndarray,
@@ -610,12 +607,8 @@ def write_qc_report(qc: SampleQC, outdir: str | os.PathLike[str]) -> list[Path]:
     """Write ``qc_samples.tsv`` and ``library_size.png``, ``pca.png``, ``sex_check.png`` into
     ``outdir`` (created when missing). The four files appear together (staged, then moved into
     place); anything else in ``outdir`` is left as it was. Returns the written paths."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     from dqtl.io.fs import Publication
+    from dqtl.plot import close_figure, new_axes
 
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
@@ -626,11 +619,12 @@ def write_qc_report(qc: SampleQC, outdir: str | os.PathLike[str]) -> list[Path]:
                              float_format="%.6g")
         for name, fn in zip(names[1:], (plot_library_sizes, plot_expression_pca, plot_sex_check),
                             strict=True):
-            fig, ax = plt.subplots(figsize=(6, 4.5))
+            ax = new_axes(figsize=(6, 4.5))
+            fig = ax.figure
             try:
                 fn(qc, ax=ax)
                 fig.tight_layout()
                 fig.savefig(pub.stage(outdir / name), dpi=120, format="png")
             finally:
-                plt.close(fig)
+                close_figure(fig)
     return [outdir / n for n in names]
