@@ -120,3 +120,21 @@ def test_trans_qq_plot_and_lambda_from_every_test(files, tmp_path):
     parser = _Links()
     parser.feed((tmp_path / "t.report.html").read_text())
     assert "t.trans_qtl.qq.png" in parser.hrefs
+
+
+@pytest.mark.parametrize("mode", ["nominal", "permute"])
+def test_cis_command_line_draws_without_pyplot_or_scipy_stats(files, tmp_path, mode):
+    """A command-line run makes its figures as plain Agg figures (plot.new_axes/close_figure) and
+    its statistics from scipy.special: neither pyplot (0.2 s) nor scipy.stats (0.3 s) is imported."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    code = ("import sys\nfrom dqtl.cli.main import main\n"
+            f"rc = main(['-q', 'cis', {files['zarr']!r}, {files['bed']!r}, {str(out)!r}, '--covariates', "
+            f"{files['covariates']!r}, '--mode', {mode!r}, '--permutations', '200', '--no-progress'])\n"
+            "print(rc, [m for m in ('matplotlib.pyplot', 'scipy.stats') if m in sys.modules])")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "0 []"
+    assert list(tmp_path.glob("run*.png"))
