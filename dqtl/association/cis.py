@@ -66,7 +66,7 @@ COUNTERS = ("n_monomorphic", "n_maf_filtered", "n_imputed_calls", "n_variants_im
 
 #: default bounds of one batch task: bytes of decoded float64 genotypes (sets the variants it
 #: spans beyond one window) and phenotypes; pairs are produced in slices of PAIRS_PER_SLICE
-DECODED_BYTES_PER_TASK = 128 << 20
+DECODED_BYTES_PER_TASK = 64 << 20
 PHENOTYPES_PER_TASK = 1024
 PAIRS_PER_SLICE = 250_000
 
