@@ -125,7 +125,8 @@ def register(subparsers: Any) -> None:
     o.add_argument("--float-format", default=None, metavar="FMT",
                    help="printf format of values in text BED (default: exact round trip), e.g. %%.6g")
     o.add_argument("--samples-chunk-size", type=positive_int, default=None, metavar="N",
-                   help="samples per dask block for filters/TMM/CPM (default: automatic)")
+                   help="samples per dask block for the filters and TMM (default: in memory, "
+                        "threaded over the cores)")
     p.set_defaults(func=run)
 
 
