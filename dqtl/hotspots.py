@@ -122,8 +122,8 @@ def write_hotspots(output_prefix: str, pairs: pd.DataFrame, variants: pd.DataFra
                    phenotypes: pd.DataFrame, *, min_targets: int = 5, fdr: float = 0.05) -> pd.DataFrame:
     """``{prefix}.trans_hotspots.txt.gz``, ``{prefix}.trans_plot.png`` and
     ``{prefix}.trans_manhattan.png``, published together."""
-    from dqtl.io.fs import Publication, open_file
-    from dqtl.plot import close_figure
+    from dqtl.io.fs import Publication
+    from dqtl.plot import save_figure
     from dqtl.workflows import write_table_gz
 
     hot = trans_hotspots(pairs, variants, phenotypes, min_targets=min_targets, fdr=fdr)
@@ -133,9 +133,7 @@ def write_hotspots(output_prefix: str, pairs: pd.DataFrame, variants: pd.DataFra
                          ("trans_manhattan", plot_trans_manhattan(pairs, variants))):
             ax.set_title(f"{len(pairs)} trans pairs, {hot['locus'].nunique() if len(hot) else 0} "
                          f"hotspot loci (>= {min_targets} targets at q <= {fdr:g})", fontsize=9)
-            with open_file(pub.stage(f"{output_prefix}.{name}.png"), "wb") as f:
-                ax.figure.savefig(f, dpi=110, bbox_inches="tight", format="png")
-            close_figure(ax.figure)
+            save_figure(ax, pub.stage(f"{output_prefix}.{name}.png"))
     log.info("trans hotspots: %d variants in %d loci with >= %d targets at q <= %g", len(hot),
              hot["locus"].nunique() if len(hot) else 0, min_targets, fdr)
     return hot

@@ -296,14 +296,12 @@ def run_cis_interaction_permute(
         qvalue_lambda=qvalue_lambda, allow_sample_intersection=allow_sample_intersection)
     with Publication() as pub:
         write_table_gz(res, pub.stage(f"{output_prefix}.cis_qtl.txt.gz"))
-        from dqtl.plot import close_figure, plot_permutation_pvalues
+        from dqtl.plot import plot_permutation_pvalues, save_figure
 
         ax = plot_permutation_pvalues(res, fdr=fdr)
         ax.set_title(f"genotype x interaction: {len(res)} phenotypes, "
                      f"{int((res['qval'] <= fdr).sum())} at FDR {fdr:g}")
-        with open_file(pub.stage(f"{output_prefix}.cis_qtl.png"), "wb") as f:
-            ax.figure.savefig(f, dpi=110, bbox_inches="tight", format="png")
-        close_figure(ax.figure)
+        save_figure(ax, pub.stage(f"{output_prefix}.cis_qtl.png"))
     log.info("cis interaction permutations: %d phenotypes, %d permutations each, %d with q <= %g "
              "in %.1f s", len(res), nperm, int((res["qval"] <= fdr).sum()), fdr,
              time.perf_counter() - t0)
@@ -397,14 +395,13 @@ def run_cis_permute(
         pdf = pd.DataFrame(columns=[*to_tensorqtl_pairs(xr.Dataset({k: ("pairs", np.zeros(0)) for k in (
             "phenotype_id", "variant_id", "start_distance", "af", "ma_samples", "ma_count",
             "p_value", "beta", "beta_se")})).columns, "pval_nominal_threshold"])
-    from dqtl.plot import close_figure, plot_permutation_pvalues
+    from dqtl.plot import plot_permutation_pvalues, save_figure
 
     ax = plot_permutation_pvalues(cis_df, fdr=fdr)
     ax.set_title(f"{len(cis_df)} phenotypes, {len(sig)} significant at FDR {fdr:g}")
     pub = publication or Publication()
     try:
-        with open_file(pub.stage(f"{output_prefix}.cis_qtl.png"), "wb") as f:
-            ax.figure.savefig(f, dpi=110, bbox_inches="tight", format="png")
+        save_figure(ax, pub.stage(f"{output_prefix}.cis_qtl.png"))
         write_table_gz(cis_df, pub.stage(f"{output_prefix}.cis_qtl.txt.gz"))
         _write_frame_parquet(pdf.reset_index(drop=True),
                              pub.stage(f"{output_prefix}.cis_qtl.signif_pairs.parquet"))
@@ -414,8 +411,6 @@ def run_cis_permute(
     except BaseException:
         pub.abort()
         raise
-    finally:
-        close_figure(ax.figure)
     log.info(
         "permutations: %d phenotypes, %d significant at FDR %.2g (pi0 %.3f, p threshold %.4g), "
         "%d significant pairs, %.1f s", len(cis_df), len(sig), fdr, cis_df.attrs.get("pi0", np.nan),
@@ -586,6 +581,7 @@ def run_coloc(
     from dqtl.finemap.colocalize import SUMMARY_COLUMNS, coloc_graph, harmonise_gwas
     from dqtl.io.fs import exists
     from dqtl.io.sumstats import read_gwas_sumstats, read_ld_matrix
+    from dqtl.plot import save_figure
 
     methods = {"abf": ("abf",), "susie": ("susie",), "both": ("abf", "susie")}[method]
     gwas = read_gwas_sumstats(gwas_path)
@@ -658,11 +654,7 @@ def run_coloc(
             ax = _locus_plot(genotypes, variants, d, g, str(rows["top_snp"].iloc[0]), members,
                              details.get(str(gene)),
                              title=f"{gene}: PP.H4 = {pp4:.3f} ({rows['method'].iloc[0]})")
-            with open_file(pub.stage(f"{output_prefix}.coloc.{gene}.png"), "wb") as f:
-                ax[0].figure.savefig(f, dpi=110, bbox_inches="tight", format="png")
-            from dqtl.plot import close_figure
-
-            close_figure(ax[0].figure)
+            save_figure(ax, pub.stage(f"{output_prefix}.coloc.{gene}.png"))
     log.info("coloc: %d genes (%s), %d with PP.H4 > 0.8", summary["phenotype_id"].nunique(),
              method, int((best > 0.8).sum()))
     for note, count in summary["note"].dropna().value_counts().items():
