@@ -25,7 +25,8 @@ from typing import Any
 
 import dask
 
-__all__ = ["compute", "active_client", "show_progress", "single_threaded_blas", "local_workers"]
+__all__ = ["compute", "active_client", "show_progress", "single_threaded_blas", "local_workers",
+           "map_ranges"]
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +206,21 @@ def local_workers() -> int:
     import os
 
     return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
+
+
+def map_ranges(func: Any, n: int, workers: int) -> list[Any]:
+    """``[func(i0, i1), ...]`` over consecutive ranges covering ``0..n``, in order: one range
+    when ``workers <= 1``, else ``2 * workers`` ranges on a local pool of ``workers`` threads
+    (the in-memory kernels' way of using the cores; ``func`` must give the same numbers for any
+    split)."""
+    if workers <= 1:
+        return [func(0, n)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    parts = 2 * workers
+    edges = [n * k // parts for k in range(parts + 1)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(func, edges[:-1], edges[1:]))
 
 
 def _compute_threads(tasks: Sequence[Any]) -> list[Any]:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -41,7 +40,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from dqtl.compute import local_workers
+from dqtl.compute import local_workers, map_ranges
 from dqtl.errors import InputError
 from dqtl.kernels.stats import exact_sum, exact_sums
 
@@ -431,35 +430,22 @@ def _threaded_columns(func: Any, x: np.ndarray, *col_args: np.ndarray, **kwargs:
     columns of an in-memory matrix, in a local thread pool (dask's ``num_workers`` or the cores),
     concatenated: every column is computed by the same kernel whatever the split."""
     n = x.shape[1]
-    workers = min(local_workers(),
-                  n // _THREAD_COLUMNS)
-    if workers <= 1:
-        return np.asarray(func(x, *col_args, **kwargs), dtype=np.float64)
-    edges = np.linspace(0, n, 2 * workers + 1).astype(int).tolist()
 
     def part(j0: int, j1: int) -> np.ndarray:
         return np.asarray(func(x[:, j0:j1], *(a[j0:j1] for a in col_args), **kwargs), dtype=np.float64)
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return np.concatenate(list(pool.map(part, edges[:-1], edges[1:])))
+    return np.concatenate(map_ranges(part, n, min(local_workers(), n // _THREAD_COLUMNS)))
 
 
 def _threaded_rows(func: Any, x: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
     """``func(x[i0:i1], *args, out=out[i0:i1], **kwargs)`` (an element-wise kernel) over bands of
     rows of an in-memory matrix, in a local thread pool, into one float64 output."""
-    workers = min(local_workers(),
-                  x.size // _THREAD_VALUES, x.shape[0])
-    if workers <= 1:
-        return np.asarray(func(x, *args, **kwargs), dtype=np.float64)
     out = np.empty(x.shape, dtype=np.float64)
-    edges = np.linspace(0, x.shape[0], 2 * workers + 1).astype(int).tolist()
 
     def part(i0: int, i1: int) -> None:
         func(x[i0:i1], *args, out=out[i0:i1], **kwargs)
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for fut in [pool.submit(part, i0, i1) for i0, i1 in zip(edges[:-1], edges[1:], strict=True)]:
-            fut.result()
+    map_ranges(part, x.shape[0], min(local_workers(), x.size // _THREAD_VALUES, x.shape[0]))
     return out
 
 

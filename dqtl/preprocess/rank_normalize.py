@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import math
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import dask.array as da
@@ -15,7 +14,7 @@ import pandas as pd
 import scipy.special
 import xarray as xr
 
-from dqtl.compute import local_workers
+from dqtl.compute import local_workers, map_ranges
 from dqtl.errors import InputError
 from dqtl.preprocess.normalize import check_numeric, check_numeric_pandas
 
@@ -234,20 +233,15 @@ def _threaded_int(arr: np.ndarray, ax: int, a: float, b: float) -> np.ndarray:
     pool (dask's ``num_workers`` or the cores): each slice is ranked whole, so the numbers do not
     depend on the split."""
     split = next((k for k in range(arr.ndim) if k != ax), -1)
-    workers = 0 if split < 0 else min(local_workers(),
-                                      arr.size // _THREAD_VALUES, arr.shape[split])
-    if workers <= 1:
+    if split < 0:  # 1-D: one slice
         return _int_kernel(arr, axis=ax, a=a, b=b)
     out = np.empty(arr.shape, dtype=np.float64)
-    edges = np.linspace(0, arr.shape[split], 2 * workers + 1).astype(int).tolist()
 
     def part(i0: int, i1: int) -> None:
         sl = (slice(None),) * split + (slice(i0, i1),)
         out[sl] = _int_kernel(arr[sl], axis=ax, a=a, b=b)
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for fut in [pool.submit(part, i0, i1) for i0, i1 in zip(edges[:-1], edges[1:], strict=True)]:
-            fut.result()
+    map_ranges(part, arr.shape[split], min(local_workers(), arr.size // _THREAD_VALUES, arr.shape[split]))
     return out
 
 
