@@ -144,7 +144,7 @@ def _nominal(plan: Any, genotypes: xr.Dataset, split: xr.Dataset, covariates: An
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from dqtl.io.results import CIS_PAIRS_SCHEMA
+    from dqtl.io.results import CIS_PAIRS_SCHEMA, parquet_options
     from dqtl.meta import run_meta
     from dqtl.workflows import run_cis_nominal
 
@@ -161,7 +161,7 @@ def _nominal(plan: Any, genotypes: xr.Dataset, split: xr.Dataset, covariates: An
             path = pub.stage(final)
             files[c].append(final)
             staged[c].append(path)
-            writers[c] = pq.ParquetWriter(path, CIS_PAIRS_SCHEMA, compression="zstd")
+            writers[c] = pq.ParquetWriter(path, CIS_PAIRS_SCHEMA, **parquet_options(CIS_PAIRS_SCHEMA))
         try:
             pf = pq.ParquetFile(f)
             for i in range(pf.num_row_groups):

@@ -26,6 +26,7 @@ from dqtl.io.results import (
     CisPairsPart,
     concat_parquet,
     from_tensorqtl_cis,
+    parquet_options,
     to_tensorqtl_cis,
     to_tensorqtl_pairs,
 )
@@ -184,7 +185,8 @@ def _write_frame_parquet(df: Any, path: str) -> None:
     import pyarrow.parquet as pq
 
     with open_file(path, "wb") as f:
-        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), f, compression="zstd")
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        pq.write_table(table, f, **parquet_options(table.schema))
 
 
 def run_cis_interaction(

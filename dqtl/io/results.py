@@ -36,6 +36,7 @@ __all__ = [
     "CIS_PAIRS_SCHEMA",
     "to_tensorqtl_pairs",
     "cis_pairs_table",
+    "parquet_options",
     "write_parquet",
     "write_table",
     "concat_parquet",
@@ -155,12 +156,22 @@ def cis_pairs_table(cols: Mapping[str, np.ndarray]) -> pa.Table:
     return pa.table(out, schema=CIS_PAIRS_SCHEMA)
 
 
+def parquet_options(schema: pa.Schema) -> dict[str, Any]:
+    """Writer options of every parquet file dqtl writes: zstd, dictionary encoding for the string
+    columns only (IDs repeat; a float column's values do not, and building its dictionary until the
+    page limit forces the fallback doubled the write time of cis pairs and made files 35% larger)."""
+    strings = [f.name for f in schema
+               if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+               or pa.types.is_dictionary(f.type)]
+    return {"compression": "zstd", "use_dictionary": strings}
+
+
 def write_parquet(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     """Write ``df`` to parquet atomically (zstd compressed, no index)."""
     path = Path(path)
     with atomic_path(path) as tmp:
         table = pa.Table.from_pandas(df, preserve_index=False)
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, **parquet_options(table.schema))
     return path
 
 
@@ -173,7 +184,7 @@ def write_table(table: pa.Table, path: str) -> int:
     if not is_url(absolute(path)):
         os.makedirs(os.path.dirname(p), exist_ok=True)
     with fs.open(p, "wb") as f:
-        pq.write_table(table, f, compression="zstd")
+        pq.write_table(table, f, **parquet_options(table.schema))
     return table.num_rows
 
 
@@ -187,7 +198,7 @@ def concat_parquet(parts: Sequence[str], path: str, schema: pa.Schema, *,
     """
     fs, p = filesystem(path)
     n = 0
-    with fs.open(p, "wb") as out, pq.ParquetWriter(out, schema, compression="zstd") as writer:
+    with fs.open(p, "wb") as out, pq.ParquetWriter(out, schema, **parquet_options(schema)) as writer:
         for part in parts:
             with open_file(part, "rb") as f, pa.ipc.open_file(f) as reader:
                 for i in range(reader.num_record_batches):

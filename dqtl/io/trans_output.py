@@ -60,6 +60,7 @@ from dqtl.io.fs import (
     open_file,
     storage_options,
 )
+from dqtl.io.results import parquet_options
 
 __all__ = [
     "TransBlockStore",
@@ -380,7 +381,7 @@ def write_trans_tables(
         if "parquet" in formats:
             out = contextlib.ExitStack()
             fh = out.enter_context(open_file(pub.stage(paths["pairs"]), "wb"))
-            writer = pq.ParquetWriter(fh, schema, compression="zstd")
+            writer = pq.ParquetWriter(fh, schema, **parquet_options(schema))
             written.append(paths["pairs"])
         if "zarr" in formats:
             zw = _ZarrColumns(pub.stage(paths["zarr"]), file_cols, int(n_rows), zarr_chunk, summary)
@@ -403,7 +404,7 @@ def write_trans_tables(
         ptab = pa.table({"phenotype_id": pa.array(np.asarray(phenotype_id).astype(str)),
                          "n_tests": n_tests, "n_hits": n_hits})
         with open_file(pub.stage(paths["phenotypes"]), "wb") as fh:
-            pq.write_table(ptab, fh, compression="zstd")
+            pq.write_table(ptab, fh, **parquet_options(ptab.schema))
         written.append(paths["phenotypes"])
         for suffix, ax in (figures or {}).items():
             from dqtl.plot import save_figure
