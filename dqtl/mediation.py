@@ -30,7 +30,7 @@ from dqtl.kernels.genotypes import decode_block
 from dqtl.kernels.linalg import Residualizer
 from dqtl.kernels.mediation import class_permutations, mediation_perm_tb, mediation_stats
 from dqtl.kernels.stats import pval_from_t
-from dqtl.study import StudyPlan, plan_study
+from dqtl.study import StudyPlan, delayed_rows, plan_study
 
 __all__ = ["map_mediation", "MEDIATION_COLUMNS", "candidate_mediators"]
 
@@ -223,7 +223,7 @@ def map_mediation(
             targets.append(tl)
             meds.append(ml)
             tbs.append(bl)
-        tasks.append(kernel(arr[np.asarray(chunk)], np.asarray(chunk), targets, meds, values, pid,
+        tasks.append(kernel(delayed_rows(arr, np.asarray(chunk)), np.asarray(chunk), targets, meds, values, pid,
                             np.asarray(vid[np.asarray(chunk)]), plan.covariates,
                             plan.genotype_sample_index, ploidy=plan.ploidy, nperm=permutations,
                             seed=seed, stop_hits=stop_hits, trans_b=tbs))

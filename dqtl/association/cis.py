@@ -30,7 +30,7 @@ from dqtl.compute import compute
 from dqtl.kernels.genotypes import decode_block
 from dqtl.kernels.linalg import residual_norm2
 from dqtl.kernels.stats import stats_from_r
-from dqtl.study import StudyPlan, plan_study
+from dqtl.study import StudyPlan, delayed_rows, plan_study
 
 __all__ = [
     "CisBatch",
@@ -394,8 +394,8 @@ def cis_nominal_graph(
                           int(grp.dof), plan.window_lo[b.rows[batch_rows]],
                           plan.window_hi[b.rows[batch_rows]]))
         task = kernel(
-            arr[b.v0:b.v1], b.v0, b.count_from, plan.genotype_sample_index, parts,
-            vid[b.v0:b.v1], plan.variant_position[b.v0:b.v1], plan.phenotype_id[b.rows],
+            delayed_rows(arr, slice(b.v0, b.v1)), b.v0, b.count_from, plan.genotype_sample_index, parts,
+            delayed_rows(vid, slice(b.v0, b.v1)), plan.variant_position[b.v0:b.v1], plan.phenotype_id[b.rows],
             plan.phenotype_start[b.rows], plan.phenotype_end[b.rows],
             ploidy=plan.ploidy, maf_threshold=plan.maf_threshold, dtype=dtype,
             sink=None if sinks is None else sinks[k],

@@ -27,7 +27,7 @@ from dqtl.compute import compute
 from dqtl.errors import InputError
 from dqtl.kernels.genotypes import decode_block
 from dqtl.kernels.interaction import eigenmt_tests, half_maf_mask, interaction_gram, interaction_ols
-from dqtl.study import StudyPlan, plan_study
+from dqtl.study import StudyPlan, delayed_rows, plan_study
 
 __all__ = ["interaction_terms", "stat_columns", "interaction_batch_kernel", "interaction_graph",
            "map_cis_interaction", "top_table", "interaction_permutation_kernel",
@@ -291,8 +291,8 @@ def interaction_graph(plan: StudyPlan, values: np.ndarray, names: Sequence[str],
     out = []
     for n, b in enumerate(cis_batches(plan)):
         parts = _batch_parts(plan, b, values)
-        task = kernel(arr[b.v0:b.v1], b.v0, b.count_from, plan.genotype_sample_index, parts,
-                      vid[b.v0:b.v1], plan.variant_position[b.v0:b.v1], plan.phenotype_id[b.rows],
+        task = kernel(delayed_rows(arr, slice(b.v0, b.v1)), b.v0, b.count_from, plan.genotype_sample_index, parts,
+                      delayed_rows(vid, slice(b.v0, b.v1)), plan.variant_position[b.v0:b.v1], plan.phenotype_id[b.rows],
                       plan.phenotype_start[b.rows], names=list(names), ploidy=plan.ploidy,
                       maf_threshold=plan.maf_threshold,
                       maf_threshold_interaction=maf_threshold_interaction,
@@ -427,8 +427,8 @@ def interaction_permutation_graph(plan: StudyPlan, values: np.ndarray, *, nperm:
     tasks = []
     for b in cis_batches(plan):
         parts = _batch_parts(plan, b, values)
-        tasks.append(kernel(arr[b.v0:b.v1], b.v0, b.count_from, plan.genotype_sample_index, parts,
-                            vid[b.v0:b.v1], plan.variant_position[b.v0:b.v1],
+        tasks.append(kernel(delayed_rows(arr, slice(b.v0, b.v1)), b.v0, b.count_from, plan.genotype_sample_index, parts,
+                            delayed_rows(vid, slice(b.v0, b.v1)), plan.variant_position[b.v0:b.v1],
                             plan.phenotype_id[b.rows], plan.phenotype_start[b.rows],
                             ploidy=plan.ploidy, maf_threshold=plan.maf_threshold,
                             maf_threshold_interaction=maf_threshold_interaction, nperm=nperm,

@@ -31,7 +31,7 @@ from dqtl.compute import compute
 from dqtl.errors import InputError
 from dqtl.kernels.genotypes import decode_block
 from dqtl.kernels.stats import stats_from_r
-from dqtl.study import StudyPlan, plan_study
+from dqtl.study import StudyPlan, delayed_rows, plan_study
 
 __all__ = [
     "sample_permutations",
@@ -475,7 +475,7 @@ def cis_permutation_graph(
             return
         b0 = min(g.lo for g in cur)
         b1 = max(g.hi for g in cur)
-        block = arr[b0:b1]
+        block = delayed_rows(arr, slice(b0, b1))
         tasks.append(kernel(
             block, b0, plan.genotype_sample_index, _Opaque(list(cur)), perms_key, spec,
             ploidy=plan.ploidy, maf_threshold=plan.maf_threshold, dtype=dtype,

@@ -26,7 +26,7 @@ from dqtl.errors import InputError
 from dqtl.kernels.genotypes import decode_block
 from dqtl.kernels.interaction import half_maf_mask, interaction_gram, well_conditioned
 from dqtl.kernels.stats import pval_from_t
-from dqtl.study import StudyPlan, plan_study
+from dqtl.study import StudyPlan, delayed_rows, plan_study
 
 __all__ = ["trans_interaction_kernel", "map_trans_interaction", "TRANS_INTERACTION_COLUMNS"]
 
@@ -160,8 +160,8 @@ def map_trans_interaction(
     tasks = []
     for v0 in range(0, plan.n_variants, variants_per_block):
         v1 = min(v0 + variants_per_block, plan.n_variants)
-        tasks.append(kernel(arr[v0:v1], v0, plan.genotype_sample_index, Y, grp.basis, values[:, 0],
-                            plan.window_lo[order], plan.window_hi[order], vid[v0:v1],
+        tasks.append(kernel(delayed_rows(arr, slice(v0, v1)), v0, plan.genotype_sample_index, Y, grp.basis, values[:, 0],
+                            plan.window_lo[order], plan.window_hi[order], delayed_rows(vid, slice(v0, v1)),
                             plan.phenotype_id[order], ploidy=plan.ploidy,
                             maf_threshold=plan.maf_threshold,
                             maf_threshold_interaction=maf_threshold_interaction,

@@ -25,7 +25,7 @@ from dqtl.errors import InputError
 from dqtl.finemap.susie import susie
 from dqtl.kernels.genotypes import decode_block
 from dqtl.kernels.linalg import Residualizer
-from dqtl.study import StudyPlan, plan_study
+from dqtl.study import StudyPlan, delayed_rows, plan_study
 
 __all__ = ["finemap_batch_kernel", "finemap_graph", "map_finemap"]
 
@@ -130,8 +130,8 @@ def finemap_graph(
             y = grp.P_hat[j] * grp.p_norm[j]  # residualized values on the group's samples
             genes.append((str(plan.phenotype_id[i]), grp.sample_index, y, grp.basis,
                           int(plan.window_lo[i]), int(plan.window_hi[i])))
-        tasks.append(kernel(arr[batch.v0:batch.v1], batch.v0, plan.genotype_sample_index, genes,
-                            vid[batch.v0:batch.v1], ploidy=plan.ploidy,
+        tasks.append(kernel(delayed_rows(arr, slice(batch.v0, batch.v1)), batch.v0, plan.genotype_sample_index, genes,
+                            delayed_rows(vid, slice(batch.v0, batch.v1)), ploidy=plan.ploidy,
                             maf_threshold=plan.maf_threshold, L=L, coverage=coverage,
                             min_abs_corr=min_abs_corr))
     return tasks

@@ -125,7 +125,9 @@ def test_trans_qq_plot_and_lambda_from_every_test(files, tmp_path):
 @pytest.mark.parametrize("mode", ["nominal", "permute"])
 def test_cis_command_line_draws_without_pyplot_or_scipy_stats(files, tmp_path, mode):
     """A command-line run makes its figures as plain Agg figures (plot.new_axes/close_figure) and
-    its statistics from scipy.special: neither pyplot (0.2 s) nor scipy.stats (0.3 s) is imported."""
+    its statistics from scipy.special: neither pyplot (0.2 s) nor scipy.stats (0.3 s) is imported;
+    a local run never imports distributed (0.13 s: dask imports it for a scheduler named by a
+    string, and for a dask array passed to a delayed call)."""
     import subprocess
     import sys
 
@@ -133,7 +135,7 @@ def test_cis_command_line_draws_without_pyplot_or_scipy_stats(files, tmp_path, m
     code = ("import sys\nfrom dqtl.cli.main import main\n"
             f"rc = main(['-q', 'cis', {files['zarr']!r}, {files['bed']!r}, {str(out)!r}, '--covariates', "
             f"{files['covariates']!r}, '--mode', {mode!r}, '--permutations', '200', '--no-progress'])\n"
-            "print(rc, [m for m in ('matplotlib.pyplot', 'scipy.stats') if m in sys.modules])")
+            "print(rc, [m for m in ('matplotlib.pyplot', 'scipy.stats', 'distributed') if m in sys.modules])")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == "0 []"
