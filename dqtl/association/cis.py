@@ -178,9 +178,11 @@ def cis_batch_kernel(
     phenotype_id, phenotype_start, phenotype_end
         The batch's phenotypes and their BED coordinates.
     sink
-        Optional callable taking each slice's pairs (a dict as returned below) in order, with a
-        ``close()`` method called at the end (e.g. a parquet part writer); the task then
-        returns only the counters and ``n_pairs``.
+        Optional callable taking each slice's pairs (a dict as returned below, except that
+        ``phenotype_id`` and ``variant_id`` are pyarrow ``large_string`` arrays: gathered by
+        arrow, not converted from numpy strings per pair) in order, with a ``close()`` method
+        called at the end (e.g. a parquet part writer); the task then returns only the counters
+        and ``n_pairs``.
 
     Returns
     -------
@@ -202,8 +204,13 @@ def cis_batch_kernel(
         lo_all[rows], hi_all[rows] = lo, hi
     ma_samples, ma_count = dec.ma_samples, dec.ma_count
     sizes = np.maximum(hi_all - lo_all, 0)
-    info = dict(variant_id=np.asarray(variant_id).astype(str), variant_position=np.asarray(variant_position,
-                dtype=np.int64), phenotype_id=np.asarray(phenotype_id),
+    ids: Any = (np.asarray(variant_id).astype(str), np.asarray(phenotype_id).astype(str))
+    if sink is not None:
+        import pyarrow as pa
+
+        ids = tuple(pa.array(x, type=pa.large_string()) for x in ids)
+    info = dict(variant_id=ids[0], variant_position=np.asarray(variant_position,
+                dtype=np.int64), phenotype_id=ids[1],
                 phenotype_start=np.asarray(phenotype_start, dtype=np.int64),
                 phenotype_end=np.asarray(phenotype_end, dtype=np.int64),
                 af=dec.af, ma_samples=ma_samples, ma_count=ma_count)
@@ -270,7 +277,7 @@ def _slice_pairs(
             R = Gsw[va:vb] @ P_hat[gpos].T  # (v, p): only the span of these windows
             inwin = ((vi[:, None] >= lo_all[sel][None, :]) & (vi[:, None] < hi_all[sel][None, :])
                      & ok[va:vb, None])
-            vv, pp = np.nonzero(inwin)
+            pp, vv = np.nonzero(inwin.T)  # by phenotype, then variant
             cols["p"].append(sel[pp])
             cols["v"].append(vv + va)
             cols["r"].append(R[vv, pp].astype(np.float64) / g_norm[vv + va])
@@ -280,14 +287,16 @@ def _slice_pairs(
     cat = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in cols.items()}
     pi = cat["p"].astype(np.int64)
     vloc = cat["v"].astype(np.int64)
-    order = np.lexsort((vloc, pi))
-    pi, vloc = pi[order], vloc[order]
-    t, p, slope, se = stats_from_r(cat["r"][order], cat["dof"][order], cat["g_norm"][order],
-                                   cat["p_norm"][order])
+    key = pi * (int(vloc.max()) + 1 if vloc.size else 1) + vloc
+    if key.size > 1 and not bool(np.all(key[1:] > key[:-1])):  # runs of one group come sorted
+        order = np.lexsort((vloc, pi))
+        pi, vloc = pi[order], vloc[order]
+        cat = {k: v[order] for k, v in cat.items()}
+    t, p, slope, se = stats_from_r(cat["r"], cat["dof"], cat["g_norm"], cat["p_norm"])
     pos = info["variant_position"][vloc]
     return {
-        "phenotype_id": info["phenotype_id"][pi],
-        "variant_id": info["variant_id"][vloc] if vloc.size else np.zeros(0, dtype=str),
+        "phenotype_id": _take(info["phenotype_id"], pi),
+        "variant_id": _take(info["variant_id"], vloc) if vloc.size else np.zeros(0, dtype=str),
         "start_distance": pos - (info["phenotype_start"][pi] + 1),
         "end_distance": pos - info["phenotype_end"][pi],
         "af": info["af"][vloc],
@@ -298,6 +307,12 @@ def _slice_pairs(
         "beta": slope,
         "beta_se": se,
     }
+
+
+def _take(values: Any, index: np.ndarray) -> Any:
+    """``values[index]`` of a numpy or a pyarrow array."""
+    return values.take(index) if hasattr(values, "take") and not isinstance(values, np.ndarray) \
+        else values[index]
 
 
 #: variants decoded at a time inside a batch task (bounds the float64 temporaries)
@@ -342,13 +357,16 @@ def _decode_rows(block: np.ndarray, sample_index: np.ndarray, parts: Sequence[tu
         out.af[s:e], out.valid[s:e] = dec.af, dec.valid
         out.monomorphic[s:e], out.n_missing[s:e] = dec.monomorphic, dec.n_missing
         G = dec.G
-        G -= G.mean(axis=1, keepdims=True)
+        mean = G.mean(axis=1, keepdims=True)
         for (Gsw, g_norm, ok), (_rows, sidx, _P, _pn, Q, _dof, _lo, _hi) in zip(groups, parts,
                                                                               strict=True):
-            Gs = G if sidx is None else np.ascontiguousarray(G[:, sidx])
+            # centred on all analysis samples, written straight into the product operand (one
+            # pass; the values of ``G - mean`` then a cast to ``dtype``, as before)
+            Gs = np.subtract(G if sidx is None else G[:, sidx], mean, out=Gsw[s:e])
+            if Gs.dtype != np.float64:
+                Gs = (G if sidx is None else G[:, sidx]) - mean
             g_norm[s:e] = np.sqrt(residual_norm2(Gs, Q, centred=sidx is None))
             ok[s:e] = dec.valid & (g_norm[s:e] > 1e-10 * np.sqrt(Gs.shape[1]))
-            Gsw[s:e] = Gs
     return out
 
 

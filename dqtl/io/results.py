@@ -149,11 +149,18 @@ def cis_pairs_table(cols: Mapping[str, np.ndarray]) -> pa.Table:
     out = {}
     for field in CIS_PAIRS_SCHEMA:
         name = {v: k for k, v in TENSORQTL_COLUMNS.items()}.get(field.name, field.name)
-        v = np.asarray(cols[name])
-        if pa.types.is_large_string(field.type):
-            v = v.astype(str)
-        out[field.name] = pa.array(v, type=field.type)
+        out[field.name] = arrow_column(cols[name], field.type)
     return pa.table(out, schema=CIS_PAIRS_SCHEMA)
+
+
+def arrow_column(values: Any, type: pa.DataType) -> pa.Array:
+    """An arrow array of ``type`` from a numpy array (strings converted) or an arrow array."""
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        return values.cast(type) if values.type != type else values
+    v = np.asarray(values)
+    if pa.types.is_large_string(type) or pa.types.is_string(type):
+        v = v.astype(str)
+    return pa.array(v, type=type)
 
 
 def parquet_options(schema: pa.Schema) -> dict[str, Any]:
@@ -235,10 +242,8 @@ class CisPairsPart:
     def _table(self, pairs: Mapping[str, np.ndarray]) -> pa.Table:
         if self.schema is None:
             return cis_pairs_table(pairs)
-        return pa.table({f.name: pa.array(np.asarray(pairs[f.name]).astype(str)
-                                          if pa.types.is_large_string(f.type) else
-                                          np.asarray(pairs[f.name]), type=f.type)
-                         for f in self.schema}, schema=self.schema)
+        return pa.table({f.name: arrow_column(pairs[f.name], f.type) for f in self.schema},
+                        schema=self.schema)
 
     def __call__(self, pairs: Mapping[str, np.ndarray]) -> None:
         if self._writer is None:
