@@ -130,7 +130,11 @@ def phenotypes_from_frame(df: pd.DataFrame, *, source: str = "phenotype table") 
         )
     values = df.iloc[:, n_meta:]
     try:
-        vals = values.apply(pd.to_numeric, errors="raise").to_numpy(dtype=np.float64)
+        if all(isinstance(t, np.dtype) and t.kind in "fiu" for t in values.dtypes):
+            # parsed as numbers already (numpy dtypes): no per-column conversion
+            vals = values.to_numpy(dtype=np.float64)
+        else:
+            vals = values.apply(pd.to_numeric, errors="raise").to_numpy(dtype=np.float64)
     except (ValueError, TypeError):
         num = values.apply(pd.to_numeric, errors="coerce")
         bad_mask = num.isna().to_numpy() & values.notna().to_numpy()
