@@ -168,6 +168,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, old)
 
 
+def tune_malloc() -> bool:
+    """glibc only: one heap for all threads, large blocks from the heap (not fresh mmaps), freed
+    memory kept for reuse. Returns whether the settings were applied.
+
+    The kernels allocate the same large temporaries task after task (decoded genotype blocks,
+    residualized windows); by default each is a fresh mmap whose pages fault in at first touch
+    and are unmapped at free. Measured on cis independent at sequencing density: half the page
+    faults, 0.2-0.3 s less wall time of 2.9 s, and a lower peak RSS (freed blocks are reused
+    instead of new ones mapped). The command's process only (``console``), where dqtl owns
+    the allocator; ``DQTL_MALLOC=system`` keeps glibc's defaults.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
+    return all(mallopt(param, value) == 1 for param, value in (
+        (m_arena_max, 1), (m_mmap_threshold, 1 << 30), (m_trim_threshold, (1 << 31) - 1)))
+
+
 def console() -> None:
     """The ``dqtl`` command: :func:`main`, then a quick exit.
 
@@ -179,6 +203,8 @@ def console() -> None:
     """
     import os
 
+    if os.environ.get("DQTL_MALLOC", "") != "system":
+        tune_malloc()
     rc = main()
     if os.environ.get("DQTL_FULL_EXIT", "") not in ("", "0"):
         raise SystemExit(rc)

@@ -140,3 +140,30 @@ def test_cis_command_line_draws_without_pyplot_or_scipy_stats(files, tmp_path, m
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == "0 []"
     assert list(tmp_path.glob("run*.png"))
+
+
+def test_command_allocator_settings_change_no_number(files, tmp_path):
+    """The ``dqtl`` process tunes glibc's allocator (one heap, blocks reused: half the page
+    faults); ``DQTL_MALLOC=system`` keeps the defaults. Same pairs, bit for bit, either way."""
+    import os
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    code = "from dqtl.cli.main import tune_malloc; print(tune_malloc())"
+    applied = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert applied.returncode == 0
+    if sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION"):
+        assert applied.stdout.strip() == "True"
+    tables = []
+    for setting in ("dqtl", "system"):
+        out = tmp_path / setting / "run"
+        res = subprocess.run(
+            [sys.executable, "-m", "dqtl", "-q", "cis", files["zarr"], files["bed"], str(out),
+             "--covariates", files["covariates"], "--mode", "nominal", "--no-progress"],
+            capture_output=True, text=True, env={**os.environ, "DQTL_MALLOC": setting})
+        assert res.returncode == 0, res.stderr
+        tables.append([pq.read_table(f) for f in sorted((tmp_path / setting).glob("run.cis_qtl_pairs.*.parquet"))])
+    assert tables[0] and len(tables[0]) == len(tables[1])
+    assert all(a.equals(b) for a, b in zip(*tables, strict=True))
