@@ -41,7 +41,7 @@ def _cmd(files, prefix, *extra):
 
 
 _MEASURE = (
-    "import sys; from dqtl.cli.main import main; rc = main(sys.argv[1:]); "
+    "import sys; from dqtl.cli.main import main, tune_malloc; tune_malloc(); rc = main(sys.argv[1:]); "
     "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]; "
     "print('VmHWM', hwm); sys.exit(rc)"
 )
@@ -51,7 +51,8 @@ def _run_measured(cmd):
     """Run ``dqtl`` in a child; return its peak resident size in bytes.
 
     The peak is the child's own ``VmHWM`` (high-water mark of its address space since exec):
-    ``getrusage`` of a child would also carry the parent's peak across fork and exec.
+    ``getrusage`` of a child would also carry the parent's peak across fork and exec. The child
+    tunes the allocator as the ``dqtl`` command does (:func:`dqtl.cli.main.tune_malloc`).
     """
     proc = subprocess.run([sys.executable, "-c", _MEASURE, *cmd[3:]], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
