@@ -19,6 +19,7 @@ import pandas as pd
 import xarray as xr
 
 from dqtl.association.permutation import (
+    ConditionOn,
     PermutationSpec,
     cis_permutation_graph,
     dataset_to_frame,
@@ -28,22 +29,11 @@ from dqtl.association.permutation import (
 )
 from dqtl.compute import compute
 from dqtl.errors import InputError
-from dqtl.kernels.genotypes import decode_block
 from dqtl.study import StudyPlan, plan_study
 
 __all__ = ["map_cis_independent"]
 
 log = logging.getLogger(__name__)
-
-
-def _dosages(plan: StudyPlan, variant_index: list[int]) -> dict[int, np.ndarray]:
-    """Mean-imputed dosages (analysis samples) of the given variants, read from the store."""
-    uniq = sorted(set(variant_index))
-    if not uniq:
-        return {}
-    block = np.asarray(plan.genotype_array()[np.asarray(uniq)].compute())
-    dec = decode_block(block, plan.genotype_sample_index, ploidy=plan.ploidy)
-    return {v: dec.G[k] for k, v in enumerate(uniq)}
 
 
 def _run(plan: StudyPlan, spec: PermutationSpec, jobs: list[Any], dtype: Any) -> list[dict[str, Any]]:
@@ -123,10 +113,11 @@ def map_cis_independent(
 
     active = set(units)
     while active:
-        doses = _dosages(plan, [v for u in active for v in selected[u]])
-        jobs: list[tuple[int, np.ndarray, Any]] = []
+        # the selected variants' dosages extend each scan's basis inside its task (read from
+        # the block the task decodes anyway)
+        jobs: list[tuple[int, Any, Any]] = []
         for u in sorted(active):
-            extra = np.column_stack([doses[v] for v in selected[u]])
+            extra = ConditionOn(np.asarray(selected[u], dtype=np.int64))
             jobs += [(i, extra, u) for i in units[u]]
         rows = _run(plan, spec, jobs, dtype)
         got = {r["tag"]: r for r in rows}
@@ -147,13 +138,11 @@ def map_cis_independent(
     multi = [u for u in units if len(selected[u]) > 1]
     single = [u for u in units if len(selected[u]) == 1]
     if multi:
-        doses = _dosages(plan, [v for u in multi for v in selected[u]])
         jobs = []
         for u in multi:
             for k, v in enumerate(selected[u], 1):
-                others = [w for w in selected[u] if w != v]
-                extra = np.column_stack([doses[w] for w in others])
-                jobs += [(i, extra, (u, k)) for i in units[u]]
+                others = ConditionOn(np.asarray([w for w in selected[u] if w != v], dtype=np.int64))
+                jobs += [(i, others, (u, k)) for i in units[u]]
         rows = _run(plan, spec, jobs, dtype)
         by_tag = {r["tag"]: r for r in rows}
         for u in multi:

@@ -37,6 +37,7 @@ __all__ = [
     "sample_permutations",
     "PermutationSpec",
     "cis_permutation_graph",
+    "ConditionOn",
     "map_cis_permutations",
     "permutation_gene_kernel",
 ]
@@ -106,6 +107,33 @@ class GeneInput:
     hi: int
     dof_shift: int = 0  # extra covariates beyond the plan's
     tag: Any = None  # caller's label, returned with the result (conditional passes)
+    #: conditioning variants whose dosages extend the basis in the task, from its decoded block:
+    #: (global variant indices, the group's Residualizer, label for messages); ``Q`` and ``dof``
+    #: are then the plan's until the task extends them
+    condition: tuple[np.ndarray, Any, str] | None = None
+
+
+@dataclass(frozen=True)
+class ConditionOn:
+    """A job's extra covariates given as variants (global indices, in order): their mean-imputed
+    dosages are read from the decoded block of the task that scans the phenotype (the block
+    spans them), so no pass reads them from the store first."""
+
+    variants: np.ndarray
+
+
+def _conditioned(gene: GeneInput, G: np.ndarray, b0: int) -> GeneInput:
+    """``gene`` with its basis extended by the dosages (rows ``variants - b0`` of the decoded
+    block ``G``) of its conditioning variants: the same numbers as extending it on the client
+    with dosages decoded from the store (decoding is row-local)."""
+    assert gene.condition is not None
+    variants, basis, where = gene.condition
+    E = np.ascontiguousarray(G[np.asarray(variants, dtype=np.int64) - b0].T)  # (samples, m)
+    if gene.sample_index is not None:
+        E = E[gene.sample_index]
+    ext = basis.extend(E, where=where)
+    return dataclasses.replace(gene, Q=ext.Q, dof=int(ext.dof), dof_shift=ext.rank - basis.rank,
+                               condition=None)
 
 
 @dataclass
@@ -321,6 +349,7 @@ def _task_kernel(
 
     genes: Sequence[GeneInput] = task_genes.value if isinstance(task_genes, _Opaque) else task_genes
     gb = decode_block(block, sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
+    genes = [_conditioned(g, gb.G, b0) if g.condition is not None else g for g in genes]
     # intp indices once per task (numpy converts int32 indices at every gather otherwise),
     # unless that copy would be large (many samples x many permutations)
     used = {len(g.y) for g in genes}
@@ -405,10 +434,11 @@ def gene_inputs(
 ) -> list[GeneInput]:
     """Per-phenotype task inputs from the plan (its covariate bases, built once per run).
 
-    ``jobs``: ``(phenotype index, extra covariates (samples, m) or None, tag)``; default one job
-    per tested phenotype without extra covariates. Extra covariates condition the scan (e.g. on
-    already selected variants): the plan's basis is extended by them here, on the client, so no
-    task rebuilds a basis.
+    ``jobs``: ``(phenotype index, extra covariates (samples, m), a :class:`ConditionOn` or None,
+    tag)``; default one job per tested phenotype without extra covariates. Extra covariates
+    condition the scan (e.g. on already selected variants): the plan's basis is extended by an
+    array here, on the client; by a :class:`ConditionOn`'s variants in the task that decodes
+    them (:func:`_conditioned`).
     """
     where: dict[int, tuple[Any, int]] = {}
     for grp in plan.groups:
@@ -421,7 +451,12 @@ def gene_inputs(
     for i, extra, tag in jobs:
         grp, j = where[int(i)]
         Q, dof, shift = grp.Q, int(grp.dof), 0
-        if extra is not None and extra.size:
+        condition = None
+        if isinstance(extra, ConditionOn):
+            if len(extra.variants):
+                condition = (np.asarray(extra.variants, dtype=np.int64), grp.basis,
+                             f"phenotype {plan.phenotype_id[int(i)]}: conditioning variants")
+        elif extra is not None and extra.size:
             e = extra if grp.sample_index is None else extra[grp.sample_index]
             ext = grp.basis.extend(e, where=f"phenotype {plan.phenotype_id[int(i)]}: conditioning variants")
             Q, dof, shift = ext.Q, int(ext.dof), ext.rank - grp.basis.rank
@@ -429,6 +464,7 @@ def gene_inputs(
             index=int(i), group=int(gidx[i]) if gidx is not None else -1,
             y=grp.P_raw[j], sample_index=grp.sample_index, Q=Q, dof=dof,
             lo=int(plan.window_lo[i]), hi=int(plan.window_hi[i]), dof_shift=shift, tag=tag,
+            condition=condition,
         ))
     genes.sort(key=lambda g: (g.lo, g.index))
     return genes
@@ -473,8 +509,8 @@ def cis_permutation_graph(
     def flush() -> None:
         if not cur:
             return
-        b0 = min(g.lo for g in cur)
-        b1 = max(g.hi for g in cur)
+        b0 = min(_span(g)[0] for g in cur)
+        b1 = max(_span(g)[1] for g in cur)
         block = delayed_rows(arr, slice(b0, b1))
         tasks.append(kernel(
             block, b0, plan.genotype_sample_index, _Opaque(list(cur)), perms_key, spec,
@@ -485,13 +521,21 @@ def cis_permutation_graph(
 
     for unit in units:
         if cur:
-            lo = min(min(g.lo for g in cur), min(g.lo for g in unit))
-            hi = max(max(g.hi for g in cur), max(g.hi for g in unit))
+            lo = min(_span(g)[0] for g in (*cur, *unit))
+            hi = max(_span(g)[1] for g in (*cur, *unit))
             if hi - lo > variants_per_task or len(cur) + len(unit) > genes_per_task:
                 flush()
         cur.extend(unit)
     flush()
     return tasks
+
+
+def _span(gene: GeneInput) -> tuple[int, int]:
+    """The variant rows a gene's task must decode: its window and its conditioning variants."""
+    if gene.condition is None or not len(gene.condition[0]):
+        return gene.lo, gene.hi
+    v = gene.condition[0]
+    return min(gene.lo, int(v.min())), max(gene.hi, int(v.max()) + 1)
 
 
 def results_table(plan: StudyPlan, rows: Sequence[dict[str, Any]]) -> Any:
