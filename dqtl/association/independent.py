@@ -91,7 +91,17 @@ def map_cis_independent(
     if phenotype_groups is not None and plan.phenotype_group_index is None:
         plan = with_groups(plan, phenotype_groups)
     pid_index = {p: i for i, p in enumerate(plan.phenotype_id)}
-    vid_index = {v: i for i, v in enumerate(plan.variant_id)}
+    variants = pd.Index(plan.variant_id)
+    top_ids = signif["variant_id"].astype(str).to_numpy()
+    if variants.is_unique:
+        top_index = variants.get_indexer(top_ids)
+    else:  # the last of duplicated IDs, as a dict would
+        last = {v: i for i, v in enumerate(plan.variant_id)}
+        top_index = np.array([last.get(v, -1) for v in top_ids], dtype=np.int64)
+    if (top_index < 0).any():
+        raise InputError(
+            f"variant {top_ids[top_index < 0][0]} of the permutation results is not in the genotypes: "
+            "give the permutation results of these genotypes (cis --mode permute)")
     log.info("independent: %d significant %ss, pval_beta threshold %.4g", len(signif), key.split("_")[0], threshold)
 
     # members (phenotype indices) of each significant unit
@@ -107,7 +117,7 @@ def map_cis_independent(
                 raise InputError(f"phenotype {row['phenotype_id']} of the permutation results is not tested with these inputs")
             members = [pid_index[row["phenotype_id"]]]
         units[str(row[key])] = members
-    selected: dict[str, list[int]] = {u: [vid_index[str(r)]] for u, r in zip(signif[key].astype(str), signif["variant_id"], strict=True)}
+    selected: dict[str, list[int]] = {u: [int(v)] for u, v in zip(signif[key].astype(str), top_index, strict=True)}
     first_rows = {str(u): r for u, (_, r) in zip(signif[key].astype(str), signif.iterrows(), strict=True)}
     forward_rows: dict[str, list[Any]] = {u: [first_rows[u]] for u in units}
 

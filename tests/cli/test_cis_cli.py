@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,8 @@ from tests.conftest import EXAMPLE
 
 BED = EXAMPLE / "expression.bed.gz"
 COV = EXAMPLE / "covariates.txt"
+#: tensorQTL's permutation results on the same data (the drop-in's reference)
+TQ_CIS = Path(__file__).resolve().parents[1] / "reference" / "tensorqtl_cli" / "tq.cis_qtl.txt.gz"
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +91,12 @@ def case_args(case: str, tmp, store) -> tuple[list[str], str]:
         data = BED.read_bytes()
         (tmp / "t.bed.gz").write_bytes(data[: len(data) // 3])
         return [base[0], str(tmp / "t.bed.gz"), *base[2:]], "cannot"
+    if case == "independent_unknown_top_variant":
+        cis = pd.read_csv(TQ_CIS, sep="\t")
+        cis.loc[cis["qval"] <= 0.05, "variant_id"] = "chr99_1_A_G"
+        cis.to_csv(tmp / "cis.txt", sep="\t", index=False)
+        return [*base, "--mode", "independent", "--cis-results", str(tmp / "cis.txt"),
+                "--permutations", "100"], "not in the genotypes"
     if case == "independent_bad_cis_results":
         (tmp / "cis.txt").write_text("a\tb\n1\t2\n")
         return [*base, "--mode", "independent", "--cis-results", str(tmp / "cis.txt")], "lacks columns"
@@ -99,6 +108,7 @@ CASES = [
     "duplicated_phenotype_ids", "phenotype_samples_not_in_genotypes", "covariate_samples_missing",
     "nan_covariate", "inf_phenotype", "contigs_do_not_match", "too_few_samples", "negative_window",
     "bad_maf", "bad_permutations", "bad_fdr", "truncated_gzip", "independent_bad_cis_results",
+    "independent_unknown_top_variant",
 ]
 
 
