@@ -434,11 +434,11 @@ def gene_inputs(
 ) -> list[GeneInput]:
     """Per-phenotype task inputs from the plan (its covariate bases, built once per run).
 
-    ``jobs``: ``(phenotype index, extra covariates (samples, m), a :class:`ConditionOn` or None,
-    tag)``; default one job per tested phenotype without extra covariates. Extra covariates
-    condition the scan (e.g. on already selected variants): the plan's basis is extended by an
-    array here, on the client; by a :class:`ConditionOn`'s variants in the task that decodes
-    them (:func:`_conditioned`).
+    ``jobs``: ``(phenotype index, extra, tag)`` with ``extra`` an array of covariates (samples,
+    m), a :class:`ConditionOn` or None; default one job per tested phenotype without extra
+    covariates. Extra covariates condition the scan (e.g. on already selected variants): the
+    plan's basis is extended by an array here, on the client; by a :class:`ConditionOn`'s
+    variants in the task that decodes them (:func:`_conditioned`).
     """
     where: dict[int, tuple[Any, int]] = {}
     for grp in plan.groups:
