@@ -29,7 +29,7 @@ import logging
 import math
 
 import numpy as np
-from scipy import optimize, special
+from scipy import special
 
 from dqtl.errors import InputError
 
@@ -315,6 +315,9 @@ def _fit_true_df_brent(r2: np.ndarray, dof: float) -> tuple[float, bool]:
             break
         lo_x = x1
         step *= 2.0
+    # the fallback only (scipy.optimize takes 0.11 s to import, inside the first permutation tasks)
+    from scipy import optimize
+
     if hi_x is not None:
         if hi_g == 0:
             return math.exp(hi_x), True

@@ -37,10 +37,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import linalg
-from scipy.interpolate import BSpline
 
 __all__ = [
     "SmoothingError",
@@ -151,7 +151,7 @@ class SmoothSplineFit:
         """
         x = np.asarray(x, dtype=np.float64)
         xs = (x - self.xmin) / self.xrange
-        spl = BSpline(self.knots, self.coef, 3, extrapolate=False)
+        spl = _bspline()(self.knots, self.coef, 3, extrapolate=False)
         out = np.empty_like(xs)
         left = xs < 0
         right = xs > 1
@@ -177,9 +177,18 @@ class SmoothSplineFit:
         return out
 
 
+def _bspline() -> Any:
+    """scipy's ``BSpline``, imported on first use: scipy.interpolate imports scipy.optimize (0.15 s),
+    which importing ``dqtl.multitest`` (the beta approximation, inside permutation tasks) does
+    not need."""
+    from scipy.interpolate import BSpline
+
+    return BSpline
+
+
 def _penalty_bands(knots: np.ndarray, nk: int) -> np.ndarray:
     """Gram matrix of B'' as R's ``sgram`` computes it (4 bands, upper form for ``solveh_banded``)."""
-    ones = BSpline(knots, np.eye(nk), 3, extrapolate=False)
+    ones = _bspline()(knots, np.eye(nk), 3, extrapolate=False)
     d2 = ones.derivative(2)
     ab = np.zeros((4, nk))  # upper banded: ab[3 - k, j] = Sigma[j - k, j]
     for i in range(3, nk):  # interval [knots[i], knots[i+1]], active basis i-3..i
@@ -368,7 +377,7 @@ def smooth_spline(
 
     # weights: R takes sqrt, and the normal equations use the squares again
     ws = np.where(wbar > 0, np.sqrt(wbar), wbar)
-    basis = BSpline.design_matrix(xbar, knots, 3).toarray()  # (nx, nk)
+    basis = _bspline().design_matrix(xbar, knots, 3).toarray()  # (nx, nk)
     w2 = ws * ws
     xtwx = basis.T @ (basis * w2[:, None])
     xtwy = basis.T @ (w2 * ybar)
