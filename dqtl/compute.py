@@ -26,7 +26,7 @@ from typing import Any
 import dask
 
 __all__ = ["compute", "active_client", "show_progress", "single_threaded_blas", "local_workers",
-           "map_ranges"]
+           "local_threads", "map_ranges"]
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +206,16 @@ def local_workers() -> int:
     import os
 
     return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
+
+
+#: the least work (values) worth a thread of its own in an in-memory kernel
+VALUES_PER_THREAD = 2_000_000
+
+
+def local_threads(n_values: int, n_parts: int) -> int:
+    """Threads for an in-memory kernel over ``n_values`` values cut at most ``n_parts`` ways:
+    :func:`local_workers`, at most one per :data:`VALUES_PER_THREAD` values and one per part."""
+    return min(local_workers(), n_values // VALUES_PER_THREAD, n_parts)
 
 
 def map_ranges(func: Any, n: int, workers: int) -> list[Any]:

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from dqtl.compute import local_workers, map_ranges
+from dqtl.compute import local_threads, local_workers, map_ranges
 from dqtl.errors import InputError
 from dqtl.kernels.stats import exact_sum, exact_sums
 
@@ -422,7 +422,6 @@ def _colwise(func: Any, xb: da.Array, **kwargs: Any) -> da.Array:
 
 
 _THREAD_COLUMNS = 512  # numpy input: at least this many columns per thread (TMM passes)
-_THREAD_VALUES = 2_000_000  # numpy input: at least this many values per thread (CPM)
 
 
 def _threaded_columns(func: Any, x: np.ndarray, *col_args: np.ndarray, **kwargs: Any) -> np.ndarray:
@@ -445,7 +444,7 @@ def _threaded_rows(func: Any, x: np.ndarray, *args: Any, **kwargs: Any) -> np.nd
     def part(i0: int, i1: int) -> None:
         func(x[i0:i1], *args, out=out[i0:i1], **kwargs)
 
-    map_ranges(part, x.shape[0], min(local_workers(), x.size // _THREAD_VALUES, x.shape[0]))
+    map_ranges(part, x.shape[0], local_threads(x.size, x.shape[0]))
     return out
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 import scipy.special
 import xarray as xr
 
-from dqtl.compute import local_workers, map_ranges
+from dqtl.compute import local_threads, map_ranges
 from dqtl.errors import InputError
 from dqtl.preprocess.normalize import check_numeric, check_numeric_pandas
 
@@ -225,9 +225,6 @@ def _int_any(arr: Any, ax: int, a: float, b: float) -> Any:
     return _threaded_int(arr, ax, a, b)
 
 
-_THREAD_VALUES = 2_000_000  # in-memory input: at least this many values per thread
-
-
 def _threaded_int(arr: np.ndarray, ax: int, a: float, b: float) -> np.ndarray:
     """The INT kernel on slabs of an in-memory array cut along another axis, in a local thread
     pool (dask's ``num_workers`` or the cores): each slice is ranked whole, so the numbers do not
@@ -241,7 +238,7 @@ def _threaded_int(arr: np.ndarray, ax: int, a: float, b: float) -> np.ndarray:
         sl = (slice(None),) * split + (slice(i0, i1),)
         out[sl] = _int_kernel(arr[sl], axis=ax, a=a, b=b)
 
-    map_ranges(part, arr.shape[split], min(local_workers(), arr.size // _THREAD_VALUES, arr.shape[split]))
+    map_ranges(part, arr.shape[split], local_threads(arr.size, arr.shape[split]))
     return out
 
 

@@ -98,8 +98,7 @@ def test_tmm_cpm_int__threads_and_blocks_give_identical_numbers(monkeypatch) -> 
     monkeypatch.setattr(normalize, "_SLAB_COLUMNS", 100)
     monkeypatch.setattr(normalize, "_TMM_SAMPLES", 3)
     monkeypatch.setattr(normalize, "_THREAD_COLUMNS", 200)
-    monkeypatch.setattr(normalize, "_THREAD_VALUES", 50_000)
-    monkeypatch.setattr("dqtl.preprocess.rank_normalize._THREAD_VALUES", 10_000)
+    monkeypatch.setattr("dqtl.compute.VALUES_PER_THREAD", 10_000)
     calls = []
     import concurrent.futures
 
