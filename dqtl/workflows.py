@@ -385,38 +385,29 @@ def run_cis_permute(
         gene_thr = pd.Series(thr.loc[members.astype(str)].to_numpy(), index=members.index)
     else:
         gene_thr = sig.set_index("phenotype_id")["pval_nominal_threshold"]
-
-    def signif_pairs() -> Any:
-        if not len(gene_thr):
-            return pd.DataFrame(columns=[*to_tensorqtl_pairs(xr.Dataset({k: ("pairs", np.zeros(0)) for k in (
-                "phenotype_id", "variant_id", "start_distance", "af", "ma_samples", "ma_count",
-                "p_value", "beta", "beta_se")})).columns, "pval_nominal_threshold"])
+    if len(gene_thr):
         pairs = map_cis_nominal(genotypes, phenotypes, covariates, dtype=dtype,
                                 plan=plan.select(gene_thr.index.to_numpy(dtype=str)))
         pdf = to_tensorqtl_pairs(pairs)
         pdf = pdf[pdf["pval_nominal"].to_numpy() <= gene_thr.reindex(pdf["phenotype_id"]).to_numpy()]
-        return pdf.merge(cis_df[["phenotype_id", "pval_nominal_threshold"]] if phenotype_groups is None
-                         else gene_thr.rename("pval_nominal_threshold").rename_axis("phenotype_id").reset_index(),
-                         on="phenotype_id", how="left")
-
-    from concurrent.futures import ThreadPoolExecutor
-
+        pdf = pdf.merge(cis_df[["phenotype_id", "pval_nominal_threshold"]] if phenotype_groups is None
+                        else gene_thr.rename("pval_nominal_threshold").rename_axis("phenotype_id").reset_index(),
+                        on="phenotype_id", how="left")
+    else:
+        pdf = pd.DataFrame(columns=[*to_tensorqtl_pairs(xr.Dataset({k: ("pairs", np.zeros(0)) for k in (
+            "phenotype_id", "variant_id", "start_distance", "af", "ma_samples", "ma_count",
+            "p_value", "beta", "beta_se")})).columns, "pval_nominal_threshold"])
     from dqtl.plot import plot_permutation_pvalues, save_figure
 
     pub = publication or Publication()
     try:
-        # the significant pairs' nominal pass (worker threads) runs while this thread draws the
-        # figures and writes the gene table; leaving the block waits for it
-        with ThreadPoolExecutor(max_workers=1) as side:
-            pairs_future = side.submit(signif_pairs)
-            ax = plot_permutation_pvalues(cis_df, fdr=fdr)
-            ax.set_title(f"{len(cis_df)} phenotypes, {len(sig)} significant at FDR {fdr:g}")
-            save_figure(ax, pub.stage(f"{output_prefix}.cis_qtl.png"))
-            write_table_gz(cis_df, pub.stage(f"{output_prefix}.cis_qtl.txt.gz"))
-            _stage_gene_plots(pub, cis_df, plan, output_prefix, fdr)
-            pdf = pairs_future.result()
+        ax = plot_permutation_pvalues(cis_df, fdr=fdr)
+        ax.set_title(f"{len(cis_df)} phenotypes, {len(sig)} significant at FDR {fdr:g}")
+        save_figure(ax, pub.stage(f"{output_prefix}.cis_qtl.png"))
+        write_table_gz(cis_df, pub.stage(f"{output_prefix}.cis_qtl.txt.gz"))
         _write_frame_parquet(pdf.reset_index(drop=True),
                              pub.stage(f"{output_prefix}.cis_qtl.signif_pairs.parquet"))
+        _stage_gene_plots(pub, cis_df, plan, output_prefix, fdr)
         if publication is None:
             pub.commit()
     except BaseException:
