@@ -18,6 +18,7 @@ import dask
 import numpy as np
 import xarray as xr
 
+from dqtl import figures
 from dqtl.association.cis import COUNTERS, CisBatch, cis_batches, cis_nominal_graph
 from dqtl.compute import compute
 from dqtl.io.fs import Publication, absolute, join, open_file, storage_options
@@ -138,19 +139,13 @@ def run_cis_nominal(
 
 def _stage_qq(pub: Publication, files: list[str], column: str, final: str, label: str) -> None:
     """QQ plot with lambda_GC of ``column`` over parquet ``files`` (read one batch at a time),
-    staged as ``final``."""
-    import pyarrow.parquet as pq
+    staged as ``final`` (drawn beside the run: :mod:`dqtl.figures`)."""
+    from dqtl.plot import plot_qq_parquet
 
-    from dqtl.plot import PValueSketch, plot_qq_sketch, save_figure
+    def report(info: tuple[float, int]) -> None:
+        log.info("%s: lambda_GC %.3f over %d p-values", label, *info)
 
-    sketch = PValueSketch()
-    for path in files:
-        with open_file(path, "rb") as f:
-            for batch in pq.ParquetFile(f).iter_batches(columns=[column], batch_size=1 << 16):
-                sketch.add(batch.column(0).to_numpy(zero_copy_only=False))
-    ax = plot_qq_sketch(sketch, label=label)
-    log.info("%s: lambda_GC %.3f over %d p-values", label, sketch.lambda_gc(), sketch.n)
-    save_figure(ax, pub.stage(final))
+    figures.submit(pub, final, plot_qq_parquet, files, column, label=label, then=report)
 
 
 def _stage_gene_plots(pub: Publication, cis_df: Any, plan: StudyPlan, output_prefix: str,
@@ -158,18 +153,18 @@ def _stage_gene_plots(pub: Publication, cis_df: Any, plan: StudyPlan, output_pre
     """Permutation results: the histogram of pval_beta with pi0, and a gene Manhattan plot."""
     import pandas as pd
 
-    from dqtl.plot import plot_gene_manhattan, plot_pvalue_histogram, save_figure
+    from dqtl.plot import plot_gene_manhattan, plot_pvalue_histogram
 
     pi0 = cis_df.attrs.get("pi0")
-    ax = plot_pvalue_histogram(cis_df["pval_beta"], pi0=pi0, label="pval_beta (beta approximation)")
-    ax.set_title(f"{len(cis_df)} phenotypes")
-    save_figure(ax, pub.stage(f"{output_prefix}.cis_qtl.pvalues.png"))
+    figures.submit(pub, f"{output_prefix}.cis_qtl.pvalues.png", plot_pvalue_histogram,
+                   cis_df["pval_beta"], pi0=pi0, label="pval_beta (beta approximation)",
+                   title=f"{len(cis_df)} phenotypes")
     where = pd.DataFrame({"contig": plan.phenotype_contig, "position": plan.phenotype_start},
                          index=pd.Index(plan.phenotype_id.astype(str)))
     genes = cis_df.join(where, on="phenotype_id") if "phenotype_id" in cis_df else cis_df.iloc[:0]
-    ax = plot_gene_manhattan(genes.dropna(subset=["contig"]), fdr=fdr)
-    ax.set_title(f"gene-level cis results, q <= {fdr:g} in colour")
-    save_figure(ax, pub.stage(f"{output_prefix}.cis_qtl.manhattan.png"))
+    figures.submit(pub, f"{output_prefix}.cis_qtl.manhattan.png", plot_gene_manhattan,
+                   genes.dropna(subset=["contig"]), fdr=fdr,
+                   title=f"gene-level cis results, q <= {fdr:g} in colour")
 
 
 def write_table_gz(df: Any, path: str) -> None:
@@ -297,13 +292,12 @@ def run_cis_interaction_permute(
         maf_threshold=maf_threshold, maf_threshold_interaction=maf_threshold_interaction, fdr=fdr,
         qvalue_lambda=qvalue_lambda, allow_sample_intersection=allow_sample_intersection)
     with Publication() as pub:
-        write_table_gz(res, pub.stage(f"{output_prefix}.cis_qtl.txt.gz"))
-        from dqtl.plot import plot_permutation_pvalues, save_figure
+        from dqtl.plot import plot_permutation_pvalues
 
-        ax = plot_permutation_pvalues(res, fdr=fdr)
-        ax.set_title(f"genotype x interaction: {len(res)} phenotypes, "
-                     f"{int((res['qval'] <= fdr).sum())} at FDR {fdr:g}")
-        save_figure(ax, pub.stage(f"{output_prefix}.cis_qtl.png"))
+        figures.submit(pub, f"{output_prefix}.cis_qtl.png", plot_permutation_pvalues, res, fdr=fdr,
+                       title=f"genotype x interaction: {len(res)} phenotypes, "
+                             f"{int((res['qval'] <= fdr).sum())} at FDR {fdr:g}")
+        write_table_gz(res, pub.stage(f"{output_prefix}.cis_qtl.txt.gz"))
     log.info("cis interaction permutations: %d phenotypes, %d permutations each, %d with q <= %g "
              "in %.1f s", len(res), nperm, int((res["qval"] <= fdr).sum()), fdr,
              time.perf_counter() - t0)
@@ -361,9 +355,6 @@ def run_cis_permute(
     appear together only when all are complete (staged into ``publication`` when given, which
     the caller commits).
     """
-    import pandas as pd
-
-    from dqtl.association.cis import map_cis_nominal
     from dqtl.association.permutation import map_cis_permutations
 
     t0 = time.perf_counter()
@@ -377,37 +368,18 @@ def run_cis_permute(
     )
     cis_df = to_tensorqtl_cis(res)  # the file's columns
     sig = cis_df[cis_df["qval"] <= fdr]
-    if phenotype_groups is not None:
-        groups = pd.Series(dict(phenotype_groups)) if not isinstance(phenotype_groups, pd.Series) else phenotype_groups
-        groups.index = groups.index.astype(str)
-        thr = sig.set_index("group_id")["pval_nominal_threshold"]
-        members = groups[groups.astype(str).isin(thr.index.astype(str))]
-        gene_thr = pd.Series(thr.loc[members.astype(str)].to_numpy(), index=members.index)
-    else:
-        gene_thr = sig.set_index("phenotype_id")["pval_nominal_threshold"]
-    if len(gene_thr):
-        pairs = map_cis_nominal(genotypes, phenotypes, covariates, dtype=dtype,
-                                plan=plan.select(gene_thr.index.to_numpy(dtype=str)))
-        pdf = to_tensorqtl_pairs(pairs)
-        pdf = pdf[pdf["pval_nominal"].to_numpy() <= gene_thr.reindex(pdf["phenotype_id"]).to_numpy()]
-        pdf = pdf.merge(cis_df[["phenotype_id", "pval_nominal_threshold"]] if phenotype_groups is None
-                        else gene_thr.rename("pval_nominal_threshold").rename_axis("phenotype_id").reset_index(),
-                        on="phenotype_id", how="left")
-    else:
-        pdf = pd.DataFrame(columns=[*to_tensorqtl_pairs(xr.Dataset({k: ("pairs", np.zeros(0)) for k in (
-            "phenotype_id", "variant_id", "start_distance", "af", "ma_samples", "ma_count",
-            "p_value", "beta", "beta_se")})).columns, "pval_nominal_threshold"])
-    from dqtl.plot import plot_permutation_pvalues, save_figure
+    from dqtl.plot import plot_permutation_pvalues
 
     pub = publication or Publication()
-    try:
-        ax = plot_permutation_pvalues(cis_df, fdr=fdr)
-        ax.set_title(f"{len(cis_df)} phenotypes, {len(sig)} significant at FDR {fdr:g}")
-        save_figure(ax, pub.stage(f"{output_prefix}.cis_qtl.png"))
+    try:  # the figures are drawn (beside the run) while the significant pairs are computed
+        figures.submit(pub, f"{output_prefix}.cis_qtl.png", plot_permutation_pvalues, cis_df, fdr=fdr,
+                       title=f"{len(cis_df)} phenotypes, {len(sig)} significant at FDR {fdr:g}")
+        _stage_gene_plots(pub, cis_df, plan, output_prefix, fdr)
+        pdf = _significant_pairs(genotypes, phenotypes, covariates, plan, cis_df, sig,
+                                 phenotype_groups, dtype)
         write_table_gz(cis_df, pub.stage(f"{output_prefix}.cis_qtl.txt.gz"))
         _write_frame_parquet(pdf.reset_index(drop=True),
                              pub.stage(f"{output_prefix}.cis_qtl.signif_pairs.parquet"))
-        _stage_gene_plots(pub, cis_df, plan, output_prefix, fdr)
         if publication is None:
             pub.commit()
     except BaseException:
@@ -419,6 +391,39 @@ def run_cis_permute(
         cis_df.attrs.get("pval_threshold", np.nan), len(pdf), time.perf_counter() - t0,
     )
     return res
+
+
+def _significant_pairs(genotypes: xr.Dataset, phenotypes: xr.Dataset, covariates: xr.Dataset | None,
+                       plan: StudyPlan, cis_df: Any, sig: Any, phenotype_groups: Any, dtype: Any) -> Any:
+    """The nominal pairs of significant phenotypes (or of every member of a significant group)
+    with ``pval_nominal <= pval_nominal_threshold`` of their gene."""
+    import pandas as pd
+
+    from dqtl.association.cis import map_cis_nominal
+
+    if phenotype_groups is not None:
+        groups = pd.Series(dict(phenotype_groups)) if not isinstance(phenotype_groups, pd.Series) else phenotype_groups
+        groups.index = groups.index.astype(str)
+        thr = sig.set_index("group_id")["pval_nominal_threshold"]
+        members = groups[groups.astype(str).isin(thr.index.astype(str))]
+        gene_thr = pd.Series(thr.loc[members.astype(str)].to_numpy(), index=members.index)
+    else:
+        gene_thr = sig.set_index("phenotype_id")["pval_nominal_threshold"]
+    if not len(gene_thr):
+        return pd.DataFrame(columns=[*to_tensorqtl_pairs(xr.Dataset({k: ("pairs", np.zeros(0)) for k in (
+            "phenotype_id", "variant_id", "start_distance", "af", "ma_samples", "ma_count",
+            "p_value", "beta", "beta_se")})).columns, "pval_nominal_threshold"])
+    pairs = map_cis_nominal(genotypes, phenotypes, covariates, dtype=dtype,
+                            plan=plan.select(gene_thr.index.to_numpy(dtype=str)))
+    # the pairs come phenotype by phenotype: one threshold lookup per phenotype, and the table
+    # is built for the kept pairs only (string columns of every pair cost more than the scan)
+    ids = pairs["phenotype_id"].values
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.zeros(0, np.intp)
+    thr = np.repeat(gene_thr.reindex(ids[starts]).to_numpy(dtype=float), np.diff(np.r_[starts, len(ids)]))
+    keep = np.flatnonzero(pairs["p_value"].values <= thr)
+    pdf = to_tensorqtl_pairs(pairs.isel(pairs=keep))
+    pdf["pval_nominal_threshold"] = thr[keep]  # its gene's (its group's) threshold
+    return pdf
 
 
 def run_cis_independent(

@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_study_args(p)
     add_genotype_args(p)
     add_scheduler_args(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, figures=True)
 
 
 def read_phenotype_groups(path: str) -> pd.Series:

@@ -238,22 +238,13 @@ def _main(argv: Sequence[str] | None) -> int:
         return 2
     _setup_logging(args.verbose + getattr(args, "sub_verbose", 0),
                    args.quiet or getattr(args, "sub_quiet", False))
+    from dqtl import figures
+
     try:
-        import dask
-
-        from dqtl.runlog import RunLog, run_log_path
-
-        log_path = run_log_path(args)
-        runlog = RunLog(log_path, list(argv) if argv is not None else sys.argv[1:]) if log_path else None
-        with dask.config.set({"dqtl.multiallelic": getattr(args, "multiallelic", "error"),
-                              "dqtl.genotype_cache": getattr(args, "genotype_cache", None)}):
-            if runlog is None:
-                return int(args.func(args) or 0)
-            with runlog:
-                rc = int(args.func(args) or 0)
-                if rc:
-                    raise SystemExit(rc)
-            return rc
+        # a command that draws starts its figure process first: it imports matplotlib while
+        # this process imports the numerical stack (dqtl.figures)
+        with figures.beside(enabled=getattr(args, "figures", False)):
+            return _run(args, argv)
     except (ValueError, TypeError, OSError, KeyError, AssertionError) as exc:
         msg = _message(exc)
         print(f"dqtl {args.command}: error: {msg}", file=sys.stderr)
@@ -266,6 +257,25 @@ def _main(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt:
         print(f"dqtl {args.command}: interrupted; nothing was published", file=sys.stderr)
         return 130
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    """The sub-command inside its run log (when it writes one) and its dask settings."""
+    import dask
+
+    from dqtl.runlog import RunLog, run_log_path
+
+    log_path = run_log_path(args)
+    runlog = RunLog(log_path, list(argv) if argv is not None else sys.argv[1:]) if log_path else None
+    with dask.config.set({"dqtl.multiallelic": getattr(args, "multiallelic", "error"),
+                          "dqtl.genotype_cache": getattr(args, "genotype_cache", None)}):
+        if runlog is None:
+            return int(args.func(args) or 0)
+        with runlog:
+            rc = int(args.func(args) or 0)
+            if rc:
+                raise SystemExit(rc)
+        return rc
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -75,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("-o", "--output_dir", default=".")
     add_scheduler_args(p)
-    p.set_defaults(func=run, run_log=lambda a: os.path.join(
+    p.set_defaults(func=run, figures=True, run_log=lambda a: os.path.join(
         a.output_dir, f"{a.prefix}.tensorQTL.{a.mode}.log"))
 
 

@@ -312,6 +312,7 @@ class Publication:
         self.token = secrets.token_hex(4)
         self.staged: list[tuple[str, str]] = []  # (staged, final)
         self.scratch: list[str] = []  # folders removed on commit and abort
+        self.pending: list[tuple[Any, Any]] = []  # (work writing staged files, then)
 
     def stage(self, final: str | os.PathLike[str]) -> str:
         """A staged sibling of ``final`` to write to (its folder is created)."""
@@ -335,8 +336,27 @@ class Publication:
         self.scratch.append(d)
         return d
 
+    def after(self, work: Any, then: Any = None) -> None:
+        """Work still writing staged files (e.g. a figure drawn in the figure process:
+        :mod:`dqtl.figures`), with ``result()`` and ``wait()``: :meth:`commit` first waits for
+        its result (an error aborts) and calls ``then(result)``; :meth:`abort` waits for it before
+        it removes the staged files."""
+        self.pending.append((work, then))
+
+    def _settle(self) -> None:
+        while self.pending:
+            work, then = self.pending.pop(0)
+            try:
+                value = work.result()
+            except BaseException:
+                self.abort()
+                raise
+            if then is not None:
+                then(value)
+
     def commit(self) -> list[str]:
         """Move every staged output into place; returns the final paths."""
+        self._settle()
         for tmp, final in self.staged:  # check every destination before moving any
             if not is_url(final) and os.path.isdir(final) and not os.path.isdir(tmp):
                 self.abort()
@@ -360,6 +380,9 @@ class Publication:
 
     def abort(self) -> None:
         """Remove every staged output and work folder (outputs already in place stay)."""
+        for work, _ in self.pending:  # nothing may still be writing a staged file
+            work.wait()
+        self.pending = []
         for tmp, _ in self.staged:
             _remove_quietly(tmp)
         self.staged = []
