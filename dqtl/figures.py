@@ -39,34 +39,30 @@ _service: FigureProcess | None = None
 
 
 def draw(path: str, job: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-         title: str | None = None) -> Any:
-    """Draw one figure: ``job(*args, **kwargs)`` returns axes, or ``(axes, info)``; the figure
-    (with ``title``) is written as PNG to ``path``. Returns ``info`` (None without)."""
+         title: str | None = None) -> None:
+    """Draw one figure: ``job(*args, **kwargs)`` returns axes; the figure (with ``title``) is
+    written as PNG to ``path``."""
     from dqtl.plot import save_figure
 
-    out = job(*args, **kwargs)
-    ax, info = out if isinstance(out, tuple) else (out, None)
+    ax = job(*args, **kwargs)
     if title is not None:
         ax.set_title(title)
     save_figure(ax, path)
-    return info
 
 
 class _Done:
     """A figure drawn here: its result (or error) at once."""
 
     def __init__(self, call: tuple[Any, ...]) -> None:
-        self.value: Any = None
         self.error: BaseException | None = None
         try:
-            self.value = draw(*call)
+            draw(*call)
         except Exception as exc:  # raised where the publication waits, like a background job's
             self.error = exc
 
-    def result(self) -> Any:
+    def result(self) -> None:
         if self.error is not None:
             raise self.error
-        return self.value
 
     def wait(self) -> None:
         pass
@@ -80,12 +76,12 @@ class _Pending:
         self.future = future
         self.call = call
 
-    def result(self) -> Any:
+    def result(self) -> None:
         try:
-            return self.future.result()
+            self.future.result()
         except _Lost as exc:
             log.warning("the figure process ended (%s); drawing %s here", exc, self.call[0])
-            return draw(*self.call)
+            draw(*self.call)
 
     def wait(self) -> None:
         with contextlib.suppress(BaseException):
@@ -233,19 +229,19 @@ def beside(enabled: bool = True) -> Iterator[FigureProcess | None]:
 
 
 def submit(pub: Any, final: str, job: Callable[..., Any], *args: Any, title: str | None = None,
-           then: Callable[[Any], None] | None = None, **kwargs: Any) -> None:
-    """Stage ``final`` in ``pub`` and draw ``job(*args, **kwargs)`` into it (see :func:`draw`): in
-    the figure process when one runs and ``final`` is local, else here and now. ``pub`` waits
-    for it before it commits (then calls ``then(info)``) or aborts. ``job`` must be a module-level
-    function and its arguments picklable."""
+           **kwargs: Any) -> None:
+    """Stage ``final`` in ``pub`` and draw ``job(*args, **kwargs)`` (axes out) into it, with
+    ``title``: in the figure process when one runs and ``final`` is local, else here and now.
+    ``pub`` waits for it before it commits or aborts. ``job`` must be a module-level function
+    and its arguments picklable."""
     from dqtl.io.fs import is_url
 
     path = pub.stage(final)
     call = (path, job, args, kwargs, title)
     if _service is None or is_url(path):
-        pub.after(_Done(call), then)
+        pub.after(_Done(call))
     else:
-        pub.after(_Pending(_service.submit(call), call), then)
+        pub.after(_Pending(_service.submit(call), call))
 
 
 def _portable(exc: BaseException) -> BaseException:
@@ -278,8 +274,9 @@ def _serve() -> None:
         if msg is _EOF:
             break
         jid, body = msg
+        reply: tuple[int, bool, BaseException | None] = (jid, True, None)
         try:
-            reply = (jid, True, draw(*pickle.loads(body)))
+            draw(*pickle.loads(body))
         except BaseException as exc:
             reply = (jid, False, _portable(exc))
         _send(out, reply)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["plot_cis_distance", "plot_qq", "plot_permutation_pvalues", "plot_locus",
-           "PValueSketch", "genomic_inflation", "plot_qq_sketch", "plot_qq_parquet", "plot_pvalue_histogram",
+           "PValueSketch", "genomic_inflation", "plot_qq_sketch", "plot_pvalue_histogram",
            "plot_gene_manhattan", "save_figure", "new_axes", "close_figure", "lambda_from_log_counts", "plot_qq_sampled"]
 
 
@@ -126,6 +126,16 @@ class PValueSketch:
                                                   self.LIN_BINS - 1), minlength=self.LIN_BINS)
         self.n += int(p.size)
 
+    @classmethod
+    def merged(cls, sketches: Any) -> PValueSketch:
+        """One sketch of the p-values of several (e.g. one per contig task)."""
+        out = cls()
+        for s in sketches:
+            out.log_counts += s.log_counts
+            out.lin_counts += s.lin_counts
+            out.n += s.n
+        return out
+
     def lambda_gc(self) -> float:
         """lambda_GC from the median p (to 1e-5 in p)."""
         if not self.n:
@@ -154,22 +164,6 @@ def plot_qq_sketch(sketch: PValueSketch, *, ax: Any = None, label: str | None = 
     ax.set_xlabel("expected -log10 p")
     ax.set_ylabel("observed -log10 p")
     return ax
-
-
-def plot_qq_parquet(files: list[str], column: str, *, label: str | None = None,
-                    ax: Any = None) -> tuple[Any, tuple[float, int]]:
-    """:func:`plot_qq_sketch` of ``column`` over parquet ``files`` (local paths or URLs, read one
-    batch at a time); returns the axes and ``(lambda_GC, number of p-values)``."""
-    import pyarrow.parquet as pq
-
-    from dqtl.io.fs import open_file
-
-    sketch = PValueSketch()
-    for path in files:
-        with open_file(path, "rb") as f:
-            for batch in pq.ParquetFile(f).iter_batches(columns=[column], batch_size=1 << 16):
-                sketch.add(batch.column(0).to_numpy(zero_copy_only=False))
-    return plot_qq_sketch(sketch, label=label, ax=ax), (sketch.lambda_gc(), sketch.n)
 
 
 def lambda_from_log_counts(counts: np.ndarray, step: float = 0.001) -> float:

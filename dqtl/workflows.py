@@ -61,11 +61,18 @@ class CisNominalSummary:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def concat_pairs_parts(summaries: list[dict[str, Any]], parts: list[str], path: str) -> dict[str, int]:
-    """Task: concatenate a contig's parts (batch order = final order) into its file."""
-    n = concat_parquet(parts, path, CIS_PAIRS_SCHEMA, remove_parts=True)
-    out = {k: int(sum(int(s[k]) for s in summaries)) for k in COUNTERS}
+def concat_pairs_parts(summaries: list[dict[str, Any]], parts: list[str], path: str) -> dict[str, Any]:
+    """Task: concatenate a contig's parts (batch order = final order) into its file; the
+    contig's counts and the :class:`~dqtl.plot.PValueSketch` of its p-values (for the QQ plot,
+    without reading the files again)."""
+    from dqtl.plot import PValueSketch
+
+    sketch = PValueSketch()
+    n = concat_parquet(parts, path, CIS_PAIRS_SCHEMA, remove_parts=True,
+                       on_batch=lambda b: sketch.add(b.column("pval_nominal").to_numpy(zero_copy_only=False)))
+    out: dict[str, Any] = {k: int(sum(int(s[k]) for s in summaries)) for k in COUNTERS}
     out["n_pairs"] = n
+    out["sketch"] = sketch
     return out
 
 
@@ -120,9 +127,7 @@ def run_cis_nominal(
             log.info("contig %s: %d pairs", contig, res["n_pairs"])
             summary.n_pairs += res["n_pairs"]
         summary.files = finals
-        wanted = {absolute(f) for f in finals}
-        staged = [tmp for tmp, final in pub.staged if final in wanted]
-        _stage_qq(pub, staged, "pval_nominal", f"{output_prefix}.cis_qtl_pairs.qq.png",
+        _stage_qq(pub, [r["sketch"] for r in results], f"{output_prefix}.cis_qtl_pairs.qq.png",
                   "cis nominal pairs")
     counts = {k: sum(r[k] for r in results) for k in COUNTERS}
     summary.report = {**plan.report, **counts}
@@ -137,15 +142,14 @@ def run_cis_nominal(
     return summary
 
 
-def _stage_qq(pub: Publication, files: list[str], column: str, final: str, label: str) -> None:
-    """QQ plot with lambda_GC of ``column`` over parquet ``files`` (read one batch at a time),
-    staged as ``final`` (drawn beside the run: :mod:`dqtl.figures`)."""
-    from dqtl.plot import plot_qq_parquet
+def _stage_qq(pub: Publication, sketches: list[Any], final: str, label: str) -> None:
+    """QQ plot with lambda_GC of the p-values the ``sketches`` (one per contig) summarise, staged
+    as ``final`` (drawn beside the run: :mod:`dqtl.figures`)."""
+    from dqtl.plot import PValueSketch, plot_qq_sketch
 
-    def report(info: tuple[float, int]) -> None:
-        log.info("%s: lambda_GC %.3f over %d p-values", label, *info)
-
-    figures.submit(pub, final, plot_qq_parquet, files, column, label=label, then=report)
+    sketch = PValueSketch.merged(sketches)
+    log.info("%s: lambda_GC %.3f over %d p-values", label, sketch.lambda_gc(), sketch.n)
+    figures.submit(pub, final, plot_qq_sketch, sketch, label=label)
 
 
 def _stage_gene_plots(pub: Publication, cis_df: Any, plan: StudyPlan, output_prefix: str,

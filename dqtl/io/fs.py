@@ -312,7 +312,7 @@ class Publication:
         self.token = secrets.token_hex(4)
         self.staged: list[tuple[str, str]] = []  # (staged, final)
         self.scratch: list[str] = []  # folders removed on commit and abort
-        self.pending: list[tuple[Any, Any]] = []  # (work writing staged files, then)
+        self.pending: list[Any] = []  # work still writing staged files
 
     def stage(self, final: str | os.PathLike[str]) -> str:
         """A staged sibling of ``final`` to write to (its folder is created)."""
@@ -336,23 +336,21 @@ class Publication:
         self.scratch.append(d)
         return d
 
-    def after(self, work: Any, then: Any = None) -> None:
-        """Work still writing staged files (e.g. a figure drawn in the figure process:
-        :mod:`dqtl.figures`), with ``result()`` and ``wait()``: :meth:`commit` first waits for
-        its result (an error aborts) and calls ``then(result)``; :meth:`abort` waits for it before
-        it removes the staged files."""
-        self.pending.append((work, then))
+    def after(self, work: Any) -> None:
+        """Work still writing staged files (a figure drawn in the figure process:
+        :mod:`dqtl.figures`), with ``result()`` (raises its error) and ``wait()``: :meth:`commit`
+        first waits for its result (an error aborts the publication), :meth:`abort` waits for it
+        before it removes the staged files."""
+        self.pending.append(work)
 
     def _settle(self) -> None:
         while self.pending:
-            work, then = self.pending.pop(0)
+            work = self.pending.pop(0)
             try:
-                value = work.result()
+                work.result()
             except BaseException:
                 self.abort()
                 raise
-            if then is not None:
-                then(value)
 
     def commit(self) -> list[str]:
         """Move every staged output into place; returns the final paths."""
@@ -380,7 +378,7 @@ class Publication:
 
     def abort(self) -> None:
         """Remove every staged output and work folder (outputs already in place stay)."""
-        for work, _ in self.pending:  # nothing may still be writing a staged file
+        for work in self.pending:  # nothing may still be writing a staged file
             work.wait()
         self.pending = []
         for tmp, _ in self.staged:

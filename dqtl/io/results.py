@@ -196,12 +196,13 @@ def write_table(table: pa.Table, path: str) -> int:
 
 
 def concat_parquet(parts: Sequence[str], path: str, schema: pa.Schema, *,
-                   remove_parts: bool = False) -> int:
+                   remove_parts: bool = False, on_batch: Any = None) -> int:
     """Concatenate part files (Arrow IPC, as :class:`CisPairsPart` writes them), in order, into
     one parquet file, one row group per record batch.
 
-    Memory holds one record batch at a time. ``remove_parts`` deletes each part once copied.
-    Returns the number of rows written.
+    Memory holds one record batch at a time. ``remove_parts`` deletes each part once copied;
+    ``on_batch(batch)`` sees every non-empty record batch as it is copied. Returns the number of
+    rows written.
     """
     fs, p = filesystem(path)
     n = 0
@@ -213,6 +214,8 @@ def concat_parquet(parts: Sequence[str], path: str, schema: pa.Schema, *,
                     if batch.num_rows:
                         writer.write_table(pa.Table.from_batches([batch]).cast(schema))
                         n += batch.num_rows
+                        if on_batch is not None:
+                            on_batch(batch)
             if remove_parts:
                 pfs, pp = filesystem(part)
                 pfs.rm(pp)
