@@ -255,6 +255,10 @@ def _portable(exc: BaseException) -> BaseException:
 
 def _serve() -> None:
     """The figure process: import and warm matplotlib, then draw jobs until stdin closes."""
+    import signal
+
+    # Ctrl-C reaches the whole process group: the command handles it (and ends this process)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     inp = sys.stdin.buffer
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed goes to stderr, not into the replies

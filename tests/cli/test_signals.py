@@ -3,12 +3,14 @@ gives the same files as an undisturbed run."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
 
 import pandas as pd
+import psutil
 import pytest
 
 import dqtl
@@ -29,13 +31,20 @@ def test_signal_mid_run__nothing_published_and_no_leftovers(study, tmp_path, sig
     cmd = [sys.executable, "-m", "dqtl", "-q", "cis", study["zarr"], study["bed"], str(out),
            "--covariates", study["covariates"], "--mode", "permute", "--permutations", "20000",
            "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     time.sleep(6.0)  # inside the permutation pass
     assert proc.poll() is None, proc.stderr.read()
-    proc.send_signal(sig)
+    helpers = psutil.Process(proc.pid).children()  # the figure process (dqtl.figures)
+    if sig == signal.SIGINT:  # Ctrl-C in a terminal reaches the whole process group
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == (143 if sig == signal.SIGTERM else 130), err
     assert "nothing was published" in err
+    assert "Traceback" not in err  # one line, from the command; none from its figure process
+    assert not [p for p in helpers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert list(tmp_path.iterdir()) == []  # no output, no staged file, no work folder
     # a rerun (fewer permutations, to keep the test short) equals an undisturbed run
     short = [*cmd[:-2], "200", "--no-progress"]
