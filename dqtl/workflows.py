@@ -359,17 +359,19 @@ def run_cis_permute(
     appear together only when all are complete (staged into ``publication`` when given, which
     the caller commits).
     """
-    from dqtl.association.permutation import map_cis_permutations
+    from dqtl.association import signif_pairs
+    from dqtl.association.permutation import PermutationSpec, permutation_pass, with_groups
 
     t0 = time.perf_counter()
     if plan is None:
         plan = plan_study(genotypes, phenotypes, covariates, window=window,
                           maf_threshold=maf_threshold,
                           allow_sample_intersection=allow_sample_intersection)
-    res = map_cis_permutations(
-        genotypes, phenotypes, covariates, permutations=permutations, seed=seed, fdr=fdr,
-        qvalue_lambda=qvalue_lambda, phenotype_groups=phenotype_groups, dtype=dtype, plan=plan,
-    )
+    spec = permutations if isinstance(permutations, PermutationSpec) else PermutationSpec.parse(permutations, seed=seed)
+    grouped = plan if phenotype_groups is None else with_groups(plan, phenotype_groups)
+    # the tasks keep each phenotype's candidate significant pairs (association/signif_pairs.py)
+    res, rows = permutation_pass(grouped, spec, dtype=dtype, fdr=fdr, qvalue_lambda=qvalue_lambda,
+                                 pairs_bound=signif_pairs.BOUND)
     cis_df = to_tensorqtl_cis(res)  # the file's columns
     sig = cis_df[cis_df["qval"] <= fdr]
     from dqtl.plot import plot_permutation_pvalues
@@ -379,8 +381,12 @@ def run_cis_permute(
         figures.submit(pub, f"{output_prefix}.cis_qtl.png", plot_permutation_pvalues, cis_df, fdr=fdr,
                        title=f"{len(cis_df)} phenotypes, {len(sig)} significant at FDR {fdr:g}")
         _stage_gene_plots(pub, cis_df, plan, output_prefix, fdr)
-        pdf = _significant_pairs(genotypes, phenotypes, covariates, plan, cis_df, sig,
-                                 phenotype_groups, dtype)
+        pdf = signif_pairs.significant_pairs(grouped, cis_df, rows, fdr, signif_pairs.BOUND)
+        if pdf is None:  # p_t above the tasks' bound: a nominal pass over the significant phenotypes
+            log.info("significant pairs: a nominal pass (genome-wide threshold %.3g above %g)",
+                     cis_df.attrs.get("pval_threshold", np.nan), signif_pairs.BOUND)
+            pdf = _significant_pairs(genotypes, phenotypes, covariates, plan, cis_df, sig,
+                                     phenotype_groups, dtype)
         write_table_gz(cis_df, pub.stage(f"{output_prefix}.cis_qtl.txt.gz"))
         _write_frame_parquet(pdf.reset_index(drop=True),
                              pub.stage(f"{output_prefix}.cis_qtl.signif_pairs.parquet"))

@@ -37,6 +37,7 @@ __all__ = [
     "sample_permutations",
     "PermutationSpec",
     "cis_permutation_graph",
+    "permutation_pass",
     "ConditionOn",
     "map_cis_permutations",
     "permutation_gene_kernel",
@@ -202,6 +203,7 @@ def permutation_gene_kernel(
     dtype: Any,
     *,
     prepared: ResidualizedBlock | None = None,
+    keep_window: bool = False,
 ) -> dict[str, Any] | None:
     """Observed best variant and permutation max-r^2 for one phenotype.
 
@@ -221,6 +223,10 @@ def permutation_gene_kernel(
     prepared
         The window's rows of a :class:`ResidualizedBlock` built for this gene's samples and
         covariates (shared by the genes of a task); default: built here from ``G`` and ``valid``.
+    keep_window
+        Also return the float64 correlations of every testable variant (``r_all``, at window
+        positions ``r_idx``, residual norms ``r_gnorm``: the significant pairs' candidates,
+        :mod:`dqtl.association.signif_pairs`).
 
     Returns
     -------
@@ -308,7 +314,9 @@ def permutation_gene_kernel(
         if spec.adaptive and hits >= spec.stop_hits:
             break
     r2_perm = np.concatenate(chunks)
+    window = {"r_all": Gres @ (yr / p_norm), "r_idx": idx, "r_gnorm": g_norm} if keep_window else {}
     return {
+        **window,
         "index": gene.index,
         "tag": gene.tag,
         "group": gene.group,
@@ -343,8 +351,12 @@ def _task_kernel(
     maf_threshold: float,
     dtype: Any,
     group_dof_factor: float,
+    pairs_bound: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Run all phenotypes of one task; combine grouped phenotypes; fit the beta approximation."""
+    """Run all phenotypes of one task; combine grouped phenotypes; fit the beta approximation.
+
+    ``pairs_bound``: also keep each phenotype's candidate significant pairs for a genome-wide
+    threshold up to this value (:func:`dqtl.association.signif_pairs.keep_candidates`)."""
     from dqtl.multitest.beta import beta_approx_pval
 
     genes: Sequence[GeneInput] = task_genes.value if isinstance(task_genes, _Opaque) else task_genes
@@ -370,12 +382,12 @@ def _task_kernel(
                 shared[key] = ResidualizedBlock.build(gb.G, gb.valid, gene.Q, gene.dof)
             prepared = shared[key].rows(a, b)
         out = permutation_gene_kernel(gb.G[a:b], gb.valid[a:b], gene, perms_by_n[n_g], spec, dtype,
-                                      prepared=prepared)
+                                      prepared=prepared, keep_window=pairs_bound is not None)
         if out is None:
             rows.append({"index": gene.index, "tag": gene.tag, "group": gene.group, "skipped": True})
             continue
         v = a + out["top"]
-        out.update(variant_index=b0 + v, af=float(gb.af[v]), skipped=False)
+        out.update(variant_index=b0 + v, af=float(gb.af[v]), skipped=False, block_offset=a)
         rows.append(out)
     top = [r for r in rows if not r["skipped"]]
     if top:  # allele counts of the top variants only (row by row: the same as for the block)
@@ -384,14 +396,17 @@ def _task_kernel(
             r.update(ma_samples=int(s_), ma_count=int(c_))
     # grouped phenotypes: the strongest member represents the group; max over members per permutation
     final: list[dict[str, Any]] = []
+    members_of: list[list[dict[str, Any]]] = []  # the phenotypes behind each final row
     by_group: dict[Any, list[dict[str, Any]]] = {}
     for r in rows:
         if r["group"] < 0:
             final.append(r)
+            members_of.append([r])
         else:
             by_group.setdefault((r["group"], repr(r["tag"])), []).append(r)
     for members in by_group.values():
         ok = [m for m in members if not m["skipped"]]
+        members_of.append(members)
         if not ok:
             final.append({**members[0], "group_size": len(members)})
             continue
@@ -420,6 +435,12 @@ def _task_kernel(
                                np.array([r["dof"] * r.get("group_dof_factor", 1.0) for r in same]))
         for i, r in enumerate(same):
             r.update({k: (bool(np.asarray(v)[i]) if k == "converged" else float(np.asarray(v)[i])) for k, v in fit.items()})
+    if pairs_bound is not None:
+        from dqtl.association.signif_pairs import keep_candidates
+
+        for r, members in zip(final, members_of, strict=True):
+            if not r.get("skipped"):
+                keep_candidates(r, members, gb, b0, pairs_bound)
     for r in final:
         if r.get("skipped"):
             continue
@@ -478,10 +499,12 @@ def cis_permutation_graph(
     variants_per_task: int = 20_000,
     genes_per_task: int = 64,
     jobs: Sequence[tuple[int, np.ndarray | None, Any]] | None = None,
+    pairs_bound: float | None = None,
 ) -> list[Any]:
     """Delayed tasks, each owning whole phenotypes (groups kept together) and their windows.
 
-    ``jobs`` as in :func:`gene_inputs` (default: every tested phenotype, unconditioned).
+    ``jobs`` as in :func:`gene_inputs` (default: every tested phenotype, unconditioned);
+    ``pairs_bound`` as in :func:`_task_kernel`.
     """
     arr = plan.genotype_array()
     genes = gene_inputs(plan, jobs)
@@ -515,7 +538,7 @@ def cis_permutation_graph(
         tasks.append(kernel(
             block, b0, plan.genotype_sample_index, _Opaque(list(cur)), perms_key, spec,
             ploidy=plan.ploidy, maf_threshold=plan.maf_threshold, dtype=dtype,
-            group_dof_factor=0.25,
+            group_dof_factor=0.25, pairs_bound=pairs_bound,
         ))
         cur.clear()
 
@@ -623,8 +646,6 @@ def map_cis_permutations(
     >>> res.sizes["phenotypes"], bool((res.p_value_perm >= 1 / 101).all())
     (6, True)
     """
-    from dqtl.multitest.significance import add_significance
-
     spec = permutations if isinstance(permutations, PermutationSpec) else PermutationSpec.parse(permutations, seed=seed)
     if plan is None:
         plan = plan_study(genotypes, phenotypes, covariates, window=window,
@@ -632,11 +653,22 @@ def map_cis_permutations(
                           allow_sample_intersection=allow_sample_intersection)
     if phenotype_groups is not None:
         plan = with_groups(plan, phenotype_groups)
-    tasks = cis_permutation_graph(plan, spec, dtype=dtype)
-    parts = compute(tasks, label="cis permutation tasks")
+    return permutation_pass(plan, spec, dtype=dtype, fdr=fdr, qvalue_lambda=qvalue_lambda)[0]
+
+
+def permutation_pass(plan: StudyPlan, spec: PermutationSpec, *, dtype: Any, fdr: float,
+                     qvalue_lambda: float | None,
+                     pairs_bound: float | None = None) -> tuple[xr.Dataset, list[dict[str, Any]]]:
+    """The permutation tasks of ``plan`` (groups attached), then significance: the gene-level
+    Dataset of :func:`map_cis_permutations` and the tasks' result rows (with the candidate
+    significant pairs when ``pairs_bound`` is given)."""
+    from dqtl.multitest.significance import add_significance
+
+    parts = compute(cis_permutation_graph(plan, spec, dtype=dtype, pairs_bound=pairs_bound),
+                    label="cis permutation tasks")
     rows = [r for part in parts for r in part]
     df = results_table(plan, rows)
-    return frame_to_dataset(add_significance(df, fdr=fdr, qvalue_lambda=qvalue_lambda))
+    return frame_to_dataset(add_significance(df, fdr=fdr, qvalue_lambda=qvalue_lambda)), rows
 
 
 def frame_to_dataset(df: Any) -> xr.Dataset:

@@ -153,3 +153,36 @@ def test_map_cis_permutations__single_variant_window_and_bad_spec(small):
         PermutationSpec.parse("0")
     with pytest.raises(InputError, match="--permutations"):
         PermutationSpec.parse("x,y")
+
+
+def _signif_pairs(sim, tmp_path, name, monkeypatch, bound, **kwargs):
+    from dqtl.association import signif_pairs
+    from dqtl.workflows import run_cis_permute
+
+    monkeypatch.setattr(signif_pairs, "BOUND", bound)
+    run_cis_permute(sim, sim, sim, str(tmp_path / name), permutations=300, seed=2, **kwargs)
+    return pd.read_parquet(tmp_path / f"{name}.cis_qtl.signif_pairs.parquet")
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_significant_pairs_from_the_permutation_tasks_equal_a_nominal_pass(small, tmp_path, monkeypatch,
+                                                                          caplog, grouped):
+    """The permutation tasks keep each phenotype's pairs with pval_nominal <= BetaPPF(0.5; its
+    shapes), a superset of its significant pairs whenever the genome-wide threshold p_t <= 0.5;
+    the run filters them. With the bound at 0 (p_t above it) the run takes the nominal pass over
+    the significant phenotypes instead: the same pairs, the same values to rounding."""
+    kwargs = {"phenotype_groups": {p: f"grp{i // 2}" for i, p in enumerate(small.phenotype_id.values)}} \
+        if grouped else {}
+    with caplog.at_level("INFO", logger="dqtl.workflows"):
+        fast = _signif_pairs(small, tmp_path, "fast", monkeypatch, 0.5, **kwargs)
+    assert "a nominal pass" not in caplog.text
+    with caplog.at_level("INFO", logger="dqtl.workflows"):
+        ref = _signif_pairs(small, tmp_path, "ref", monkeypatch, 0.0, **kwargs)
+    assert "significant pairs: a nominal pass" in caplog.text
+    assert len(ref) >= 10 and ref["phenotype_id"].nunique() >= 5
+    assert list(fast.columns) == list(ref.columns) and (fast.dtypes == ref.dtypes).all()
+    for c in ("phenotype_id", "variant_id", "start_distance", "af", "ma_samples", "ma_count",
+              "pval_nominal_threshold"):
+        assert (fast[c].to_numpy() == ref[c].to_numpy()).all(), c
+    for c in ("pval_nominal", "slope", "slope_se"):
+        np.testing.assert_allclose(fast[c], ref[c], rtol=1e-11, err_msg=c)
