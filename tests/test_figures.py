@@ -92,3 +92,21 @@ def test_without_the_process_figures_are_drawn_at_once(tmp_path, monkeypatch):
         assert os.path.getsize(staged[0]) > 0  # drawn already
         pub.commit()
     assert (tmp_path / "a.png").exists()
+
+
+def test_cis_starts_a_figure_process_only_when_it_draws():
+    """The figure process costs a second process's start-up and memory: only runs that draw
+    through it start one."""
+    from dqtl.cli.main import build_parser
+
+    parser = build_parser()
+
+    def draws(*extra):
+        args = parser.parse_args(["cis", "g.vcz", "p.bed", "out", *extra])
+        return args.figures(args)
+
+    assert draws("--mode", "nominal") and draws("--mode", "permute") and draws("--mode", "independent")
+    assert not draws("--mode", "independent", "--cis-results", "x.cis_qtl.txt.gz")
+    assert draws("--mode", "permute", "--interaction", "i.txt")
+    assert not draws("--mode", "nominal", "--interaction", "i.txt")
+    assert not draws("--mode", "permute", "--contexts", "c.txt")

@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_study_args(p)
     add_genotype_args(p)
     add_scheduler_args(p)
-    p.set_defaults(func=run, figures=True)
+    p.set_defaults(func=run, figures=draws_figures)
 
 
 def read_phenotype_groups(path: str) -> pd.Series:
@@ -90,6 +90,18 @@ def read_phenotype_groups(path: str) -> pd.Series:
         )
     check_unique(df[0].to_numpy(), what="phenotype IDs", where=path)
     return pd.Series(df[1].to_numpy(), index=df[0].to_numpy())
+
+
+def draws_figures(args: argparse.Namespace) -> bool:
+    """Whether the run draws through :mod:`dqtl.figures` (so the command starts a figure
+    process): nominal and permutation runs, an independent run that runs its permutation pass,
+    an interaction permutation run; not contexts (drawn in the command), interaction pairs or an
+    independent run from given permutation results (no figures)."""
+    if args.contexts:
+        return False
+    if args.interaction:
+        return args.mode == "permute"
+    return not (args.mode == "independent" and args.cis_results)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -243,7 +243,8 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         # a command that draws starts its figure process first: it imports matplotlib while
         # this process imports the numerical stack (dqtl.figures)
-        with figures.beside(enabled=getattr(args, "figures", False)):
+        draws = getattr(args, "figures", False)  # True, or a function of the arguments
+        with figures.beside(enabled=bool(draws(args) if callable(draws) else draws)):
             return _run(args, argv)
     except (ValueError, TypeError, OSError, KeyError, AssertionError) as exc:
         msg = _message(exc)
