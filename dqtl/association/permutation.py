@@ -27,7 +27,7 @@ import dask
 import numpy as np
 import xarray as xr
 
-from dqtl.compute import compute
+from dqtl.compute import compute, local_workers
 from dqtl.errors import InputError
 from dqtl.kernels.genotypes import decode_block
 from dqtl.kernels.stats import stats_from_r
@@ -531,30 +531,59 @@ def cis_permutation_graph(
     # (that took ~0.02 s per task); the keys of the tasks are unique names instead of hashes
     perms_key = dask.delayed(perms_by_n, pure=True)
     kernel = dask.delayed(_task_kernel, pure=False)
-    cur: list[GeneInput] = []
-
-    def flush() -> None:
-        if not cur:
-            return
-        b0 = min(_span(g)[0] for g in cur)
-        b1 = max(_span(g)[1] for g in cur)
+    for chunk in _balanced(_greedy_tasks(units, variants_per_task, genes_per_task), local_workers(),
+                           genes_per_task):
+        b0 = min(_span(g)[0] for g in chunk)
+        b1 = max(_span(g)[1] for g in chunk)
         block = delayed_rows(arr, slice(b0, b1))
         tasks.append(kernel(
-            block, b0, plan.genotype_sample_index, _Opaque(list(cur)), perms_key, spec,
+            block, b0, plan.genotype_sample_index, _Opaque(chunk), perms_key, spec,
             ploidy=plan.ploidy, maf_threshold=plan.maf_threshold, dtype=dtype,
             group_dof_factor=0.25, pairs_bound=pairs_bound,
         ))
-        cur.clear()
+    return tasks
 
+
+def _greedy_tasks(units: list[list[GeneInput]], variants_per_task: int,
+                  genes_per_task: int) -> list[list[list[GeneInput]]]:
+    """Consecutive units (a phenotype, or a group's members) per task, each task spanning at
+    most ``variants_per_task`` variants beyond one unit and holding at most ``genes_per_task``."""
+    out: list[list[list[GeneInput]]] = []
+    cur: list[list[GeneInput]] = []
     for unit in units:
         if cur:
-            lo = min(_span(g)[0] for g in (*cur, *unit))
-            hi = max(_span(g)[1] for g in (*cur, *unit))
-            if hi - lo > variants_per_task or len(cur) + len(unit) > genes_per_task:
-                flush()
-        cur.extend(unit)
-    flush()
-    return tasks
+            genes = [g for u in (*cur, unit) for g in u]
+            lo = min(_span(g)[0] for g in genes)
+            hi = max(_span(g)[1] for g in genes)
+            if hi - lo > variants_per_task or len(genes) > genes_per_task:
+                out.append(cur)
+                cur = []
+        cur.append(unit)
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _balanced(groups: list[list[list[GeneInput]]], threads: int,
+              genes_per_task: int) -> list[list[GeneInput]]:
+    """The tasks' phenotypes: ``groups`` as they are when their number is a multiple of
+    ``threads``; else the same units cut into the next multiple of ``threads`` consecutive
+    tasks of equal cost (window variants): the threads' last tasks then end together instead of
+    one thread running the last task alone (11 tasks on 2 threads: a task's time, ~1 s, idle).
+    The results do not depend on the tasks (one gene's statistics never involve another's)."""
+    k = len(groups)
+    units = [u for grp in groups for u in grp]
+    if threads <= 1 or k <= 1 or k % threads == 0 or len(units) < k:
+        return [[g for u in grp for g in u] for grp in groups]
+    k = min(-(-k // threads) * threads, len(units))
+    cost = np.array([sum(max(g.hi - g.lo, 1) for g in u) for u in units], dtype=np.float64)
+    ends = np.cumsum(cost)
+    cuts = np.searchsorted(ends, ends[-1] * np.arange(1, k) / k, side="left") + 1
+    bounds = np.unique(np.clip(np.concatenate([[0], cuts, [len(units)]]), 0, len(units)))
+    out = [[g for u in units[a:b] for g in u] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    if max(len(t) for t in out) > genes_per_task:
+        return [[g for u in grp for g in u] for grp in groups]  # the bound on genes holds
+    return out
 
 
 #: decoded float64 dosages a permutation task spans (its float64 residualized copy and float32
