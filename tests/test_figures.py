@@ -110,3 +110,13 @@ def test_cis_starts_a_figure_process_only_when_it_draws():
     assert draws("--mode", "permute", "--interaction", "i.txt")
     assert not draws("--mode", "nominal") and not draws("--mode", "nominal", "--interaction", "i.txt")
     assert not draws("--mode", "permute", "--contexts", "c.txt")
+
+
+def test_tensorqtl_dropin_and_example_start_it_only_for_permutations():
+    from dqtl.cli.main import build_parser
+
+    parser = build_parser()
+    for mode, expected in (("cis", True), ("cis_nominal", False), ("trans", False)):
+        args = parser.parse_args(["tensorqtl", "g", "p", "out", "--mode", mode])
+        assert args.figures(args) is expected
+    assert not getattr(parser.parse_args(["example", "out"]), "figures", False)

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("outdir", metavar="OUTDIR")
     p.add_argument("--scheduler-address", metavar="ADDR", default=None)
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=run, figures=True, run_log=lambda a: f"{a.outdir.rstrip('/')}/geuvadis.dqtl.example.log")
+    p.set_defaults(func=run, run_log=lambda a: f"{a.outdir.rstrip('/')}/geuvadis.dqtl.example.log")
 
 
 def run(args: argparse.Namespace) -> int:

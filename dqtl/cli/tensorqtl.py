@@ -75,7 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("-o", "--output_dir", default=".")
     add_scheduler_args(p)
-    p.set_defaults(func=run, figures=True, run_log=lambda a: os.path.join(
+    # a figure process (dqtl.figures) for the permutation mode only: its figures are drawn while
+    # the significant pairs and tables are made
+    p.set_defaults(func=run, figures=lambda a: a.mode == "cis", run_log=lambda a: os.path.join(
         a.output_dir, f"{a.prefix}.tensorQTL.{a.mode}.log"))
 
 
