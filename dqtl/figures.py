@@ -25,6 +25,7 @@ import pickle
 import struct
 import subprocess
 import sys
+import sysconfig
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -117,8 +118,12 @@ class FigureProcess:
         import dqtl
 
         env = dict(os.environ)
-        root = os.path.dirname(os.path.dirname(os.path.abspath(dqtl.__file__)))
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        # the same dqtl as this process: its folder on the path, unless it is the environment's
+        # site-packages (already there, and ahead of the standard library it must not be)
+        root = os.path.realpath(os.path.dirname(os.path.dirname(os.path.abspath(dqtl.__file__))))
+        site = {os.path.realpath(sysconfig.get_paths()[k]) for k in ("purelib", "platlib")}
+        if root not in site:
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         env["MPLBACKEND"] = "Agg"
         self.proc = subprocess.Popen([sys.executable, "-m", "dqtl.figures"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, env=env, close_fds=True)
