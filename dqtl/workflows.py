@@ -383,8 +383,9 @@ def run_cis_permute(
         _stage_gene_plots(pub, cis_df, plan, output_prefix, fdr)
         pdf = signif_pairs.significant_pairs(grouped, cis_df, rows, fdr, signif_pairs.BOUND)
         if pdf is None:  # p_t above the tasks' bound: a nominal pass over the significant phenotypes
-            log.info("significant pairs: a nominal pass (genome-wide threshold %.3g above %g)",
-                     cis_df.attrs.get("pval_threshold", np.nan), signif_pairs.BOUND)
+            if len(sig):  # (none significant: the empty table, no pass)
+                log.info("significant pairs: a nominal pass (genome-wide threshold %.3g above %g)",
+                         cis_df.attrs.get("pval_threshold", np.nan), signif_pairs.BOUND)
             pdf = _significant_pairs(genotypes, phenotypes, covariates, plan, cis_df, sig,
                                      phenotype_groups, dtype)
         write_table_gz(cis_df, pub.stage(f"{output_prefix}.cis_qtl.txt.gz"))

@@ -573,17 +573,16 @@ def _balanced(groups: list[list[list[GeneInput]]], threads: int,
     The results do not depend on the tasks (one gene's statistics never involve another's)."""
     k = len(groups)
     units = [u for grp in groups for u in grp]
+    greedy = [[g for u in grp for g in u] for grp in groups]
     if threads <= 1 or k <= 1 or k % threads == 0 or len(units) < k:
-        return [[g for u in grp for g in u] for grp in groups]
+        return greedy
     k = min(-(-k // threads) * threads, len(units))
     cost = np.array([sum(max(g.hi - g.lo, 1) for g in u) for u in units], dtype=np.float64)
     ends = np.cumsum(cost)
     cuts = np.searchsorted(ends, ends[-1] * np.arange(1, k) / k, side="left") + 1
     bounds = np.unique(np.clip(np.concatenate([[0], cuts, [len(units)]]), 0, len(units)))
     out = [[g for u in units[a:b] for g in u] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    if max(len(t) for t in out) > genes_per_task:
-        return [[g for u in grp for g in u] for grp in groups]  # the bound on genes holds
-    return out
+    return greedy if max(len(t) for t in out) > genes_per_task else out  # the bound on genes holds
 
 
 #: decoded float64 dosages a permutation task spans (its float64 residualized copy and float32

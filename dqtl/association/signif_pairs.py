@@ -48,12 +48,10 @@ def keep_candidates(row: dict[str, Any], members: Sequence[dict[str, Any]], gb: 
     """
     cut = float(nominal_threshold(bound, row.get("beta_shape1", math.nan), row.get("beta_shape2", math.nan)))
     parts: list[dict[str, np.ndarray]] = []
-    for m in members:
+    for m in members if np.isfinite(cut) and cut > 0 else ():
         if m.get("skipped") or "r_all" not in m:
             continue
         r_all, idx, gn, a = (m[k] for k in _WINDOW_KEYS)
-        if not (np.isfinite(cut) and cut > 0):
-            continue
         # |r| >= r* <=> p <= cut; the relative slack keeps a pair at the cut whatever the rounding
         sel = np.flatnonzero(np.abs(r_all) >= float(r_threshold(cut, m["dof"])) * (1.0 - 1e-9))
         if not sel.size:
