@@ -289,7 +289,10 @@ def delayed_rows(arr: Any, rows: Any) -> Any:
     A dask array passed to a delayed call is wrapped by dask (``ProhibitReuse``): every key of
     its graph renamed per call, so neighbouring tasks each load the chunks they share, and
     ``distributed`` imported (0.13 s of a local run's start-up). Its chunks as Delayed objects
-    keep their keys: a chunk two tasks read is loaded once.
+    keep their keys: a chunk two tasks read is loaded once. The graph is not optimised: dask's
+    optimisation fuses each slice into its own store read (every task then decompresses the
+    whole chunks it touches: 41 decompressions of a store's 10 genotype chunks in a permutation
+    run at array density, where the tasks are smaller than the chunks).
     """
     import dask
     import dask.array as da
@@ -299,7 +302,7 @@ def delayed_rows(arr: Any, rows: Any) -> Any:
     sub = arr[rows]
     if any(len(c) > 1 for c in sub.chunks[1:]):
         sub = sub.rechunk((sub.chunks[0],) + tuple(-1 for _ in sub.shape[1:]))
-    pieces = sub.to_delayed().ravel().tolist()
+    pieces = sub.to_delayed(optimize_graph=False).ravel().tolist()
     if len(pieces) == 1:
         return pieces[0]
     return dask.delayed(_stack_rows, pure=True)(pieces)

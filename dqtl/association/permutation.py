@@ -167,8 +167,8 @@ class ResidualizedBlock:
         Residualized in blocks of :data:`_BUILD_ROWS` rows (counted from the block's first row)
         so the float64 temporaries stay in cache: half the time of whole-block passes.
         """
-        Gs = G if sample_index is None else G[:, sample_index]
-        v, n = Gs.shape
+        v = G.shape[0]
+        n = G.shape[1] if sample_index is None else len(sample_index)
         g_norm = np.empty(v)
         ok = np.empty(v, dtype=bool)
         Gres = np.empty((v, n))
@@ -176,7 +176,9 @@ class ResidualizedBlock:
         valid = np.asarray(valid, dtype=bool)
         for s in range(0, v, _BUILD_ROWS):
             e = min(s + _BUILD_ROWS, v)
-            Gc = Gs[s:e] - Gs[s:e].mean(axis=1, keepdims=True)
+            Gs = G[s:e] if sample_index is None else G[s:e][:, sample_index]
+            Gc = Gres[s:e]  # built in place
+            np.subtract(Gs, Gs.mean(axis=1, keepdims=True), out=Gc)
             GQ = Gc @ Q
             # ||P g||^2 = ||g||^2 - ||Q^T g||^2 (as residual_norm2), with the product the
             # residual needs anyway
@@ -185,7 +187,7 @@ class ResidualizedBlock:
             Gc -= GQ @ Q.T
             Gc /= np.where(keep, gn, 1.0)[:, None]
             Gc[~keep] = 0.0
-            g_norm[s:e], ok[s:e], Gres[s:e], G32[s:e] = gn, keep, Gc, Gc
+            g_norm[s:e], ok[s:e], G32[s:e] = gn, keep, Gc
         return cls(Q=Q, dof=int(dof), g_norm=g_norm, ok=ok, Gres=Gres, G32=G32)
 
     def rows(self, a: int, b: int) -> ResidualizedBlock:
@@ -194,11 +196,42 @@ class ResidualizedBlock:
                                  Gres=self.Gres[a:b], G32=self.G32[a:b])
 
 
+@dataclass(frozen=True)
+class PermutationBatches:
+    """A task's permutations for one sample count, as the batches the gene kernel runs.
+
+    ``cols[i]``: (n, b_i) contiguous sample indices (the transposed permutations of batch ``i``,
+    so that the permuted phenotypes of a batch are one gather ``y[cols[i]]`` of shape (n, b_i),
+    the right operand of one product ``G @ Y``); ``cols[0]`` starts with the identity column (the
+    unpermuted phenotype: the observed statistic's float32 screen comes from the same product).
+    ``offsets[i]``: the columns of batch ``i`` before its first permutation (1 for the first
+    batch, else 0). Built once per run and shared by the tasks.
+    """
+
+    cols: tuple[np.ndarray, ...]
+    offsets: tuple[int, ...]
+
+    @classmethod
+    def build(cls, perms: np.ndarray, spec: PermutationSpec) -> PermutationBatches:
+        """From (nperm_max, n) permutations: intp indices (numpy converts narrower indices at
+        every gather otherwise) unless that copy would be large (many samples x permutations)."""
+        nperm, n = perms.shape
+        dt = np.intp if perms.size <= _INTP_PERMS_MAX else perms.dtype
+        step = max(1, spec.nperm_min if spec.adaptive else min(spec.batch, spec.nperm_max))
+        cols, offsets = [], []
+        for a in range(0, nperm, step):
+            b = min(a + step, nperm)
+            head = [np.arange(n, dtype=dt)[:, None]] if a == 0 else []
+            cols.append(np.ascontiguousarray(np.concatenate([*head, perms[a:b].T.astype(dt)], axis=1)))
+            offsets.append(1 if a == 0 else 0)
+        return cls(cols=tuple(cols), offsets=tuple(offsets))
+
+
 def permutation_gene_kernel(
     G: np.ndarray,
     valid: np.ndarray,
     gene: GeneInput,
-    perms: np.ndarray,
+    batches: PermutationBatches,
     spec: PermutationSpec,
     dtype: Any,
     *,
@@ -213,8 +246,8 @@ def permutation_gene_kernel(
         (variants in window, samples) imputed dosages of the gene's window.
     valid
         (variants in window,) testable variants.
-    perms
-        (nperm_max, n_g) sample permutations for the gene's sample count.
+    batches
+        The permutations for the gene's sample count (:class:`PermutationBatches`).
     dtype
         ``np.float32`` or ``np.float64``. The observed statistic is always float64 and the
         permutation products always float32; with float64, permutations within the float32
@@ -224,9 +257,11 @@ def permutation_gene_kernel(
         The window's rows of a :class:`ResidualizedBlock` built for this gene's samples and
         covariates (shared by the genes of a task); default: built here from ``G`` and ``valid``.
     keep_window
-        Also return the float64 correlations of every testable variant (``r_all``, at window
-        positions ``r_idx``, residual norms ``r_gnorm``: the significant pairs' candidates,
-        :mod:`dqtl.association.signif_pairs`).
+        Also return what the significant pairs' candidates need (:mod:`dqtl.association.signif_pairs`):
+        the float32 screen ``w_c`` (|<G_v, y>| of every testable variant, window positions
+        ``r_idx``, residual norms ``r_gnorm``), the residualized rows ``w_gres`` and the scaled
+        residual phenotype ``w_y`` (float64 correlations ``w_gres @ w_y`` of the rows the screen
+        keeps), and ``w_pnc`` (the screen's ``||P y||``).
 
     Returns
     -------
@@ -255,37 +290,36 @@ def permutation_gene_kernel(
     # covariates, else per gene) and the observed and permuted phenotypes enter raw. Centring
     # and scaling y commute with permuting it, so y is centred and scaled to unit norm once, and
     # ||P y[pi]||^2 = 1 - ||Q^T y[pi]||^2. The maximum over the window of r_v^2 for every
-    # permutation comes from one float32 product per batch, (b, n) @ (n, v), whose first row in
-    # the first batch is the unpermuted y. Every maximum is then located exactly: a float32 dot
-    # product of two unit vectors is within gamma = (n + 2) u (u = 2^-24) of the exact one, so
-    # the exact maximiser is among the variants within 2 gamma of the float32 maximum; those are
-    # recomputed in float64 (the observed statistic always; a permutation's when float64 is
-    # requested and its float32 maximum lies within 4 gamma of the observed one). Hence the top
-    # variant, r_obs and the hit counts (pval_perm, adaptive stopping) are float64 results;
-    # the other r2_perm values (the beta fit's input) carry float32 rounding (~1e-6 relative).
+    # permutation comes from one float32 product per batch, (v, n) @ (n, b), whose first column
+    # in the first batch is the unpermuted y (the variants in rows: the maxima over the window
+    # are elementwise maxima of contiguous rows, ~3x faster than row reductions of (b, v)).
+    # Every maximum is then located exactly: a float32 dot product of two unit vectors is
+    # within gamma = (n + 2) u (u = 2^-24) of the exact one, so the exact maximiser is among the
+    # variants within 2 gamma of the float32 maximum; those are recomputed in float64 (the
+    # observed statistic always; a permutation's when float64 is requested and its float32
+    # maximum lies within 4 gamma of the observed one). Hence the top variant, r_obs and the hit
+    # counts (pval_perm, adaptive stopping) are float64 results; the other r2_perm values (the
+    # beta fit's input) carry float32 rounding (~1e-6 relative).
     yc = y - y.mean()
     yc /= np.linalg.norm(yc)
     y32 = yc.astype(np.float32)
-    Q32 = Q.astype(np.float32)
+    QT32 = np.ascontiguousarray(Q.T, dtype=np.float32)
     tiny = np.finfo(np.float64).tiny
     exact = np.dtype(dtype) != np.dtype(np.float32)
     gamma = (n_g + 2) * float(np.finfo(np.float32).eps) / 2.0
     band = 4.0 * gamma  # permutations this close to the observed statistic are rechecked
     margin = 8.0 * gamma  # candidate maximisers: within this of the float32 maximum
-    step = spec.nperm_min if spec.adaptive else min(spec.batch, spec.nperm_max)
-    buf = np.empty((step, G32.shape[0]), dtype=np.float32)
+    buf = np.empty((G32.shape[0], max(c.shape[1] for c in batches.cols)), dtype=np.float32)
     chunks: list[np.ndarray] = []
-    done = 0
     hits = 0
     top = -1
     r_top = r2_obs = r_obs_abs = 0.0
-    while done < spec.nperm_max:
-        stop = min(done + step, spec.nperm_max)
-        P = perms[done:stop]
-        Yp = y32[P]  # permuted phenotypes (fancy indexing with intp indices: the fastest gather)
-        R = np.matmul(Yp, G32.T, out=buf[: len(Yp)])  # (b, v) float32 numerators
-        if done == 0:  # observed statistic: float64 on the candidate maximisers
-            c0 = np.abs(G32 @ y32)
+    c0 = np.zeros(0, dtype=np.float32)
+    for cols, off in zip(batches.cols, batches.offsets, strict=True):
+        YT = y32[cols]  # (n, b) permuted phenotypes (fancy indexing with intp: the fastest gather)
+        RT = np.matmul(G32, YT, out=buf[:, : YT.shape[1]])  # (v, b) float32 numerators
+        if off:  # observed statistic: float64 on the candidate maximisers of its float32 screen
+            c0 = np.abs(RT[:, 0])
             cand = np.nonzero(c0 >= c0.max() - margin)[0]
             r_cand = Gres[cand] @ (yr / p_norm)
             r2c = r_cand * r_cand
@@ -294,15 +328,16 @@ def permutation_gene_kernel(
             top, r_top = int(cand[j]), float(r_cand[j])
             r2_obs = r_top * r_top
             r_obs_abs = abs(r_top)
-        amax = np.maximum(R.max(axis=1), -R.min(axis=1)).astype(np.float64)  # max_v |<G_v, y[pi]>|
-        qy = (Yp @ Q32).astype(np.float64)  # Q^T y[pi] (BLAS runs one thread per task)
-        pn2 = np.maximum(1.0 - np.einsum("ij,ij->i", qy, qy), tiny)  # ||P y[pi]||^2
+        RP = RT[:, off:]
+        amax = np.maximum(RP.max(axis=0), -RP.min(axis=0)).astype(np.float64)  # max_v |<G_v, y[pi]>|
+        qy = (QT32 @ YT[:, off:]).astype(np.float64)  # Q^T y[pi] (BLAS runs one thread per task)
+        pn2 = np.maximum(1.0 - np.einsum("ij,ij->j", qy, qy), tiny)  # ||P y[pi]||^2
         m = amax * amax / pn2
         if exact:
             near = np.nonzero(np.abs(amax - r_obs_abs * np.sqrt(pn2)) <= band)[0]
             if near.size:  # float64 statistics of the permutations near the observed one
-                Y64 = yc[P[near]]
-                jj, vv = np.nonzero(np.abs(R[near]) >= (amax[near] - margin)[:, None])
+                Y64 = yc[cols[:, near + off].T]  # (k, n)
+                vv, jj = np.nonzero(np.abs(RP[:, near]) >= (amax[near] - margin)[None, :])
                 vals = np.abs(np.einsum("ij,ij->i", Gres[vv], Y64[jj]))
                 a64 = np.zeros(near.size)
                 np.maximum.at(a64, jj, vals)
@@ -310,11 +345,13 @@ def permutation_gene_kernel(
                 m[near] = a64 * a64 / np.maximum(1.0 - np.einsum("ij,ij->i", q64, q64), tiny)
         chunks.append(m)
         hits += int(np.sum(m >= r2_obs))
-        done = stop
         if spec.adaptive and hits >= spec.stop_hits:
             break
     r2_perm = np.concatenate(chunks)
-    window = {"r_all": Gres @ (yr / p_norm), "r_idx": idx, "r_gnorm": g_norm} if keep_window else {}
+    window = {}
+    if keep_window:
+        window = {"w_c": c0, "r_idx": idx, "r_gnorm": g_norm, "w_gres": Gres, "w_y": yr / p_norm,
+                  "w_pnc": p_norm / float(np.linalg.norm(y - y.mean())), "w_gamma": gamma}
     return {
         **window,
         "index": gene.index,
@@ -344,7 +381,7 @@ def _task_kernel(
     b0: int,
     sample_index: np.ndarray,
     task_genes: Sequence[GeneInput] | _Opaque,
-    perms_by_n: dict[int, np.ndarray],
+    batches_by_n: dict[int, PermutationBatches],
     spec: PermutationSpec,
     *,
     ploidy: int,
@@ -362,11 +399,6 @@ def _task_kernel(
     genes: Sequence[GeneInput] = task_genes.value if isinstance(task_genes, _Opaque) else task_genes
     gb = decode_block(block, sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
     genes = [_conditioned(g, gb.G, b0) if g.condition is not None else g for g in genes]
-    # intp indices once per task (numpy converts int32 indices at every gather otherwise),
-    # unless that copy would be large (many samples x many permutations)
-    used = {len(g.y) for g in genes}
-    perms_by_n = {n: np.asarray(p, dtype=np.intp) if p.size <= _INTP_PERMS_MAX else p
-                  for n, p in perms_by_n.items() if n in used}
     # genes on all samples with the same basis share one residualized block (their windows
     # are row ranges of it); the others are residualized per gene on their window
     uses = Counter(id(g.Q) for g in genes if g.sample_index is None)
@@ -381,7 +413,7 @@ def _task_kernel(
             if key not in shared:
                 shared[key] = ResidualizedBlock.build(gb.G, gb.valid, gene.Q, gene.dof)
             prepared = shared[key].rows(a, b)
-        out = permutation_gene_kernel(gb.G[a:b], gb.valid[a:b], gene, perms_by_n[n_g], spec, dtype,
+        out = permutation_gene_kernel(gb.G[a:b], gb.valid[a:b], gene, batches_by_n[n_g], spec, dtype,
                                       prepared=prepared, keep_window=pairs_bound is not None)
         if out is None:
             rows.append({"index": gene.index, "tag": gene.tag, "group": gene.group, "skipped": True})
@@ -512,7 +544,8 @@ def cis_permutation_graph(
         variants_per_task = permutation_task_variants(plan.n_samples)
     arr = plan.genotype_array()
     genes = gene_inputs(plan, jobs)
-    perms_by_n = {n: sample_permutations(n, spec.nperm_max, spec.seed) for n in {len(g.y) for g in genes}}
+    batches_by_n = {n: PermutationBatches.build(sample_permutations(n, spec.nperm_max, spec.seed), spec)
+                    for n in {len(g.y) for g in genes}}
     # keep group members adjacent and in the same task
     units: list[list[GeneInput]] = []
     by_group_key: dict[Any, list[GeneInput]] = {}
@@ -529,7 +562,7 @@ def cis_permutation_graph(
     # the permutations reach each worker once (one graph key, hashed once), and the tasks'
     # phenotype inputs travel as one opaque value: dask neither walks nor hashes them per task
     # (that took ~0.02 s per task); the keys of the tasks are unique names instead of hashes
-    perms_key = dask.delayed(perms_by_n, pure=True)
+    perms_key = dask.delayed(batches_by_n, pure=True)
     kernel = dask.delayed(_task_kernel, pure=False)
     for chunk in _balanced(_greedy_tasks(units, variants_per_task, genes_per_task), local_workers(),
                            genes_per_task):

@@ -33,7 +33,7 @@ __all__ = ["BOUND", "keep_candidates", "significant_pairs"]
 BOUND = 0.5
 
 _FIELDS = ("phenotype", "variant", "r", "g_norm", "p_norm", "dof", "af", "ma_samples", "ma_count")
-_WINDOW_KEYS = ("r_all", "r_idx", "r_gnorm", "block_offset")
+_WINDOW_KEYS = ("w_c", "r_idx", "r_gnorm", "w_gres", "w_y", "w_pnc", "w_gamma", "block_offset")
 
 
 def keep_candidates(row: dict[str, Any], members: Sequence[dict[str, Any]], gb: Any, b0: int,
@@ -42,25 +42,35 @@ def keep_candidates(row: dict[str, Any], members: Sequence[dict[str, Any]], gb: 
     member) the pairs of its ``members`` with ``pval_nominal <= BetaPPF(bound; row's shapes)``,
     as ``row["pairs"]`` (arrays; global variant indices); drop the members' window vectors.
 
-    Each member carries its window's float64 correlations ``r_all`` at testable variants
-    ``r_idx`` (window positions), their residual norms ``r_gnorm``, and ``block_offset`` (its
-    window's first row in the task's decoded block ``gb``, which starts at variant ``b0``).
+    Each member carries (:func:`dqtl.association.permutation.permutation_gene_kernel`) the
+    float32 screen ``w_c`` of its testable variants ``r_idx`` (window positions; ``|<G_v, y>|``
+    with unit-norm residualized genotypes ``G_v`` and the unit-norm centred phenotype ``y``,
+    within ``w_gamma`` of the exact value), their residual norms ``r_gnorm``, the rows
+    ``w_gres`` and vector ``w_y`` whose products are the float64 correlations, ``w_pnc``
+    (``||P y||``: ``r_v = <G_v, y> / ||P y||``) and ``block_offset`` (its window's first row in
+    the task's decoded block ``gb``, which starts at variant ``b0``). The float64 correlations
+    are computed for the variants the screen cannot rule out (``|w_c| >= r* ||P y|| - 2 w_gamma``),
+    then selected exactly as from every variant's.
     """
     cut = float(nominal_threshold(bound, row.get("beta_shape1", math.nan), row.get("beta_shape2", math.nan)))
     parts: list[dict[str, np.ndarray]] = []
     for m in members if np.isfinite(cut) and cut > 0 else ():
-        if m.get("skipped") or "r_all" not in m:
+        if m.get("skipped") or "w_c" not in m:
             continue
-        r_all, idx, gn, a = (m[k] for k in _WINDOW_KEYS)
+        idx, gn, a = m["r_idx"], m["r_gnorm"], m["block_offset"]
         # |r| >= r* <=> p <= cut; the relative slack keeps a pair at the cut whatever the rounding
-        sel = np.flatnonzero(np.abs(r_all) >= float(r_threshold(cut, m["dof"])) * (1.0 - 1e-9))
+        r_cut = float(r_threshold(cut, m["dof"])) * (1.0 - 1e-9)
+        pre = np.flatnonzero(m["w_c"] >= r_cut * m["w_pnc"] - 2.0 * m["w_gamma"])
+        r_pre = m["w_gres"][pre] @ m["w_y"]
+        keep = np.abs(r_pre) >= r_cut
+        sel, r_sel = pre[keep], r_pre[keep]
         if not sel.size:
             continue
         v = a + idx[sel]  # rows of the block
         ms, mc = gb.minor_allele(v)
         parts.append({
             "phenotype": np.full(sel.size, m["index"], dtype=np.int64),
-            "variant": (b0 + v).astype(np.int64), "r": r_all[sel], "g_norm": gn[sel],
+            "variant": (b0 + v).astype(np.int64), "r": r_sel, "g_norm": gn[sel],
             "p_norm": np.full(sel.size, m["p_norm"]), "dof": np.full(sel.size, m["dof"], dtype=np.int64),
             "af": gb.af[v], "ma_samples": np.asarray(ms, dtype=np.int32),
             "ma_count": np.asarray(mc, dtype=np.int32),

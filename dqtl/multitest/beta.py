@@ -9,7 +9,7 @@ following tensorQTL 1.0.10 (``core.fit_beta_parameters`` / ``calculate_beta_appr
 1. ``true_df``: root in ``log(df)`` of ``log(a_mom(df)) = 0``, where ``a_mom`` is the
    method-of-moments Beta shape1 of ``pval_from_r2(r2_perm, df)``. tensorQTL uses a secant
    iteration from ``log(dof)`` with ``tol = 1e-4``; we run the secant iteration from ``log(dof)``
-   to steps of ``1e-8`` (about six evaluations), and where it fails (an iterate out of range or
+   until its error estimate is ~1e-10 (about five evaluations), and where it fails (an iterate out of range or
    not finite) bracket the root around ``log(dof)`` (expanding up to a factor ``1e4`` either way)
    and solve it with Brent's method to ``1e-8``; so our ``true_df`` is the root to ~1e-8
    (tensorQTL's is within its ``1e-4`` tolerance). No root in range: ``df`` minimising
@@ -234,15 +234,26 @@ def _newton_beta(
     return a, b, conv
 
 
+#: first secant step: a Newton step with this slope of ``g(x) = log a_mom(exp x)`` (at 500
+#: samples and 400-4,000 variants per window the slope at the root is -1.7 to -2.0 for 90% of
+#: genes; any value only moves the start, clipped to ``_FIRST_STEP_MAX``)
+_FIRST_SLOPE = -1.82
+_FIRST_STEP_MAX = 0.5
+
+
 def _secant_true_df(r2: np.ndarray, dof: float) -> tuple[float, np.ndarray] | None:
     """The root of ``g(x) = log a_mom(exp x)`` by the secant method from ``x0 = log(dof)``.
 
     ``g`` is smooth and monotone in ``x`` and the root is usually within a few percent of
-    ``log(dof)``, so the secant steps converge superlinearly: about six evaluations of the
-    ``nperm`` p-values to ``|step| <= 1e-8`` against ten for bracketing + Brent. Returns
-    ``(true_df, p-values at true_df)`` (the last evaluation, reused by the caller), or None when
-    an iterate leaves the search range, is not finite, or 16 steps do not converge (the caller
-    then brackets and uses Brent's method).
+    ``log(dof)``. The second point is a Newton step from ``x0`` with the typical slope
+    (:data:`_FIRST_SLOPE`); the secant steps then converge superlinearly, the error of a new
+    iterate ``x_c`` being ``~ C |x_c - x_b| |x_c - x_a|`` with ``C = g'' / (2 g')`` (0.11-0.24
+    on 2,000 simulated genes): the iteration stops when that product is below ``1e-10`` or a
+    step is below ``1e-8``, so the root is found to ~1e-10 in log(df) (about 4.7 evaluations of
+    the ``nperm`` p-values per gene; 5.9 with a fixed first step of 0.05 and the step rule
+    alone). Returns ``(true_df, p-values at true_df)`` (the last evaluation, reused by the
+    caller), or None when an iterate leaves the search range, is not finite, or 16 steps do not
+    converge (the caller then brackets and uses Brent's method).
     """
     x0 = math.log(dof)
 
@@ -251,10 +262,13 @@ def _secant_true_df(r2: np.ndarray, dof: float) -> tuple[float, np.ndarray] | No
         a = float(_shape1_mom(p))
         return (math.log(a) if a > 0 else math.nan), p
 
-    xa, (ga, _) = x0, g(x0)
+    xa, (ga, pa) = x0, g(x0)
     if not math.isfinite(ga):
         return None
-    xb = x0 + (0.05 if ga > 0 else -0.05)  # g decreases with df
+    if ga == 0:
+        return dof, pa
+    step = min(max(-ga / _FIRST_SLOPE, -_FIRST_STEP_MAX), _FIRST_STEP_MAX)
+    xb = x0 + step
     gb, pb = g(xb)
     for _ in range(16):
         if not math.isfinite(gb) or gb == ga:
@@ -265,7 +279,7 @@ def _secant_true_df(r2: np.ndarray, dof: float) -> tuple[float, np.ndarray] | No
         if not math.isfinite(xc) or abs(xc - x0) > _LOG_RANGE:
             return None
         gc, pc = g(xc)
-        if abs(xc - xb) <= 1e-8:
+        if abs(xc - xb) <= 1e-8 or abs(xc - xb) * abs(xc - xa) <= 1e-10:
             return (math.exp(xc), pc) if math.isfinite(gc) else None
         xa, ga, xb, gb, pb = xb, gb, xc, gc, pc
     return None
