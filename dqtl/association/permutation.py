@@ -749,7 +749,7 @@ def permutation_pass(plan: StudyPlan, spec: PermutationSpec, *, dtype: Any, fdr:
     from dqtl.multitest.significance import add_significance
 
     parts = compute(cis_permutation_graph(plan, spec, dtype=dtype, pairs_bound=pairs_bound),
-                    label="cis permutation tasks")
+                    label="cis permutation tasks", imports=("scipy.interpolate", "dqtl.plot", "dqtl.report"))
     rows = [r for part in parts for r in part]
     df = results_table(plan, rows)
     return frame_to_dataset(add_significance(df, fdr=fdr, qvalue_lambda=qvalue_lambda)), rows
