@@ -33,7 +33,7 @@ __all__ = ["BOUND", "keep_candidates", "significant_pairs"]
 BOUND = 0.5
 
 _FIELDS = ("phenotype", "variant", "r", "g_norm", "p_norm", "dof", "af", "ma_samples", "ma_count")
-_WINDOW_KEYS = ("w_c", "r_idx", "r_gnorm", "w_gres", "w_y", "w_pnc", "w_gamma", "block_offset")
+_WINDOW_KEYS = ("w_c", "r_idx", "r_gnorm", "w_block", "w_y", "w_pnc", "w_gamma", "block_offset")
 
 
 def keep_candidates(row: dict[str, Any], members: Sequence[dict[str, Any]], gb: Any, b0: int,
@@ -45,8 +45,9 @@ def keep_candidates(row: dict[str, Any], members: Sequence[dict[str, Any]], gb: 
     Each member carries (:func:`dqtl.association.permutation.permutation_gene_kernel`) the
     float32 screen ``w_c`` of its testable variants ``r_idx`` (window positions; ``|<G_v, y>|``
     with unit-norm residualized genotypes ``G_v`` and the unit-norm centred phenotype ``y``,
-    within ``w_gamma`` of the exact value), their residual norms ``r_gnorm``, the rows
-    ``w_gres`` and vector ``w_y`` whose products are the float64 correlations, ``w_pnc``
+    within ``w_gamma`` of the exact value), their residual norms ``r_gnorm``, the window's
+    residualized block ``w_block`` and vector ``w_y`` (``w_block.res64(rows) @ w_y``: the float64
+    correlations), ``w_pnc``
     (``||P y||``: ``r_v = <G_v, y> / ||P y||``) and ``block_offset`` (its window's first row in
     the task's decoded block ``gb``, which starts at variant ``b0``). The float64 correlations
     are computed for the variants the screen cannot rule out (``|w_c| >= r* ||P y|| - 2 w_gamma``),
@@ -61,7 +62,7 @@ def keep_candidates(row: dict[str, Any], members: Sequence[dict[str, Any]], gb: 
         # |r| >= r* <=> p <= cut; the relative slack keeps a pair at the cut whatever the rounding
         r_cut = float(r_threshold(cut, m["dof"])) * (1.0 - 1e-9)
         pre = np.flatnonzero(m["w_c"] >= r_cut * m["w_pnc"] - 2.0 * m["w_gamma"])
-        r_pre = m["w_gres"][pre] @ m["w_y"]
+        r_pre = m["w_block"].res64(idx[pre]) @ m["w_y"]
         keep = np.abs(r_pre) >= r_cut
         sel, r_sel = pre[keep], r_pre[keep]
         if not sel.size:
