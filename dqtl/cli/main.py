@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def tune_malloc() -> bool:
-    """glibc only: one heap for all threads, blocks up to 32 MiB from the heap (not fresh mmaps),
+    """glibc only: one heap for all threads, blocks up to 64 MiB from the heap (not fresh mmaps),
     freed memory kept for reuse. Returns whether the settings were applied.
 
     The kernels allocate the same large temporaries task after task (decoded genotype blocks,
@@ -177,10 +177,14 @@ def tune_malloc() -> bool:
     in at first touch and are unmapped at free, in one arena per thread. Measured (3 runs each,
     against glibc's defaults): page faults about halved (independent at sequencing density 109k-146k
     -> 61k-63k), peak RSS lower (cis nominal at array density 540-556 -> 518-526 MiB, permutations
-    at sequencing density 751-772 -> 712-730 MiB), wall time 0-0.3 s lower. Blocks above 32 MiB
-    stay mmaps: with those in the heap too, freed holes that a larger block did not fit raised the
-    permutation run's peak by ~50 MiB. The command's process only (``console``), where dqtl owns
-    the allocator; ``DQTL_MALLOC=system`` keeps glibc's defaults.
+    at sequencing density 751-772 -> 712-730 MiB), wall time 0-0.3 s lower. The limit was 32 MiB
+    while permutation tasks also kept a float64 residualized copy (holes that a larger block did
+    not fit then raised their peak by ~50 MiB); without it, a task's decoded block (48 MiB at
+    500 samples) comes from the heap too: independent signals 2.51-2.73 -> 2.40-2.53 s at
+    sequencing density (system time 0.5-0.8 -> 0.2-0.4 s: a fresh 48 MiB mapping faults in at
+    9-100 ms on this VM), 3.10-3.16 -> 2.95-3.06 s at array density, peak RSS +0-40 MiB
+    (3 alternating runs each). Blocks above 64 MiB stay mmaps. The command's process only
+    (``console``), where dqtl owns the allocator; ``DQTL_MALLOC=system`` keeps glibc's defaults.
     """
     if not sys.platform.startswith("linux"):
         return False
@@ -192,7 +196,7 @@ def tune_malloc() -> bool:
         return False
     m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
     return all(mallopt(param, value) == 1 for param, value in (
-        (m_arena_max, 1), (m_mmap_threshold, 32 << 20), (m_trim_threshold, (1 << 31) - 1)))
+        (m_arena_max, 1), (m_mmap_threshold, 64 << 20), (m_trim_threshold, (1 << 31) - 1)))
 
 
 def console() -> None:
