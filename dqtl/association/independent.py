@@ -6,11 +6,14 @@ add the latest selected variant's dosage as a covariate and rescan the window wi
 permutations; keep the new top variant while its ``pval_beta`` <= the global threshold (the
 largest ``pval_beta`` among eGenes). Backward: rescan each selected variant's signal conditioned on
 all the others; it is kept (with ``rank`` = its forward position) if it passes the threshold and
-its top variant is not already kept. Each round runs every still-active gene in one parallel graph.
+its top variant is not already kept. A task of neighbouring eGenes runs their forward and backward
+scans on its block, decoded once, with no barrier between the tasks' rounds (the units are
+independent of each other).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -20,26 +23,111 @@ import xarray as xr
 
 from dqtl.association.permutation import (
     ConditionOn,
+    GeneInput,
     PermutationSpec,
-    cis_permutation_graph,
+    _Opaque,
+    _span,
     dataset_to_frame,
     frame_to_dataset,
+    gene_inputs,
+    genes_kernel,
     results_table,
+    sample_permutations,
     with_groups,
 )
+from dqtl.association.permutation_kernel import PermutationBatches
 from dqtl.compute import compute
 from dqtl.errors import InputError
-from dqtl.study import StudyPlan, plan_study
+from dqtl.kernels.genotypes import decode_block
+from dqtl.study import StudyPlan, delayed_rows, plan_study
 
 __all__ = ["map_cis_independent"]
 
 log = logging.getLogger(__name__)
 
 
-def _run(plan: StudyPlan, spec: PermutationSpec, jobs: list[Any], dtype: Any) -> list[dict[str, Any]]:
-    tasks = cis_permutation_graph(plan, spec, jobs=jobs, dtype=dtype)
-    parts = compute(tasks, label="independent-signal tasks")
-    return [r for part in parts for r in part if not r.get("skipped")]
+def _conditioned_on(gene: GeneInput, variants: list[int], tag: Any) -> GeneInput:
+    """``gene`` (conditioned on its unit's first variant) conditioned on ``variants`` instead."""
+    assert gene.condition is not None
+    return dataclasses.replace(gene, condition=(np.asarray(variants, dtype=np.int64), *gene.condition[1:]),
+                               tag=tag)
+
+
+def _units_task(block: np.ndarray, b0: int, sample_index: np.ndarray, task_units: _Opaque,
+                batches_by_n: dict[int, PermutationBatches], spec: PermutationSpec, *, ploidy: int,
+                maf_threshold: float, dtype: Any, threshold: float, max_signals: int) -> dict[str, Any]:
+    """Forward-backward selection of a task's significant units (phenotypes or groups) on its
+    block, decoded once for all their scans: forward, condition each unit on its selected
+    variants and rescan while its new top variant passes ``threshold``; backward, rescan each
+    selected variant's signal conditioned on the others. Each round scans the task's active
+    units in one :func:`genes_kernel` call (the statistics of a permutation pass task; one
+    phenotype's results do not depend on the others)."""
+    genes, first = task_units.value
+    members: dict[Any, list[GeneInput]] = {}
+    for g in genes:
+        members.setdefault(g.tag, []).append(g)
+    gb = decode_block(block, sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
+
+    def scan(jobs: list[tuple[list[int], Any, Any]]) -> dict[Any, dict[str, Any]]:
+        run = [_conditioned_on(g, sel, tag) for sel, u, tag in jobs for g in members[u]]
+        rows = genes_kernel(gb, b0, run, batches_by_n, spec, dtype=dtype, group_dof_factor=0.25)
+        return {r["tag"]: r for r in rows if not r.get("skipped")}
+
+    selected = {u: [int(first[u])] for u in members}
+    active = set(members)
+    while active:
+        got = scan([(selected[u], u, u) for u in sorted(active)])
+        nxt = set()
+        for u in active:
+            r = got.get(u)
+            if r is None or not np.isfinite(r["pval_beta"]) or r["pval_beta"] > threshold:
+                continue
+            if r["variant_index"] in selected[u] or len(selected[u]) >= max_signals:
+                continue
+            selected[u].append(int(r["variant_index"]))
+            nxt.add(u)
+        active = nxt
+    backward = scan([([w for w in sel if w != v], u, (u, k)) for u, sel in sorted(selected.items())
+                     if len(sel) > 1 for k, v in enumerate(sel, 1)])
+    return {"selected": selected, "backward": backward}
+
+
+#: significant units per task of the selection (fewer: better balance across threads; more:
+#: fewer per-scan costs, the beta fits of a round vectorised over more phenotypes)
+UNITS_PER_TASK = 16
+
+
+def _selection_graph(plan: StudyPlan, spec: PermutationSpec, units: dict[str, list[int]],
+                     first: dict[str, int], *, dtype: Any, threshold: float,
+                     max_signals: int) -> list[Any]:
+    """Tasks of neighbouring significant units (each unit's phenotypes in one task), as the
+    permutation pass cuts its tasks."""
+    import dask
+
+    from dqtl.association.permutation import _balanced, _greedy_tasks, permutation_task_variants
+    from dqtl.compute import local_workers
+
+    jobs: list[tuple[int, Any, Any]] = [(i, ConditionOn(np.asarray([first[u]], dtype=np.int64)), u)
+                                        for u in units for i in units[u]]
+    by_unit: dict[str, list[GeneInput]] = {}
+    for g in gene_inputs(plan, jobs):  # sorted by window
+        by_unit.setdefault(g.tag, []).append(g)
+    batches_by_n = {n: PermutationBatches.build(sample_permutations(n, spec.nperm_max, spec.seed), spec)
+                    for n in {len(g.y) for gs in by_unit.values() for g in gs}}
+    perms_key = dask.delayed(batches_by_n, pure=True)
+    kernel = dask.delayed(_units_task, pure=False)
+    arr = plan.genotype_array()
+    ordered = sorted(by_unit.values(), key=lambda gs: min(_span(g)[0] for g in gs))
+    tasks = []
+    for chunk in _balanced(_greedy_tasks(ordered, permutation_task_variants(plan.n_samples), UNITS_PER_TASK),
+                           local_workers(), UNITS_PER_TASK):
+        b0 = min(_span(g)[0] for g in chunk)
+        b1 = max(_span(g)[1] for g in chunk)
+        tasks.append(kernel(delayed_rows(arr, slice(b0, b1)), b0, plan.genotype_sample_index,
+                            _Opaque((chunk, {g.tag: first[g.tag] for g in chunk})), perms_key, spec,
+                            ploidy=plan.ploidy, maf_threshold=plan.maf_threshold, dtype=dtype,
+                            threshold=threshold, max_signals=max_signals))
+    return tasks
 
 
 def map_cis_independent(
@@ -117,54 +205,26 @@ def map_cis_independent(
                 raise InputError(f"phenotype {row['phenotype_id']} of the permutation results is not tested with these inputs")
             members = [pid_index[row["phenotype_id"]]]
         units[str(row[key])] = members
-    selected: dict[str, list[int]] = {u: [int(v)] for u, v in zip(signif[key].astype(str), top_index, strict=True)}
-    first_rows = {str(u): r for u, (_, r) in zip(signif[key].astype(str), signif.iterrows(), strict=True)}
-    forward_rows: dict[str, list[Any]] = {u: [first_rows[u]] for u in units}
-
-    active = set(units)
-    while active:
-        # the selected variants' dosages extend each scan's basis inside its task (read from
-        # the block the task decodes anyway)
-        jobs: list[tuple[int, Any, Any]] = []
-        for u in sorted(active):
-            extra = ConditionOn(np.asarray(selected[u], dtype=np.int64))
-            jobs += [(i, extra, u) for i in units[u]]
-        rows = _run(plan, spec, jobs, dtype)
-        got = {r["tag"]: r for r in rows}
-        nxt = set()
-        for u in active:
-            r = got.get(u)
-            if r is None or not np.isfinite(r["pval_beta"]) or r["pval_beta"] > threshold:
-                continue
-            if r["variant_index"] in selected[u] or len(selected[u]) >= max_signals:
-                continue
-            selected[u].append(int(r["variant_index"]))
-            forward_rows[u].append(r)
-            nxt.add(u)
-        active = nxt
-
-    # backward pass
+    first = {u: int(v) for u, v in zip(signif[key].astype(str), top_index, strict=True)}
+    # each unit's forward and backward scans in one task (its block decoded once; no unit waits
+    # for the others between rounds)
+    results = compute(_selection_graph(plan, spec, units, first, dtype=dtype, threshold=threshold,
+                                       max_signals=max_signals), label="independent-signal tasks")
+    selected = {u: sel for res in results for u, sel in res["selected"].items()}
+    by_tag = {tag: r for res in results for tag, r in res["backward"].items()}
     out_rows: list[dict[str, Any]] = []
     multi = [u for u in units if len(selected[u]) > 1]
     single = [u for u in units if len(selected[u]) == 1]
-    if multi:
-        jobs = []
-        for u in multi:
-            for k, v in enumerate(selected[u], 1):
-                others = ConditionOn(np.asarray([w for w in selected[u] if w != v], dtype=np.int64))
-                jobs += [(i, others, (u, k)) for i in units[u]]
-        rows = _run(plan, spec, jobs, dtype)
-        by_tag = {r["tag"]: r for r in rows}
-        for u in multi:
-            kept: set[int] = set()
-            for k in range(1, len(selected[u]) + 1):
-                r = by_tag.get((u, k))
-                if r is None or not np.isfinite(r["pval_beta"]) or r["pval_beta"] > threshold:
-                    continue
-                if r["variant_index"] in kept:
-                    continue
-                kept.add(int(r["variant_index"]))
-                out_rows.append({**r, "rank": k})
+    for u in multi:  # backward: a signal is kept if it passes and its top variant is new
+        kept: set[int] = set()
+        for k in range(1, len(selected[u]) + 1):
+            r = by_tag.get((u, k))
+            if r is None or not np.isfinite(r["pval_beta"]) or r["pval_beta"] > threshold:
+                continue
+            if r["variant_index"] in kept:
+                continue
+            kept.add(int(r["variant_index"]))
+            out_rows.append({**r, "rank": k})
     table_rows = pd.DataFrame()
     if out_rows:
         table_rows = results_table(plan, out_rows)

@@ -46,6 +46,7 @@ __all__ = [
     "ConditionOn",
     "map_cis_permutations",
     "permutation_gene_kernel",
+    "genes_kernel",
 ]
 
 log = logging.getLogger(__name__)
@@ -163,10 +164,28 @@ def _task_kernel(
 
     ``pairs_bound``: also keep each phenotype's candidate significant pairs for a genome-wide
     threshold up to this value (:func:`dqtl.association.signif_pairs.keep_candidates`)."""
-    from dqtl.multitest.beta import beta_approx_pval
-
     genes: Sequence[GeneInput] = task_genes.value if isinstance(task_genes, _Opaque) else task_genes
     gb = decode_block(block, sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
+    return genes_kernel(gb, b0, genes, batches_by_n, spec, dtype=dtype,
+                        group_dof_factor=group_dof_factor, pairs_bound=pairs_bound)
+
+
+def genes_kernel(
+    gb: Any,
+    b0: int,
+    genes: Sequence[GeneInput],
+    batches_by_n: dict[int, PermutationBatches],
+    spec: PermutationSpec,
+    *,
+    dtype: Any,
+    group_dof_factor: float,
+    pairs_bound: float | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`_task_kernel` on a decoded block ``gb`` (starting at variant ``b0``) that spans
+    the ``genes``' windows and conditioning variants: one result row per phenotype or group.
+    Each phenotype's results depend on its own inputs only (not on the other genes)."""
+    from dqtl.multitest.beta import beta_approx_pval
+
     genes = [_conditioned(g, gb.G, b0) if g.condition is not None else g for g in genes]
     # genes on all samples with the same basis share one residualized block (their windows
     # are row ranges of it); the others are residualized per gene on their window
