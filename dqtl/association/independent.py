@@ -24,15 +24,15 @@ import xarray as xr
 from dqtl.association.permutation import (
     ConditionOn,
     GeneInput,
+    Opaque,
     PermutationSpec,
-    _Opaque,
-    _span,
     dataset_to_frame,
     frame_to_dataset,
     gene_inputs,
     genes_kernel,
     results_table,
     sample_permutations,
+    task_span,
     with_groups,
 )
 from dqtl.association.permutation_kernel import PermutationBatches
@@ -53,7 +53,7 @@ def _conditioned_on(gene: GeneInput, variants: list[int], tag: Any) -> GeneInput
                                tag=tag)
 
 
-def _units_task(block: np.ndarray, b0: int, sample_index: np.ndarray, task_units: _Opaque,
+def _units_task(block: np.ndarray, b0: int, sample_index: np.ndarray, task_units: Opaque,
                 batches_by_n: dict[int, PermutationBatches], spec: PermutationSpec, *, ploidy: int,
                 maf_threshold: float, dtype: Any, threshold: float, max_signals: int) -> dict[str, Any]:
     """Forward-backward selection of a task's significant units (phenotypes or groups) on its
@@ -104,7 +104,7 @@ def _selection_graph(plan: StudyPlan, spec: PermutationSpec, units: dict[str, li
     permutation pass cuts its tasks."""
     import dask
 
-    from dqtl.association.permutation import _balanced, _greedy_tasks, permutation_task_variants
+    from dqtl.association.permutation import balanced_tasks, greedy_tasks, permutation_task_variants
     from dqtl.compute import local_workers
 
     jobs: list[tuple[int, Any, Any]] = [(i, ConditionOn(np.asarray([first[u]], dtype=np.int64)), u)
@@ -117,14 +117,14 @@ def _selection_graph(plan: StudyPlan, spec: PermutationSpec, units: dict[str, li
     perms_key = dask.delayed(batches_by_n, pure=True)
     kernel = dask.delayed(_units_task, pure=False)
     arr = plan.genotype_array()
-    ordered = sorted(by_unit.values(), key=lambda gs: min(_span(g)[0] for g in gs))
+    ordered = sorted(by_unit.values(), key=lambda gs: min(task_span(g)[0] for g in gs))
     tasks = []
-    for chunk in _balanced(_greedy_tasks(ordered, permutation_task_variants(plan.n_samples), UNITS_PER_TASK),
+    for chunk in balanced_tasks(greedy_tasks(ordered, permutation_task_variants(plan.n_samples), UNITS_PER_TASK),
                            local_workers(), UNITS_PER_TASK):
-        b0 = min(_span(g)[0] for g in chunk)
-        b1 = max(_span(g)[1] for g in chunk)
+        b0 = min(task_span(g)[0] for g in chunk)
+        b1 = max(task_span(g)[1] for g in chunk)
         tasks.append(kernel(delayed_rows(arr, slice(b0, b1)), b0, plan.genotype_sample_index,
-                            _Opaque((chunk, {g.tag: first[g.tag] for g in chunk})), perms_key, spec,
+                            Opaque((chunk, {g.tag: first[g.tag] for g in chunk})), perms_key, spec,
                             ploidy=plan.ploidy, maf_threshold=plan.maf_threshold, dtype=dtype,
                             threshold=threshold, max_signals=max_signals))
     return tasks

@@ -137,7 +137,7 @@ def _conditioned(gene: GeneInput, G: np.ndarray, b0: int) -> GeneInput:
                                condition=None)
 
 
-class _Opaque:
+class Opaque:
     """A task argument dask passes as it is (not walked for collections, not hashed)."""
 
     __slots__ = ("value",)
@@ -150,7 +150,7 @@ def _task_kernel(
     block: np.ndarray,
     b0: int,
     sample_index: np.ndarray,
-    task_genes: Sequence[GeneInput] | _Opaque,
+    task_genes: Sequence[GeneInput] | Opaque,
     batches_by_n: dict[int, PermutationBatches],
     spec: PermutationSpec,
     *,
@@ -164,7 +164,7 @@ def _task_kernel(
 
     ``pairs_bound``: also keep each phenotype's candidate significant pairs for a genome-wide
     threshold up to this value (:func:`dqtl.association.signif_pairs.keep_candidates`)."""
-    genes: Sequence[GeneInput] = task_genes.value if isinstance(task_genes, _Opaque) else task_genes
+    genes: Sequence[GeneInput] = task_genes.value if isinstance(task_genes, Opaque) else task_genes
     gb = decode_block(block, sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
     return genes_kernel(gb, b0, genes, batches_by_n, spec, dtype=dtype,
                         group_dof_factor=group_dof_factor, pairs_bound=pairs_bound)
@@ -352,20 +352,20 @@ def cis_permutation_graph(
     # (that took ~0.02 s per task); the keys of the tasks are unique names instead of hashes
     perms_key = dask.delayed(batches_by_n, pure=True)
     kernel = dask.delayed(_task_kernel, pure=False)
-    for chunk in _balanced(_greedy_tasks(units, variants_per_task, genes_per_task), local_workers(),
+    for chunk in balanced_tasks(greedy_tasks(units, variants_per_task, genes_per_task), local_workers(),
                            genes_per_task):
-        b0 = min(_span(g)[0] for g in chunk)
-        b1 = max(_span(g)[1] for g in chunk)
+        b0 = min(task_span(g)[0] for g in chunk)
+        b1 = max(task_span(g)[1] for g in chunk)
         block = delayed_rows(arr, slice(b0, b1))
         tasks.append(kernel(
-            block, b0, plan.genotype_sample_index, _Opaque(chunk), perms_key, spec,
+            block, b0, plan.genotype_sample_index, Opaque(chunk), perms_key, spec,
             ploidy=plan.ploidy, maf_threshold=plan.maf_threshold, dtype=dtype,
             group_dof_factor=0.25, pairs_bound=pairs_bound,
         ))
     return tasks
 
 
-def _greedy_tasks(units: list[list[GeneInput]], variants_per_task: int,
+def greedy_tasks(units: list[list[GeneInput]], variants_per_task: int,
                   genes_per_task: int) -> list[list[list[GeneInput]]]:
     """Consecutive units (a phenotype, or a group's members) per task, each task spanning at
     most ``variants_per_task`` variants beyond one unit and holding at most ``genes_per_task``."""
@@ -374,8 +374,8 @@ def _greedy_tasks(units: list[list[GeneInput]], variants_per_task: int,
     for unit in units:
         if cur:
             genes = [g for u in (*cur, unit) for g in u]
-            lo = min(_span(g)[0] for g in genes)
-            hi = max(_span(g)[1] for g in genes)
+            lo = min(task_span(g)[0] for g in genes)
+            hi = max(task_span(g)[1] for g in genes)
             if hi - lo > variants_per_task or len(genes) > genes_per_task:
                 out.append(cur)
                 cur = []
@@ -385,7 +385,7 @@ def _greedy_tasks(units: list[list[GeneInput]], variants_per_task: int,
     return out
 
 
-def _balanced(groups: list[list[list[GeneInput]]], threads: int,
+def balanced_tasks(groups: list[list[list[GeneInput]]], threads: int,
               genes_per_task: int) -> list[list[GeneInput]]:
     """The tasks' phenotypes: ``groups`` as they are when their number is a multiple of
     ``threads``; else the same units cut into the next multiple of ``threads`` consecutive
@@ -425,7 +425,7 @@ def permutation_task_variants(n_samples: int) -> int:
     return int(min(PERMUTATION_VARIANTS_PER_TASK, max(4096, PERMUTATION_BYTES_PER_TASK // (8 * max(n_samples, 1)))))
 
 
-def _span(gene: GeneInput) -> tuple[int, int]:
+def task_span(gene: GeneInput) -> tuple[int, int]:
     """The variant rows a gene's task must decode: its window and its conditioning variants."""
     if gene.condition is None or not len(gene.condition[0]):
         return gene.lo, gene.hi

@@ -103,22 +103,22 @@ def test_cis_permutation_graph__results_identical_for_any_task_grouping(small):
 def test_permutation_tasks_come_in_multiples_of_the_threads(small):
     """11 tasks on 2 threads leave one thread idle for the last task: the units are cut into
     12 tasks of equal window cost instead, in order, every phenotype once."""
-    from dqtl.association.permutation import _balanced, gene_inputs
+    from dqtl.association.permutation import balanced_tasks, gene_inputs
 
     genes = gene_inputs(plan_study(small, small, small))
     units = [[g] for g in genes]
     groups = [units[i:i + 6] for i in range(0, 60, 6)] + [units[60:]]  # 10 of 6 units, 1 empty
     groups = [g for g in groups if g]
     assert len(groups) == 10
-    assert [len(t) for t in _balanced(groups, 2, 64)] == [6] * 10  # a multiple: unchanged
+    assert [len(t) for t in balanced_tasks(groups, 2, 64)] == [6] * 10  # a multiple: unchanged
     odd = groups[:9]  # 9 tasks of 6 units
-    tasks = _balanced(odd, 2, 64)
+    tasks = balanced_tasks(odd, 2, 64)
     assert len(tasks) == 10
     assert [g.index for t in tasks for g in t] == [g.index for grp in odd for u in grp for g in u]
     cost = [sum(g.hi - g.lo for g in t) for t in tasks]
     assert max(cost) <= 1.5 * (sum(cost) / len(cost))
-    assert len(_balanced(odd, 1, 64)) == 9
-    assert len(_balanced(odd, 2, 6)) == 9  # equal costs would need 7 genes in a task: kept
+    assert len(balanced_tasks(odd, 1, 64)) == 9
+    assert len(balanced_tasks(odd, 2, 6)) == 9  # equal costs would need 7 genes in a task: kept
 
 
 @pytest.mark.distributed
