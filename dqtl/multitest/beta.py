@@ -268,6 +268,8 @@ def _secant_true_df(r2: np.ndarray, dof: float) -> tuple[float, np.ndarray] | No
     if ga == 0:
         return dof, pa
     step = min(max(-ga / _FIRST_SLOPE, -_FIRST_STEP_MAX), _FIRST_STEP_MAX)
+    if abs(step) < 1e-4:  # x0 all but the root: a step the secant can still resolve
+        step = math.copysign(1e-4, step)
     xb = x0 + step
     gb, pb = g(xb)
     for _ in range(16):
