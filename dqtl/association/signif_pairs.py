@@ -42,7 +42,7 @@ def keep_candidates(row: dict[str, Any], members: Sequence[dict[str, Any]], gb: 
     member) the pairs of its ``members`` with ``pval_nominal <= BetaPPF(bound; row's shapes)``,
     as ``row["pairs"]`` (arrays; global variant indices); drop the members' window vectors.
 
-    Each member carries (:func:`dqtl.association.permutation.permutation_gene_kernel`) the
+    Each member carries (:func:`dqtl.association.permutation_kernel.permutation_gene_kernel`) the
     float32 screen ``w_c`` of its testable variants ``r_idx`` (window positions; ``|<G_v, y>|``
     with unit-norm residualized genotypes ``G_v`` and the unit-norm centred phenotype ``y``,
     within ``w_gamma`` of the exact value), their residual norms ``r_gnorm``, the window's
