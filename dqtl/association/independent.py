@@ -26,12 +26,12 @@ from dqtl.association.permutation import (
     GeneInput,
     Opaque,
     PermutationSpec,
+    block_tasks,
     dataset_to_frame,
     frame_to_dataset,
     gene_inputs,
     genes_kernel,
     results_table,
-    sample_permutations,
     task_span,
     with_groups,
 )
@@ -39,7 +39,7 @@ from dqtl.association.permutation_kernel import PermutationBatches
 from dqtl.compute import compute
 from dqtl.errors import InputError
 from dqtl.kernels.genotypes import decode_block
-from dqtl.study import StudyPlan, delayed_rows, plan_study
+from dqtl.study import StudyPlan, plan_study
 
 __all__ = ["map_cis_independent"]
 
@@ -53,18 +53,18 @@ def _conditioned_on(gene: GeneInput, variants: list[int], tag: Any) -> GeneInput
                                tag=tag)
 
 
-def _units_task(block: np.ndarray, b0: int, sample_index: np.ndarray, task_units: Opaque,
+def _units_task(block: np.ndarray, b0: int, sample_index: np.ndarray, task_genes: Opaque,
                 batches_by_n: dict[int, PermutationBatches], spec: PermutationSpec, *, ploidy: int,
                 maf_threshold: float, dtype: Any, threshold: float, max_signals: int) -> dict[str, Any]:
-    """Forward-backward selection of a task's significant units (phenotypes or groups) on its
-    block, decoded once for all their scans: forward, condition each unit on its selected
-    variants and rescan while its new top variant passes ``threshold``; backward, rescan each
-    selected variant's signal conditioned on the others. Each round scans the task's active
-    units in one :func:`genes_kernel` call (the statistics of a permutation pass task; one
-    phenotype's results do not depend on the others)."""
-    genes, first = task_units.value
+    """Forward-backward selection of a task's significant units (phenotypes or groups; a gene's
+    ``tag`` is its unit, its conditioning variant the unit's top variant) on its block, decoded
+    once for all their scans: forward, condition each unit on its selected variants and rescan
+    while its new top variant passes ``threshold``; backward, rescan each selected variant's
+    signal conditioned on the others. Each round scans the task's active units in one
+    :func:`genes_kernel` call (the statistics of a permutation pass task; one phenotype's
+    results do not depend on the others)."""
     members: dict[Any, list[GeneInput]] = {}
-    for g in genes:
+    for g in task_genes.value:
         members.setdefault(g.tag, []).append(g)
     gb = decode_block(block, sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
 
@@ -73,7 +73,7 @@ def _units_task(block: np.ndarray, b0: int, sample_index: np.ndarray, task_units
         rows = genes_kernel(gb, b0, run, batches_by_n, spec, dtype=dtype, group_dof_factor=0.25)
         return {r["tag"]: r for r in rows if not r.get("skipped")}
 
-    selected = {u: [int(first[u])] for u in members}
+    selected = {u: [int(gs[0].condition[0][0])] for u, gs in members.items()}  # type: ignore[index]
     active = set(members)
     while active:
         got = scan([(selected[u], u, u) for u in sorted(active)])
@@ -100,34 +100,17 @@ UNITS_PER_TASK = 16
 def _selection_graph(plan: StudyPlan, spec: PermutationSpec, units: dict[str, list[int]],
                      first: dict[str, int], *, dtype: Any, threshold: float,
                      max_signals: int) -> list[Any]:
-    """Tasks of neighbouring significant units (each unit's phenotypes in one task), as the
-    permutation pass cuts its tasks."""
-    import dask
-
-    from dqtl.association.permutation import balanced_tasks, greedy_tasks, permutation_task_variants
-    from dqtl.compute import local_workers
-
+    """Tasks of neighbouring significant units (each unit's phenotypes in one task, each
+    conditioned on its unit's top variant), cut as the permutation pass cuts its tasks."""
     jobs: list[tuple[int, Any, Any]] = [(i, ConditionOn(np.asarray([first[u]], dtype=np.int64)), u)
                                         for u in units for i in units[u]]
     by_unit: dict[str, list[GeneInput]] = {}
     for g in gene_inputs(plan, jobs):  # sorted by window
         by_unit.setdefault(g.tag, []).append(g)
-    batches_by_n = {n: PermutationBatches.build(sample_permutations(n, spec.nperm_max, spec.seed), spec)
-                    for n in {len(g.y) for gs in by_unit.values() for g in gs}}
-    perms_key = dask.delayed(batches_by_n, pure=True)
-    kernel = dask.delayed(_units_task, pure=False)
-    arr = plan.genotype_array()
     ordered = sorted(by_unit.values(), key=lambda gs: min(task_span(g)[0] for g in gs))
-    tasks = []
-    for chunk in balanced_tasks(greedy_tasks(ordered, permutation_task_variants(plan.n_samples), UNITS_PER_TASK),
-                           local_workers(), UNITS_PER_TASK):
-        b0 = min(task_span(g)[0] for g in chunk)
-        b1 = max(task_span(g)[1] for g in chunk)
-        tasks.append(kernel(delayed_rows(arr, slice(b0, b1)), b0, plan.genotype_sample_index,
-                            Opaque((chunk, {g.tag: first[g.tag] for g in chunk})), perms_key, spec,
-                            ploidy=plan.ploidy, maf_threshold=plan.maf_threshold, dtype=dtype,
-                            threshold=threshold, max_signals=max_signals))
-    return tasks
+    return block_tasks(plan, _units_task, ordered, spec, variants_per_task=None,
+                       genes_per_task=UNITS_PER_TASK, dtype=dtype, threshold=threshold,
+                       max_signals=max_signals)
 
 
 def map_cis_independent(

@@ -47,6 +47,7 @@ __all__ = [
     "map_cis_permutations",
     "permutation_gene_kernel",
     "genes_kernel",
+    "block_tasks",
 ]
 
 log = logging.getLogger(__name__)
@@ -328,12 +329,7 @@ def cis_permutation_graph(
     variants beyond one phenotype's window (default :func:`permutation_task_variants`) and
     holds at most ``genes_per_task`` phenotypes.
     """
-    if variants_per_task is None:
-        variants_per_task = permutation_task_variants(plan.n_samples)
-    arr = plan.genotype_array()
     genes = gene_inputs(plan, jobs)
-    batches_by_n = {n: PermutationBatches.build(sample_permutations(n, spec.nperm_max, spec.seed), spec)
-                    for n in {len(g.y) for g in genes}}
     # keep group members adjacent and in the same task
     units: list[list[GeneInput]] = []
     by_group_key: dict[Any, list[GeneInput]] = {}
@@ -346,27 +342,41 @@ def cis_permutation_graph(
                 by_group_key[key] = []
                 units.append(by_group_key[key])
             by_group_key[key].append(g)
+    return block_tasks(plan, _task_kernel, units, spec, variants_per_task=variants_per_task,
+                       genes_per_task=genes_per_task, dtype=dtype, group_dof_factor=0.25,
+                       pairs_bound=pairs_bound)
+
+
+def block_tasks(plan: StudyPlan, kernel: Any, units: list[list[GeneInput]], spec: PermutationSpec, *,
+                variants_per_task: int | None, genes_per_task: int, **kwargs: Any) -> list[Any]:
+    """One delayed ``kernel(block, b0, sample_index, Opaque(genes), batches_by_n, spec,
+    ploidy=, maf_threshold=, **kwargs)`` per task of consecutive ``units`` (a unit's phenotypes
+    stay in one task; :func:`greedy_tasks`, then :func:`balanced_tasks`), ``block`` the rows
+    ``b0:b1`` its genes span (:func:`task_span`) and ``batches_by_n`` the run's
+    :class:`PermutationBatches` per sample count. ``variants_per_task`` None:
+    :func:`permutation_task_variants`."""
+    if variants_per_task is None:
+        variants_per_task = permutation_task_variants(plan.n_samples)
+    batches_by_n = {n: PermutationBatches.build(sample_permutations(n, spec.nperm_max, spec.seed), spec)
+                    for n in {len(g.y) for u in units for g in u}}
+    arr = plan.genotype_array()
     tasks = []
     # the permutations reach each worker once (one graph key, hashed once), and the tasks'
     # phenotype inputs travel as one opaque value: dask neither walks nor hashes them per task
     # (that took ~0.02 s per task); the keys of the tasks are unique names instead of hashes
     perms_key = dask.delayed(batches_by_n, pure=True)
-    kernel = dask.delayed(_task_kernel, pure=False)
+    call = dask.delayed(kernel, pure=False)
     for chunk in balanced_tasks(greedy_tasks(units, variants_per_task, genes_per_task), local_workers(),
-                           genes_per_task):
+                                genes_per_task):
         b0 = min(task_span(g)[0] for g in chunk)
         b1 = max(task_span(g)[1] for g in chunk)
-        block = delayed_rows(arr, slice(b0, b1))
-        tasks.append(kernel(
-            block, b0, plan.genotype_sample_index, Opaque(chunk), perms_key, spec,
-            ploidy=plan.ploidy, maf_threshold=plan.maf_threshold, dtype=dtype,
-            group_dof_factor=0.25, pairs_bound=pairs_bound,
-        ))
+        tasks.append(call(delayed_rows(arr, slice(b0, b1)), b0, plan.genotype_sample_index, Opaque(chunk),
+                          perms_key, spec, ploidy=plan.ploidy, maf_threshold=plan.maf_threshold, **kwargs))
     return tasks
 
 
 def greedy_tasks(units: list[list[GeneInput]], variants_per_task: int,
-                  genes_per_task: int) -> list[list[list[GeneInput]]]:
+                 genes_per_task: int) -> list[list[list[GeneInput]]]:
     """Consecutive units (a phenotype, or a group's members) per task, each task spanning at
     most ``variants_per_task`` variants beyond one unit and holding at most ``genes_per_task``."""
     out: list[list[list[GeneInput]]] = []
@@ -386,7 +396,7 @@ def greedy_tasks(units: list[list[GeneInput]], variants_per_task: int,
 
 
 def balanced_tasks(groups: list[list[list[GeneInput]]], threads: int,
-              genes_per_task: int) -> list[list[GeneInput]]:
+                   genes_per_task: int) -> list[list[GeneInput]]:
     """The tasks' phenotypes: ``groups`` as they are when their number is a multiple of
     ``threads``; else the same units cut into the next multiple of ``threads`` consecutive
     tasks of equal cost (window variants): the threads' last tasks then end together instead of

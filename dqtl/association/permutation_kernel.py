@@ -17,8 +17,9 @@ __all__ = ["ResidualizedBlock", "PermutationBatches", "permutation_gene_kernel"]
 #: Rows residualized at a time when a task builds its :class:`ResidualizedBlock`.
 _BUILD_ROWS = 256
 
-#: Largest permutation table (elements) a task copies as intp indices (256 MiB).
+#: Largest permutation table (elements) a run holds as intp indices (256 MiB).
 _INTP_PERMS_MAX = 32 * 2**20
+
 
 @dataclass
 class ResidualizedBlock:
@@ -100,7 +101,7 @@ def _centred(G: np.ndarray, sample_index: np.ndarray | None, out: np.ndarray | N
 
 @dataclass(frozen=True)
 class PermutationBatches:
-    """A task's permutations for one sample count, as the batches the gene kernel runs.
+    """A run's permutations for one sample count, as the batches the gene kernel runs.
 
     ``cols[i]``: (n, b_i) contiguous sample indices (the transposed permutations of batch ``i``,
     so that the permuted phenotypes of a batch are one gather ``y[cols[i]]`` of shape (n, b_i),
