@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Any
+import weakref
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["plot_cis_distance", "plot_qq", "plot_permutation_pvalues", "plot_locus",
            "PValueSketch", "genomic_inflation", "plot_qq_sketch", "plot_pvalue_histogram",
            "plot_gene_manhattan", "save_figure", "new_axes", "close_figure", "lambda_from_log_counts", "plot_qq_sampled"]
 
 
+#: figures of one 6 x 4 in panel made here (``ax=None``): fixed margins, saved without
+#: ``bbox_inches="tight"``, whose extra layout pass is a third to half of drawing such a figure
+_FIXED_MARGINS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
 def _axes(ax: Any) -> Any:
-    return ax if ax is not None else new_axes(figsize=(6, 4))
+    """``ax``, or the axes of a new 6 x 4 in figure with fixed margins (room for tick labels,
+    axis labels and a one-line title)."""
+    if ax is not None:
+        return ax
+    ax = new_axes(figsize=(6, 4))
+    ax.figure.subplots_adjust(left=0.12, right=0.97, bottom=0.13, top=0.9)
+    _FIXED_MARGINS.add(ax.figure)
+    return ax
 
 
 def new_axes(nrows: int = 1, ncols: int = 1, **kwargs: Any) -> Any:
@@ -145,9 +160,10 @@ class PValueSketch:
         return _lambda_of_median((k + 0.5) / self.LIN_BINS)
 
 
-def plot_qq_sketch(sketch: PValueSketch, *, ax: Any = None, label: str | None = None) -> Any:
+def plot_qq_sketch(sketch: PValueSketch, *, ax: Any = None, label: str | None = None,
+                   lambda_gc: float | None = None) -> Any:
     """QQ plot from a :class:`PValueSketch` (one point per occupied 0.01 bin of -log10 p), with
-    lambda_GC in the legend."""
+    lambda_GC in the legend (``lambda_gc``: the sketch's, computed already)."""
     ax = _axes(ax)
     counts = sketch.log_counts
     occupied = np.flatnonzero(counts)[::-1]  # strongest first
@@ -155,7 +171,7 @@ def plot_qq_sketch(sketch: PValueSketch, *, ax: Any = None, label: str | None = 
         rank = np.cumsum(counts[occupied])  # rank of the last p-value in each bin, from the top
         exp = -np.log10((rank - 0.5) / sketch.n)
         obs = (occupied + 0.5) / 100
-        lam = sketch.lambda_gc()
+        lam = sketch.lambda_gc() if lambda_gc is None else lambda_gc
         name = f"{label}: " if label else ""
         ax.plot(exp, obs, ".", ms=3, label=f"{name}{sketch.n:,} p-values, λ = {lam:.3f}")
         lim = float(max(exp.max(), 1.0))
@@ -249,28 +265,32 @@ def save_figure(ax: Any, path: Any) -> None:
     from dqtl.io.fs import open_file
 
     fig = ax.figure if hasattr(ax, "figure") else ax[0].figure
+    bbox = None if fig in _FIXED_MARGINS else "tight"
     try:
         if hasattr(path, "write"):
-            fig.savefig(path, dpi=110, bbox_inches="tight", format="png")
+            fig.savefig(path, dpi=110, bbox_inches=bbox, format="png")
         else:
             with open_file(path, "wb") as f:
-                fig.savefig(f, dpi=110, bbox_inches="tight", format="png")
+                fig.savefig(f, dpi=110, bbox_inches=bbox, format="png")
     finally:
         close_figure(fig)
 
 
 def plot_permutation_pvalues(cis_df: pd.DataFrame, *, fdr: float = 0.05, ax: Any = None) -> Any:
-    """Beta-approximated against empirical permutation p-values (one point per phenotype),
-    eGenes at ``fdr`` highlighted; the diagonal marks agreement."""
+    """Beta-approximated against empirical permutation p-values, both as -log10 p (one point per
+    phenotype), eGenes at ``fdr`` highlighted; the diagonal marks agreement."""
     ax = _axes(ax)
-    sig = cis_df["qval"] <= fdr if "qval" in cis_df else np.zeros(len(cis_df), bool)
-    ax.loglog(cis_df["pval_perm"][~sig], cis_df["pval_beta"][~sig], ".", ms=3, color="0.5", label="not significant")
-    ax.loglog(cis_df["pval_perm"][sig], cis_df["pval_beta"][sig], ".", ms=5, color="C3", label=f"q <= {fdr:g}")
-    lo = float(np.nanmin(cis_df["pval_beta"].to_numpy())) if len(cis_df) else 1e-6
-    ax.plot([max(lo, 1e-300), 1], [max(lo, 1e-300), 1], color="k", lw=0.8)
-    ax.set_xlabel("empirical p (permutations)")
-    ax.set_ylabel("beta-approximated p")
-    ax.legend(fontsize=8)
+    sig = (cis_df["qval"] <= fdr).to_numpy() if "qval" in cis_df else np.zeros(len(cis_df), bool)
+    x = -np.log10(np.clip(cis_df["pval_perm"].to_numpy(dtype=float), 1e-300, 1))
+    y = -np.log10(np.clip(cis_df["pval_beta"].to_numpy(dtype=float), 1e-300, 1))
+    ax.plot(x[~sig], y[~sig], ".", ms=3, color="0.5", label="not significant")
+    ax.plot(x[sig], y[sig], ".", ms=5, color="C3", label=f"q <= {fdr:g}")
+    finite = np.isfinite(x)  # the diagonal up to the smallest empirical p (1 / (B + 1))
+    hi = float(max(x[finite].max() if finite.any() else 1.0, 1.0))
+    ax.plot([0, hi], [0, hi], color="k", lw=0.8)
+    ax.set_xlabel("-log10 empirical p (permutations)")
+    ax.set_ylabel("-log10 beta-approximated p")
+    ax.legend(fontsize=8, loc="upper left")
     return ax
 
 

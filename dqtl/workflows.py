@@ -148,8 +148,9 @@ def _stage_qq(pub: Publication, sketches: list[Any], final: str, label: str) -> 
     from dqtl.plot import PValueSketch, plot_qq_sketch
 
     sketch = PValueSketch.merged(sketches)
-    log.info("%s: lambda_GC %.3f over %d p-values", label, sketch.lambda_gc(), sketch.n)
-    figures.submit(pub, final, plot_qq_sketch, sketch, label=label)
+    lam = sketch.lambda_gc()
+    log.info("%s: lambda_GC %.3f over %d p-values", label, lam, sketch.n)
+    figures.submit(pub, final, plot_qq_sketch, sketch, label=label, lambda_gc=lam)
 
 
 def _stage_gene_plots(pub: Publication, cis_df: Any, plan: StudyPlan, output_prefix: str,

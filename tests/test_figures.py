@@ -108,15 +108,24 @@ def test_cis_starts_a_figure_process_only_when_it_draws():
     assert draws("--mode", "permute") and draws("--mode", "independent")
     assert not draws("--mode", "independent", "--cis-results", "x.cis_qtl.txt.gz")
     assert draws("--mode", "permute", "--interaction", "i.txt")
-    assert not draws("--mode", "nominal") and not draws("--mode", "nominal", "--interaction", "i.txt")
+    assert draws("--mode", "nominal") and not draws("--mode", "nominal", "--interaction", "i.txt")
     assert not draws("--mode", "permute", "--contexts", "c.txt")
+    # the permutation figures take data frames: the process imports pandas before its first job
+    imports = parser.parse_args(["cis", "g.vcz", "p.bed", "out", "--mode", "permute"])
+    assert imports.figure_imports(imports) == ("pandas",)
+    imports = parser.parse_args(["cis", "g.vcz", "p.bed", "out"])
+    assert imports.figure_imports(imports) == ()
 
 
-def test_tensorqtl_dropin_and_example_start_it_only_for_permutations():
+def test_tensorqtl_dropin_and_example_start_it_only_for_cis_maps():
     from dqtl.cli.main import build_parser
 
     parser = build_parser()
-    for mode, expected in (("cis", True), ("cis_nominal", False), ("trans", False)):
+    for mode, expected in (("cis", True), ("cis_nominal", True), ("trans", False),
+                           ("cis_independent", False)):
         args = parser.parse_args(["tensorqtl", "g", "p", "out", "--mode", mode])
         assert args.figures(args) is expected
+    args = parser.parse_args(["tensorqtl", "g", "p", "out", "--mode", "cis_nominal",
+                              "--interaction", "i.txt"])
+    assert args.figures(args) is False
     assert not getattr(parser.parse_args(["example", "out"]), "figures", False)

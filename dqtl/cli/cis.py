@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_study_args(p)
     add_genotype_args(p)
     add_scheduler_args(p)
-    p.set_defaults(func=run, figures=draws_figures)
+    p.set_defaults(func=run, figures=draws_figures, figure_imports=figure_imports)
 
 
 def read_phenotype_groups(path: str) -> pd.Series:
@@ -94,16 +94,23 @@ def read_phenotype_groups(path: str) -> pd.Series:
 
 def draws_figures(args: argparse.Namespace) -> bool:
     """Whether the run starts a figure process (:mod:`dqtl.figures`): runs whose figures can be
-    drawn while the command still works (permutations: three figures while the significant
-    pairs and the tables are made; an independent run that runs its permutation pass; an
-    interaction permutation run). Not a nominal run: its one figure (the QQ plot) comes last, so
-    the process could only hide matplotlib's import, and on 2 cores it saved nothing (3.07 vs
-    3.04 s, 5 alternating runs) for ~110 MiB more peak memory; not contexts (drawn in the
-    command), interaction pairs or an independent run from given permutation results (no
-    figures)."""
-    if args.contexts or args.mode == "nominal":
+    drawn beside the command (permutations: three figures while the significant pairs and the
+    tables are made; an independent run that runs its permutation pass; an interaction
+    permutation run) or whose matplotlib import it hides (a nominal run: its one figure, the QQ
+    plot, comes last; the process imports matplotlib while the command imports its own stack,
+    and draws the plot while the command writes its report: 2.55-2.64 -> see benchmarks/RESULTS.md).
+    Not contexts (drawn in the command), interaction pairs or an independent run from given
+    permutation results (no figures)."""
+    if args.contexts or (args.mode == "nominal" and args.interaction):
         return False
     return not (args.mode == "independent" and args.cis_results)
+
+
+def figure_imports(args: argparse.Namespace) -> tuple[str, ...]:
+    """Modules the figure process imports before its first job: pandas for the permutation
+    figures (their data frames); a nominal run's QQ plot needs numpy only (the process then
+    costs ~40 MiB less)."""
+    return () if args.mode == "nominal" else ("pandas",)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -248,7 +248,9 @@ def _main(argv: Sequence[str] | None) -> int:
         # a command that draws starts its figure process first: it imports matplotlib while
         # this process imports the numerical stack (dqtl.figures)
         draws = getattr(args, "figures", False)  # True, or a function of the arguments
-        with figures.beside(enabled=bool(draws(args) if callable(draws) else draws)):
+        preload = getattr(args, "figure_imports", ("pandas",))  # what the jobs' data need
+        with figures.beside(enabled=bool(draws(args) if callable(draws) else draws),
+                            preload=tuple(preload(args) if callable(preload) else preload)):
             return _run(args, argv)
     except (ValueError, TypeError, OSError, KeyError, AssertionError) as exc:
         msg = _message(exc)

@@ -75,9 +75,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("-o", "--output_dir", default=".")
     add_scheduler_args(p)
-    # a figure process (dqtl.figures) for the permutation mode only: its figures are drawn while
-    # the significant pairs and tables are made
-    p.set_defaults(func=run, figures=lambda a: a.mode == "cis", run_log=lambda a: os.path.join(
+    # a figure process (dqtl.figures) for the permutation mode (its figures are drawn while the
+    # significant pairs and tables are made) and the nominal mode (its QQ plot: the process
+    # hides matplotlib's import; numpy only, no pandas, for that plot)
+    p.set_defaults(func=run, figures=lambda a: a.mode == "cis" or (a.mode == "cis_nominal"
+                                                                   and not a.interaction),
+                   figure_imports=lambda a: () if a.mode == "cis_nominal" else ("pandas",),
+                   run_log=lambda a: os.path.join(
         a.output_dir, f"{a.prefix}.tensorQTL.{a.mode}.log"))
 
 

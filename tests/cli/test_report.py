@@ -140,9 +140,9 @@ def test_cis_command_line_draws_without_pyplot_or_scipy_stats(files, tmp_path, m
             "if m in sys.modules])")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    # with more than one CPU a permutation run's figures are drawn in the figure process
-    # (dqtl.figures): the command's own process does not import matplotlib at all
-    beside = mode == "permute" and figures._wanted()
+    # with more than one CPU a run's figures are drawn in the figure process (dqtl.figures):
+    # the command's own process does not import matplotlib at all
+    beside = figures._wanted()
     assert res.stdout.strip().splitlines()[-1] == ("0 []" if beside else "0 ['matplotlib']")
     assert list(tmp_path.glob("run*.png"))
 
