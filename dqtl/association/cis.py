@@ -357,7 +357,7 @@ def _decode_rows(block: np.ndarray, sample_index: np.ndarray, parts: Sequence[tu
         out.af[s:e], out.valid[s:e] = dec.af, dec.valid
         out.monomorphic[s:e], out.n_missing[s:e] = dec.monomorphic, dec.n_missing
         G = dec.G
-        mean = G.mean(axis=1, keepdims=True)
+        mean = dec.row_means()[:, None]  # G.mean(axis=1, keepdims=True), bit for bit
         for (Gsw, g_norm, ok), (_rows, sidx, _P, _pn, Q, _dof, _lo, _hi) in zip(groups, parts,
                                                                               strict=True):
             # centred on all analysis samples, written straight into the product operand (one

@@ -200,10 +200,12 @@ def genes_kernel(
         prepared = None
         if gene.sample_index is None and uses[key] > 1:
             if key not in shared:
-                shared[key] = ResidualizedBlock.build(gb.G, gb.valid, gene.Q, gene.dof)
+                shared[key] = ResidualizedBlock.build(gb.G, gb.valid, gene.Q, gene.dof,
+                                                      means=gb.row_means())
             prepared = shared[key].rows(a, b)
         out = permutation_gene_kernel(gb.G[a:b], gb.valid[a:b], gene, batches_by_n[n_g], spec, dtype,
-                                      prepared=prepared, keep_window=pairs_bound is not None)
+                                      prepared=prepared, keep_window=pairs_bound is not None,
+                                      means=None if prepared is not None else gb.row_means(a, b))
         if out is None:
             rows.append({"index": gene.index, "tag": gene.tag, "group": gene.group, "skipped": True})
             continue

@@ -49,11 +49,14 @@ class ResidualizedBlock:
         dof: int,
         *,
         sample_index: np.ndarray | None = None,
+        means: np.ndarray | None = None,
     ) -> ResidualizedBlock:
         """From (v, samples) imputed dosages, their (v,) testable mask and the basis ``Q``.
 
         Residualized in blocks of :data:`_BUILD_ROWS` rows in one reused float64 buffer (in
-        cache; no float64 copy of the block is kept: 48 MiB per task at 500 samples).
+        cache; no float64 copy of the block is kept: 48 MiB per task at 500 samples), each
+        block divided by its norms straight into the float32 rows. ``means``: ``G.mean(axis=1)``
+        bit for bit when the decoder knows it (:meth:`DecodedBlock.row_means`; all samples only).
         """
         v = G.shape[0]
         n = G.shape[1] if sample_index is None else len(sample_index)
@@ -64,16 +67,19 @@ class ResidualizedBlock:
         buf = np.empty((min(_BUILD_ROWS, v), n))
         for s in range(0, v, _BUILD_ROWS):
             e = min(s + _BUILD_ROWS, v)
-            Gc = _centred(G[s:e], sample_index, buf[: e - s])
+            m = means[s:e, None] if means is not None and sample_index is None else None
+            Gc = _centred(G[s:e], sample_index, buf[: e - s], m)
             GQ = Gc @ Q
             # ||P g||^2 = ||g||^2 - ||Q^T g||^2 (as residual_norm2), with the product the
             # residual needs anyway
             gn = np.sqrt(np.maximum(np.einsum("ij,ij->i", Gc, Gc) - np.einsum("ij,ij->i", GQ, GQ), 0.0))
             keep = valid[s:e] & (gn > 1e-10 * np.sqrt(n))
             Gc -= GQ @ Q.T
-            Gc /= np.where(keep, gn, 1.0)[:, None]
-            Gc[~keep] = 0.0
-            g_norm[s:e], ok[s:e], G32[s:e] = gn, keep, Gc
+            # the float64 quotients rounded to float32 (what dividing Gc, then casting, gives)
+            np.divide(Gc, np.where(keep, gn, 1.0)[:, None], out=G32[s:e], casting="same_kind")
+            if not keep.all():
+                G32[s:e][~keep] = 0.0
+            g_norm[s:e], ok[s:e] = gn, keep
         return cls(Q=Q, dof=int(dof), g_norm=g_norm, ok=ok, G32=G32, G=G, sample_index=sample_index)
 
     def rows(self, a: int, b: int) -> ResidualizedBlock:
@@ -93,10 +99,12 @@ class ResidualizedBlock:
         return Gc
 
 
-def _centred(G: np.ndarray, sample_index: np.ndarray | None, out: np.ndarray | None) -> np.ndarray:
-    """Rows of ``G`` on ``sample_index`` minus their means (into ``out`` when given)."""
+def _centred(G: np.ndarray, sample_index: np.ndarray | None, out: np.ndarray | None,
+             means: np.ndarray | None = None) -> np.ndarray:
+    """Rows of ``G`` on ``sample_index`` minus their means (into ``out`` when given; ``means``:
+    the (rows, 1) means, ``Gs.mean(axis=1)`` bit for bit, when known)."""
     Gs = G if sample_index is None else G[:, sample_index]
-    return np.subtract(Gs, Gs.mean(axis=1, keepdims=True), out=out)
+    return np.subtract(Gs, Gs.mean(axis=1, keepdims=True) if means is None else means, out=out)
 
 
 @dataclass(frozen=True)
@@ -140,6 +148,7 @@ def permutation_gene_kernel(
     *,
     prepared: ResidualizedBlock | None = None,
     keep_window: bool = False,
+    means: np.ndarray | None = None,
 ) -> dict[str, Any] | None:
     """Observed best variant and permutation max-r^2 for one phenotype.
 
@@ -166,13 +175,16 @@ def permutation_gene_kernel(
         ``w_block`` and the scaled residual phenotype ``w_y`` (float64 correlations
         ``w_block.res64(rows) @ w_y`` of the rows the screen keeps), and ``w_pnc`` (the
         screen's ``||P y||``).
+    means
+        ``G.mean(axis=1)`` when the decoder knows it (see :meth:`ResidualizedBlock.build`).
 
     Returns
     -------
     dict or None (no testable variant)
     """
     if prepared is None:
-        prepared = ResidualizedBlock.build(G, valid, gene.Q, gene.dof, sample_index=gene.sample_index)
+        prepared = ResidualizedBlock.build(G, valid, gene.Q, gene.dof, sample_index=gene.sample_index,
+                                           means=means)
     idx = np.nonzero(prepared.ok)[0]
     if idx.size == 0:
         return None
