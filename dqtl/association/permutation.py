@@ -397,25 +397,65 @@ def greedy_tasks(units: list[list[GeneInput]], variants_per_task: int,
     return out
 
 
-def balanced_tasks(groups: list[list[list[GeneInput]]], threads: int,
-                   genes_per_task: int) -> list[list[GeneInput]]:
-    """The tasks' phenotypes: ``groups`` as they are when their number is a multiple of
-    ``threads``; else the same units cut into the next multiple of ``threads`` consecutive
-    tasks of equal cost (window variants): the threads' last tasks then end together instead of
-    one thread running the last task alone (11 tasks on 2 threads: a task's time, ~1 s, idle).
-    The results do not depend on the tasks (one gene's statistics never involve another's)."""
-    k = len(groups)
-    units = [u for grp in groups for u in grp]
-    greedy = [[g for u in grp for g in u] for grp in groups]
-    if threads <= 1 or k <= 1 or k % threads == 0 or len(units) < k:
-        return greedy
-    k = min(-(-k // threads) * threads, len(units))
-    cost = np.array([sum(max(g.hi - g.lo, 1) for g in u) for u in units], dtype=np.float64)
+#: tasks per thread a run's units are cut into at least (when it has that many units): its
+#: last tasks are then short, and the threads end close together. Independent signals at
+#: sequencing density (35 eGenes, ~4,100-variant windows, 2 threads): 10 tasks of 3-4 eGenes
+#: (0.2-0.35 s each) ended 0.1-0.27 s apart, the compute 2.52-2.68 s into the run; 16 tasks:
+#: 2.31-2.35 s (3 runs each). Permutations there (11 -> 16 tasks): 6.66-6.91 -> 6.63-6.78 s,
+#: peak RSS 526-561 -> 497-517 MiB.
+MIN_TASKS_PER_THREAD = 8
+
+
+def _unit_costs(units: list[list[GeneInput]]) -> np.ndarray:
+    return np.array([sum(max(g.hi - g.lo, 1) for g in u) for u in units], dtype=np.float64)
+
+
+def _equal_cost_cuts(cost: np.ndarray, k: int) -> list[tuple[int, int]]:
+    """``[a, b)`` bounds of at most ``k`` consecutive runs of about equal total ``cost``."""
     ends = np.cumsum(cost)
     cuts = np.searchsorted(ends, ends[-1] * np.arange(1, k) / k, side="left") + 1
-    bounds = np.unique(np.clip(np.concatenate([[0], cuts, [len(units)]]), 0, len(units)))
-    out = [[g for u in units[a:b] for g in u] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    return greedy if max(len(t) for t in out) > genes_per_task else out  # the bound on genes holds
+    bounds = np.unique(np.clip(np.concatenate([[0], cuts, [len(cost)]]), 0, len(cost)))
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
+
+
+def _span(genes: list[GeneInput]) -> int:
+    return max(task_span(g)[1] for g in genes) - min(task_span(g)[0] for g in genes)
+
+
+def balanced_tasks(groups: list[list[list[GeneInput]]], threads: int, genes_per_task: int,
+                   min_per_thread: int = MIN_TASKS_PER_THREAD) -> list[list[GeneInput]]:
+    """The tasks' phenotypes, from ``groups`` of units (:func:`greedy_tasks`):
+
+    - fewer groups than ``min_per_thread`` x ``threads`` (and more units): each group cut
+      further into consecutive pieces of equal cost (window variants), in proportion to its
+      cost, so that there are about that many tasks (a piece never spans more rows than its
+      group);
+    - then, unless their number is a multiple of ``threads``, the units cut into the next
+      multiple of ``threads`` consecutive tasks of equal cost: the threads' last tasks end
+      together instead of one thread running the last task alone (11 tasks on 2 threads: a
+      task's time, ~1 s, idle). Kept as they are if that would put more than
+      ``genes_per_task`` genes in a task or make a task span more rows than the widest group.
+
+    The results do not depend on the tasks (one gene's statistics never involve another's)."""
+    units = [u for grp in groups for u in grp]
+    want = min(len(units), max(min_per_thread, 0) * threads)
+    if threads > 1 and len(groups) < want:
+        cost_all = float(_unit_costs(units).sum())
+        split: list[list[list[GeneInput]]] = []
+        for grp in groups:
+            cost = _unit_costs(grp)
+            pieces = min(len(grp), max(1, round(want * float(cost.sum()) / cost_all)))
+            split.extend(grp[a:b] for a, b in _equal_cost_cuts(cost, pieces))
+        groups = split
+    k = len(groups)
+    greedy = [[g for u in grp for g in u] for grp in groups]
+    if threads <= 1 or k <= 1 or k % threads == 0:
+        return greedy
+    k = min(-(-k // threads) * threads, len(units))
+    out = [[g for u in units[a:b] for g in u] for a, b in _equal_cost_cuts(_unit_costs(units), k)]
+    if max(len(t) for t in out) > genes_per_task or max(map(_span, out)) > max(map(_span, greedy)):
+        return greedy  # the bounds on genes and rows hold
+    return out
 
 
 #: decoded float64 dosages a permutation task spans (its float32 residualized rows come on top:

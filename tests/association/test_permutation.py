@@ -110,15 +110,32 @@ def test_permutation_tasks_come_in_multiples_of_the_threads(small):
     groups = [units[i:i + 6] for i in range(0, 60, 6)] + [units[60:]]  # 10 of 6 units, 1 empty
     groups = [g for g in groups if g]
     assert len(groups) == 10
-    assert [len(t) for t in balanced_tasks(groups, 2, 64)] == [6] * 10  # a multiple: unchanged
+    assert [len(t) for t in balanced_tasks(groups, 2, 64, 0)] == [6] * 10  # a multiple: unchanged
     odd = groups[:9]  # 9 tasks of 6 units
-    tasks = balanced_tasks(odd, 2, 64)
+    tasks = balanced_tasks(odd, 2, 64, 0)
     assert len(tasks) == 10
     assert [g.index for t in tasks for g in t] == [g.index for grp in odd for u in grp for g in u]
     cost = [sum(g.hi - g.lo for g in t) for t in tasks]
     assert max(cost) <= 1.5 * (sum(cost) / len(cost))
-    assert len(balanced_tasks(odd, 1, 64)) == 9
-    assert len(balanced_tasks(odd, 2, 6)) == 9  # equal costs would need 7 genes in a task: kept
+    assert len(balanced_tasks(odd, 1, 64, 0)) == 9
+    assert len(balanced_tasks(odd, 2, 6, 0)) == 9  # equal costs would need 7 genes in a task: kept
+
+
+def test_few_permutation_tasks_are_cut_within_their_groups(small):
+    """Fewer tasks than 8 per thread (a few eGenes with wide windows): each group is cut into
+    pieces of about equal cost, never spanning more rows than the group; every phenotype once,
+    in order."""
+    from dqtl.association.permutation import _span, balanced_tasks, gene_inputs
+
+    genes = gene_inputs(plan_study(small, small, small))
+    units = [[g] for g in genes]
+    groups = [units[0:20], units[20:40], units[40:]]
+    tasks = balanced_tasks(groups, 2, 64)  # 3 groups -> about 16 tasks, a multiple of 2
+    assert 14 <= len(tasks) <= len(units) and len(tasks) % 2 == 0
+    assert [g.index for t in tasks for g in t] == [g.index for u in units for g in u]
+    widest = max(_span([g for u in grp for g in u]) for grp in groups)
+    assert max(_span(t) for t in tasks) <= widest
+    assert len(balanced_tasks(groups, 1, 64)) == 3  # one thread: no cut
 
 
 @pytest.mark.distributed
