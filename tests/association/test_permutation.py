@@ -102,7 +102,8 @@ def test_cis_permutation_graph__results_identical_for_any_task_grouping(small):
 
 def test_permutation_tasks_come_in_multiples_of_the_threads(small):
     """11 tasks on 2 threads leave one thread idle for the last task: the units are cut into
-    12 tasks of equal window cost instead, in order, every phenotype once."""
+    12 tasks of equal window cost instead, in order, every phenotype once; the last task of each
+    thread is cut in two (the run ends on half-size tasks)."""
     from dqtl.association.permutation import balanced_tasks, gene_inputs
 
     genes = gene_inputs(plan_study(small, small, small))
@@ -110,15 +111,19 @@ def test_permutation_tasks_come_in_multiples_of_the_threads(small):
     groups = [units[i:i + 6] for i in range(0, 60, 6)] + [units[60:]]  # 10 of 6 units, 1 empty
     groups = [g for g in groups if g]
     assert len(groups) == 10
-    assert [len(t) for t in balanced_tasks(groups, 2, 64, 0)] == [6] * 10  # a multiple: unchanged
+    # a multiple: unchanged but for the last two, halved
+    assert [len(t) for t in balanced_tasks(groups, 2, 64, 0)] == [6] * 8 + [3] * 4
     odd = groups[:9]  # 9 tasks of 6 units
     tasks = balanced_tasks(odd, 2, 64, 0)
-    assert len(tasks) == 10
+    assert len(tasks) == 12
     assert [g.index for t in tasks for g in t] == [g.index for grp in odd for u in grp for g in u]
     cost = [sum(g.hi - g.lo for g in t) for t in tasks]
-    assert max(cost) <= 1.5 * (sum(cost) / len(cost))
+    mean = sum(cost[:8]) / 8
+    assert max(cost[:8]) <= 1.5 * mean and max(cost[8:]) <= 0.75 * mean
     assert len(balanced_tasks(odd, 1, 64, 0)) == 9
-    assert len(balanced_tasks(odd, 2, 6, 0)) == 9  # equal costs would need 7 genes in a task: kept
+    # equal costs would need 7 genes in a task: the 9 kept, the last two halved
+    sizes = [len(t) for t in balanced_tasks(odd, 2, 6, 0)]
+    assert sizes[:7] == [6] * 7 and len(sizes) == 11 and sum(sizes[7:]) == 12 and max(sizes[7:]) < 6
 
 
 def test_few_permutation_tasks_are_cut_within_their_groups(small):
