@@ -463,7 +463,7 @@ def balanced_tasks(groups: list[list[list[GeneInput]]], threads: int, genes_per_
         widest = max(_span([g for u in grp for g in u]) for grp in groups)
         if max(len(t) for t in flat) <= genes_per_task and max(map(_span, flat)) <= widest:
             groups = cut  # else kept: the bounds on genes and rows hold
-    tail = []
+    tail: list[list[list[GeneInput]]] = []
     for grp in groups[-threads:]:
         tail.extend(grp[a:b] for a, b in _equal_cost_cuts(_unit_costs(grp), 2))
     return [[g for u in grp for g in u] for grp in [*groups[:-threads], *tail]]
