@@ -67,6 +67,23 @@ def test_fit_beta_mle__solves_score_equations():
     assert a == pytest.approx(0.9, rel=0.1) and b == pytest.approx(40.0, rel=0.1)
 
 
+def test_fit_beta_mle__root_of_the_score_equations_to_rounding():
+    """Permutation minimum p-values (shape2 in the hundreds: a condition number ~5e5): the fit
+    ends at the root of the score equations to rounding, not where the log-likelihood stops
+    changing in float64 (which left gradients ~1e-7 and shapes ~1e-7 off), so a change of the
+    p-values at 1e-14 moves the shapes by ~1e-12, not ~1e-7."""
+    rng = np.random.default_rng(3)
+    r2 = np.stack([rng.beta(0.5, 245.0, (1000, 400)).max(axis=1) for _ in range(20)])
+    p = pval_from_r2(r2, 480.0)
+    a, b, conv = fit_beta_mle(p)
+    assert conv.all()
+    dab = special.digamma(a + b)
+    assert np.abs(special.digamma(a) - dab - np.log(p).mean(axis=1)).max() < 1e-13
+    assert np.abs(special.digamma(b) - dab - np.log1p(-p).mean(axis=1)).max() < 1e-13
+    a2, b2, _ = fit_beta_mle(p * (1 + 1e-14 * rng.standard_normal(p.shape)))
+    assert np.abs(a2 / a - 1).max() < 1e-10 and np.abs(b2 / b - 1).max() < 1e-10
+
+
 def test_fit_beta_mle__vectorised_rows_equal_single_fits():
     rng = np.random.default_rng(4)
     x = rng.beta(1.2, 5.0, size=(4, 500))
@@ -208,3 +225,51 @@ def test_fit_true_df__secant_root_equals_brent_root():
         assert converged
         assert df_secant == pytest.approx(df_brent, rel=1e-7)
         np.testing.assert_array_equal(pvals, pval_from_r2(row, df_secant))
+
+
+@pytest.mark.parametrize("n,m", [(500, 400), (500, 4000), (90, 3000), (90, 50), (30, 5000), (1000, 20000),
+                                 (90, 5)])
+def test_fit_true_df__interpolated_secant_equals_exact_secant(n, m):
+    """The secant on p-values interpolated in r2 (32 Chebyshev points) finds the exact secant's
+    root to 1e-12 and returns the exact p-values at it; the interpolant is used for these
+    windows (it passes its checks)."""
+    from dqtl.multitest.beta import _fit_true_df_pvals, _LogPInterpolant, _secant_true_df
+
+    rng = np.random.default_rng(n + m)
+    dof = float(n - 10)
+    for _ in range(4):
+        row = rng.beta(0.5, dof / 2, size=(1000, m)).max(axis=1) if m <= 4000 else np.array(
+            [rng.beta(0.5, dof / 2, size=m).max() for _ in range(1000)])
+        assert _LogPInterpolant.build(row, dof) is not None
+        df, converged, pvals = _fit_true_df_pvals(row, dof)
+        exact = _secant_true_df(row, dof)
+        assert converged and exact is not None
+        assert df == pytest.approx(exact[0], rel=1e-12)
+        np.testing.assert_array_equal(pvals, pval_from_r2(row, df))
+
+
+def test_fit_true_df__interpolant_refused_or_rejected_falls_back_to_exact(monkeypatch):
+    """Where the interpolant is not close enough (single-variant windows at 500 samples: r2 from
+    ~1e-10) it fails its check and the exact secant runs; an interpolant that passed its
+    check but leads to a root the exact p-values do not satisfy is rejected the same way."""
+    from dqtl.multitest import beta
+    from dqtl.multitest.beta import _fit_true_df_pvals, _LogPInterpolant, _secant_true_df
+
+    rng = np.random.default_rng(11)
+    single = rng.beta(0.5, 245.0, size=1000)  # one variant per window: r2 down to ~1e-7
+    assert _LogPInterpolant.build(single, 490.0) is None
+    assert _fit_true_df_pvals(single, 490.0)[0] == _secant_true_df(single, 490.0)[0]
+
+    row = rng.beta(0.5, 245.0, size=(1000, 400)).max(axis=1)
+    exact = _secant_true_df(row, 490.0)[0]
+    calls = []
+    good = _LogPInterpolant.__call__
+
+    def off(self, df):  # 1e-6 relative off: passes the start check (done before), root wrong
+        calls.append(df)
+        return good(self, df) * (1 + 1e-6 * np.linspace(-1, 1, 1000))
+
+    monkeypatch.setattr(beta._LogPInterpolant, "__call__", off)
+    df, converged, pvals = _fit_true_df_pvals(row, 490.0)
+    assert calls and converged and df == exact
+    np.testing.assert_array_equal(pvals, pval_from_r2(row, df))
