@@ -1,7 +1,7 @@
 """Figures drawn beside the computation, in a second process.
 
-A command's figures cost it about a second of one core: importing matplotlib (~0.3 s) and drawing
-(0.1-0.3 s per figure), on the critical path of a run that is otherwise 2-10 s. Inside
+A command's figures cost it up to a second of one core: importing matplotlib (~0.3 s) and drawing
+(0.04-0.3 s per figure), on the critical path of a run that is otherwise 2-10 s. Inside
 :func:`beside` (the ``dqtl`` command of a sub-command that draws) a figure process
 (``python -m dqtl.figures``) starts with the command and imports matplotlib while the command
 imports its own stack and reads its inputs; :func:`submit` stages the figure's file in the run's

@@ -20,6 +20,7 @@ def test_decode_block__diploid_table_equals_general_path(seed):
     maf = (0.0, 0.05, 0.2)[seed % 3]
     fast = decode_block(gt, idx, ploidy=2, maf_threshold=maf)
     assert fast.diploid_calls  # the table path ran
+    assert fast.G.flags.c_contiguous  # also on a sample subset (pairs[:, idx] is F-ordered)
     general = decode_block(gt.astype(np.int16), idx, ploidy=2, maf_threshold=maf)  # not int8
     assert not general.diploid_calls
     # the row sums the table path keeps are numpy's, bit for bit (the row means come from them)
