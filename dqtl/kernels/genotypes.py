@@ -202,7 +202,8 @@ class DecodedBlock:
             _, ma_samples, ma_count = allele_stats(G, self.ploidy)
             return ma_samples, ma_count
         n_missing = self.n_missing if rows is None else self.n_missing[rows]
-        return _allele_stats_calls(G, n_missing, self.ploidy)
+        sums = self.sums if rows is None else self.sums[rows]
+        return _allele_stats_calls(G, sums, n_missing, self.ploidy)
 
 
 def decode_block(
@@ -308,16 +309,16 @@ def _decode_diploid(block: np.ndarray, sample_index: np.ndarray, maf_threshold: 
                         n_maf_filtered=n_maf, ploidy=2, diploid_calls=True, sums=sums)
 
 
-def _allele_stats_calls(G: np.ndarray, n_missing: np.ndarray,
+def _allele_stats_calls(G: np.ndarray, s: np.ndarray, n_missing: np.ndarray,
                         ploidy: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(ma_samples, ma_count)`` of :func:`allele_stats` for dosages decoded from hard calls:
-    exact integer counts for the rows without missing calls (equal to the float computation:
-    every value is an integer), :func:`allele_stats` on the imputed rows."""
+    """``(ma_samples, ma_count)`` of :func:`allele_stats` for dosages decoded from hard calls
+    (``s``: their row sums, :attr:`DecodedBlock.sums`): exact integer counts for the rows without
+    missing calls (equal to the float computation: every value is an integer),
+    :func:`allele_stats` on the imputed rows."""
     n = G.shape[1]
     # on a row without missing calls (dosages 0, 1, 2: c0 + c1 + c2 = n) the exact float sums
     # s = c1 + 2 c2 and q = c1 + 4 c2 (integers below 2^53) give c2 = (q - s) / 2, hence
     # n_alt = c1 + c2 = s - c2 and n_ref = c0 + c1 = n - c2 (the rows with a missing call: below)
-    s = G @ np.ones(n)
     c2 = (np.einsum("ij,ij->i", G, G) - s) / 2
     n_alt = s - c2
     n_ref = n - c2
