@@ -32,7 +32,7 @@ from dqtl.association.permutation import (
     gene_inputs,
     genes_kernel,
     results_table,
-    task_span,
+    rows_spanned,
     with_groups,
 )
 from dqtl.association.permutation_kernel import PermutationBatches
@@ -107,7 +107,7 @@ def _selection_graph(plan: StudyPlan, spec: PermutationSpec, units: dict[str, li
     by_unit: dict[str, list[GeneInput]] = {}
     for g in gene_inputs(plan, jobs):  # sorted by window
         by_unit.setdefault(g.tag, []).append(g)
-    ordered = sorted(by_unit.values(), key=lambda gs: min(task_span(g)[0] for g in gs))
+    ordered = sorted(by_unit.values(), key=lambda gs: rows_spanned(gs)[0])
     return block_tasks(plan, _units_task, ordered, spec, variants_per_task=None,
                        genes_per_task=UNITS_PER_TASK, dtype=dtype, threshold=threshold,
                        max_signals=max_signals)

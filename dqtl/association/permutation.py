@@ -48,6 +48,7 @@ __all__ = [
     "permutation_gene_kernel",
     "genes_kernel",
     "block_tasks",
+    "rows_spanned",
 ]
 
 log = logging.getLogger(__name__)
@@ -370,8 +371,7 @@ def block_tasks(plan: StudyPlan, kernel: Any, units: list[list[GeneInput]], spec
     call = dask.delayed(kernel, pure=False)
     for chunk in balanced_tasks(greedy_tasks(units, variants_per_task, genes_per_task), local_workers(),
                                 genes_per_task):
-        b0 = min(task_span(g)[0] for g in chunk)
-        b1 = max(task_span(g)[1] for g in chunk)
+        b0, b1 = rows_spanned(chunk)
         tasks.append(call(delayed_rows(arr, slice(b0, b1)), b0, plan.genotype_sample_index, Opaque(chunk),
                           perms_key, spec, ploidy=plan.ploidy, maf_threshold=plan.maf_threshold, **kwargs))
     return tasks
@@ -386,8 +386,7 @@ def greedy_tasks(units: list[list[GeneInput]], variants_per_task: int,
     for unit in units:
         if cur:
             genes = [g for u in (*cur, unit) for g in u]
-            lo = min(task_span(g)[0] for g in genes)
-            hi = max(task_span(g)[1] for g in genes)
+            lo, hi = rows_spanned(genes)
             if hi - lo > variants_per_task or len(genes) > genes_per_task:
                 out.append(cur)
                 cur = []
@@ -418,8 +417,14 @@ def _equal_cost_cuts(cost: np.ndarray, k: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
 
 
+def _genes(units: list[list[GeneInput]]) -> list[GeneInput]:
+    """The phenotypes of a task's units, in order."""
+    return [g for u in units for g in u]
+
+
 def _span(genes: list[GeneInput]) -> int:
-    return max(task_span(g)[1] for g in genes) - min(task_span(g)[0] for g in genes)
+    lo, hi = rows_spanned(genes)
+    return hi - lo
 
 
 def balanced_tasks(groups: list[list[list[GeneInput]]], threads: int, genes_per_task: int,
@@ -455,18 +460,18 @@ def balanced_tasks(groups: list[list[list[GeneInput]]], threads: int, genes_per_
         groups = split
     k = len(groups)
     if threads <= 1 or k <= 1:
-        return [[g for u in grp for g in u] for grp in groups]
+        return [_genes(grp) for grp in groups]
     if k % threads:
         k = min(-(-k // threads) * threads, len(units))
         cut = [units[a:b] for a, b in _equal_cost_cuts(_unit_costs(units), k)]
-        flat = [[g for u in grp for g in u] for grp in cut]
-        widest = max(_span([g for u in grp for g in u]) for grp in groups)
+        flat = [_genes(grp) for grp in cut]
+        widest = max(_span(_genes(grp)) for grp in groups)
         if max(len(t) for t in flat) <= genes_per_task and max(map(_span, flat)) <= widest:
             groups = cut  # else kept: the bounds on genes and rows hold
     tail: list[list[list[GeneInput]]] = []
     for grp in groups[-threads:]:
         tail.extend(grp[a:b] for a, b in _equal_cost_cuts(_unit_costs(grp), 2))
-    return [[g for u in grp for g in u] for grp in [*groups[:-threads], *tail]]
+    return [_genes(grp) for grp in [*groups[:-threads], *tail]]
 
 
 #: decoded float64 dosages a permutation task spans (its float32 residualized rows come on top:
@@ -494,6 +499,12 @@ def task_span(gene: GeneInput) -> tuple[int, int]:
         return gene.lo, gene.hi
     v = gene.condition[0]
     return min(gene.lo, int(v.min())), max(gene.hi, int(v.max()) + 1)
+
+
+def rows_spanned(genes: Sequence[GeneInput]) -> tuple[int, int]:
+    """``[b0, b1)``: the variant rows a task of ``genes`` decodes (:func:`task_span` of each)."""
+    spans = [task_span(g) for g in genes]
+    return min(a for a, _ in spans), max(b for _, b in spans)
 
 
 def results_table(plan: StudyPlan, rows: Sequence[dict[str, Any]]) -> Any:
