@@ -102,7 +102,7 @@ def plot_trans(pairs: pd.DataFrame, variants: pd.DataFrame, phenotypes: pd.DataF
 
 def plot_trans_manhattan(pairs: pd.DataFrame, variants: pd.DataFrame, *, ax: Any = None) -> Any:
     """-log10 p of the kept trans pairs against genome-wide variant position, contigs alternating."""
-    from dqtl.plot import new_axes
+    from dqtl.plot import neg_log10, new_axes
 
     if ax is None:
         ax = new_axes(figsize=(9, 3.5))
@@ -111,7 +111,7 @@ def plot_trans_manhattan(pairs: pd.DataFrame, variants: pd.DataFrame, *, ax: Any
     lengths = {c: int(variants.loc[variants["contig"].astype(str) == c, "position"].max()) + 1 for c in order}
     x = _genome_positions(v["contig"].astype(str).to_numpy(), v["position"].to_numpy(), order, lengths)
     colour = np.array([order.index(c) % 2 for c in v["contig"].astype(str)])
-    ax.scatter(x / 1e6, -np.log10(np.clip(v["pval"].to_numpy(float), 1e-300, 1)), s=5,
+    ax.scatter(x / 1e6, neg_log10(v["pval"]), s=5,
                c=np.where(colour == 0, "C0", "C1"))
     ax.set_xlabel("variant position (Mb, genome-wide)")
     ax.set_ylabel("-log10 p (kept trans pairs)")

@@ -12,12 +12,17 @@ if TYPE_CHECKING:
 
 __all__ = ["plot_cis_distance", "plot_qq", "plot_permutation_pvalues", "plot_locus",
            "PValueSketch", "genomic_inflation", "plot_qq_sketch", "plot_pvalue_histogram",
-           "plot_gene_manhattan", "save_figure", "new_axes", "close_figure", "lambda_from_log_counts", "plot_qq_sampled"]
+           "plot_gene_manhattan", "save_figure", "new_axes", "close_figure", "lambda_from_log_counts", "plot_qq_sampled", "neg_log10"]
 
 
 #: figures of one 6 x 4 in panel made here (``ax=None``): fixed margins, saved without
 #: ``bbox_inches="tight"``, whose extra layout pass is a third to half of drawing such a figure
 _FIXED_MARGINS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def neg_log10(p: Any) -> np.ndarray:
+    """``-log10 p`` of p-values (array-like) for plotting, p clipped to ``[1e-300, 1]``."""
+    return -np.log10(np.clip(np.asarray(p, dtype=float), 1e-300, 1))
 
 
 def _axes(ax: Any) -> Any:
@@ -209,7 +214,7 @@ def plot_qq_sampled(counts: np.ndarray, p_tail: np.ndarray, n_tests: int, thresh
     p = np.sort(np.asarray(p_tail, dtype=float))
     if p.size:
         exp = -np.log10((np.arange(1, p.size + 1) - 0.5) / max(n_tests, p.size))
-        ax.plot(exp, -np.log10(np.clip(p, 1e-300, 1)), ".", ms=3, color="C3",
+        ax.plot(exp, neg_log10(p), ".", ms=3, color="C3",
                 label=f"{p.size:,} pairs with p <= {threshold:g} (exact)")
     lim = -np.log10(0.5 / max(n_tests, 1))
     ax.plot([0, lim], [0, lim], color="k", lw=0.8)
@@ -245,7 +250,7 @@ def plot_gene_manhattan(genes: pd.DataFrame, *, fdr: float = 0.05, ax: Any = Non
     df["contig"] = df["contig"].astype(str)
     order = sorted(df["contig"].unique(), key=lambda c: (0, int(c)) if c.isdigit() else (1, c))
     offset, ticks = 0.0, []
-    y = -np.log10(np.clip(df[pcol].to_numpy(dtype=float), 1e-300, 1))
+    y = neg_log10(df[pcol])
     sig = (df["qval"] <= fdr).to_numpy() if "qval" in df else np.zeros(len(df), bool)
     for i, c in enumerate(order):
         m = (df["contig"] == c).to_numpy()
@@ -281,8 +286,8 @@ def plot_permutation_pvalues(cis_df: pd.DataFrame, *, fdr: float = 0.05, ax: Any
     phenotype), eGenes at ``fdr`` highlighted; the diagonal marks agreement."""
     ax = _axes(ax)
     sig = (cis_df["qval"] <= fdr).to_numpy() if "qval" in cis_df else np.zeros(len(cis_df), bool)
-    x = -np.log10(np.clip(cis_df["pval_perm"].to_numpy(dtype=float), 1e-300, 1))
-    y = -np.log10(np.clip(cis_df["pval_beta"].to_numpy(dtype=float), 1e-300, 1))
+    x = neg_log10(cis_df["pval_perm"])
+    y = neg_log10(cis_df["pval_beta"])
     ax.plot(x[~sig], y[~sig], ".", ms=3, color="0.5", label="not significant")
     ax.plot(x[sig], y[sig], ".", ms=5, color="C3", label=f"q <= {fdr:g}")
     finite = np.isfinite(x)  # the diagonal up to the smallest empirical p (1 / (B + 1))
@@ -310,7 +315,7 @@ def plot_locus(region: pd.DataFrame, *, lead: str, title: str = "", axes: Any = 
     is_lead = (region["variant_id"] == lead).to_numpy()
     in_cs = region["in_cs"].to_numpy(dtype=bool) if "in_cs" in region else np.zeros(len(region), bool)
     for ax, col, label in ((axes[0], "p_gwas", "GWAS"), (axes[1], "p_eqtl", "eQTL")):
-        y = -np.log10(np.clip(region[col].to_numpy(dtype=float), 1e-300, 1))
+        y = neg_log10(region[col])
         sc = ax.scatter(pos[~is_lead], y[~is_lead], c=r2[~is_lead], cmap="viridis", vmin=0, vmax=1,
                         s=12)
         ax.scatter(pos[is_lead], y[is_lead], marker="D", s=50, color="C3", label=f"lead {lead}")
