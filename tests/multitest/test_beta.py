@@ -273,3 +273,14 @@ def test_fit_true_df__interpolant_refused_or_rejected_falls_back_to_exact(monkey
     df, converged, pvals = _fit_true_df_pvals(row, 490.0)
     assert calls and converged and df == exact
     np.testing.assert_array_equal(pvals, pval_from_r2(row, df))
+
+
+def test_shape1_mom_1d__equals_shape1_mom_bit_for_bit():
+    """The secant's method-of-moments shape (mean computed once, no NaN masks) is
+    ``_shape1_mom``'s value bit for bit on NaN-free 1-D input."""
+    from dqtl.multitest.beta import _shape1_mom, _shape1_mom_1d
+
+    rng = np.random.default_rng(9)
+    for size in (2, 3, 17, 1000, 10_001):
+        p = rng.beta(1.1, 30.0, size=size)
+        assert _shape1_mom_1d(p) == float(_shape1_mom(p))
