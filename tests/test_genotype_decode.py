@@ -1,4 +1,4 @@
-"""The fast diploid decoder (uint16 pair table) equals the general decoder bit for bit."""
+"""The fast diploid decoder (allele sums, uint16 pair table) equals the general decoder bit for bit."""
 
 from __future__ import annotations
 
@@ -8,12 +8,21 @@ import pytest
 from dqtl.kernels.genotypes import allele_stats, decode_block
 
 
+@pytest.mark.parametrize("alleles", ["any", "biallelic"])
 @pytest.mark.parametrize("seed", range(12))
-def test_decode_block__diploid_table_equals_general_path(seed):
+def test_decode_block__diploid_table_equals_general_path(seed, alleles):
+    """Both int8 diploid paths (the allele-sum path of biallelic blocks, the pair table of any
+    other) equal the general decoder."""
     rng = np.random.default_rng(seed)
     v, n = int(rng.integers(1, 300)), int(rng.integers(0, 60))
-    codes = np.array([-2, -1, 0, 1, 2, 3], dtype=np.int8)  # non-present, missing, REF, ALTs
-    gt = rng.choice(codes, p=[0.01, 0.03, 0.5, 0.4, 0.03, 0.03], size=(v, n, 2))
+    if alleles == "any":
+        codes = np.array([-2, -1, 0, 1, 2, 3], dtype=np.int8)  # non-present, missing, REF, ALTs
+        gt = rng.choice(codes, p=[0.01, 0.03, 0.5, 0.4, 0.03, 0.03], size=(v, n, 2))
+    else:  # -1, 0, 1 only: missing alleles in a few rows (the table decodes those rows)
+        gt = rng.choice(np.array([0, 1], dtype=np.int8), size=(v, n, 2))
+        if n:
+            rows = rng.choice(v, size=int(rng.integers(0, v // 4 + 2)))
+            gt[rows, rng.integers(0, n, size=rows.size), rng.integers(0, 2, size=rows.size)] = -1
     if seed % 3 == 0:
         gt[gt < 0] = 0  # no missing calls at all
     idx = rng.permutation(n)[: int(rng.integers(0, n + 1))] if seed % 2 else np.arange(n)

@@ -263,6 +263,33 @@ def _pair_codes() -> np.ndarray:
 _PAIR_INT8 = _pair_codes()
 
 
+def _diploid_codes(block: np.ndarray, sample_index: np.ndarray | None) -> np.ndarray:
+    """The int8 dosage codes of :data:`_PAIR_INT8` (-1: a missing allele) of C-ordered diploid
+    calls, on the samples ``sample_index`` (None: all), C-ordered.
+
+    Biallelic calls (every allele -1, 0 or 1, the common case) are the sum of the two allele
+    bytes, 3x faster than the table lookup, except where an allele is missing: the rows with a
+    -1 take the table. Any other allele value (multiallelic indices, the -2 fill of mixed
+    ploidy) sends the block through the table, whose semantics are the definition.
+    """
+    v, n_all = block.shape[:2]
+    alleles = block.reshape(v, 2 * n_all)
+    if v and n_all and (row_min := alleles.min(axis=1)).min() >= -1 and alleles.max() <= 1:
+        calls = block
+        if sample_index is not None:  # both alleles of a call as one uint16: one item per call
+            calls = block.view(np.uint16).reshape(v, n_all).take(sample_index, axis=1)
+            calls = calls.view(np.int8).reshape(v, -1, 2)
+        codes = np.add(calls[:, :, 0], calls[:, :, 1])  # int8, C-ordered
+        rows = np.flatnonzero(row_min < 0)  # rows with a missing allele (in any sample)
+        if rows.size:
+            codes[rows] = _PAIR_INT8[calls[rows].view(np.uint16).reshape(rows.size, -1)]
+        return codes
+    pairs = block.view(np.uint16).reshape(v, n_all)
+    if sample_index is not None:
+        pairs = pairs.take(sample_index, axis=1)  # C-ordered (pairs[:, idx] is F-ordered)
+    return _PAIR_INT8[pairs]
+
+
 def _decode_diploid(block: np.ndarray, sample_index: np.ndarray, maf_threshold: float) -> DecodedBlock:
     """:func:`decode_block` for C-ordered diploid int8 calls on the host, bit for bit.
 
@@ -272,11 +299,9 @@ def _decode_diploid(block: np.ndarray, sample_index: np.ndarray, maf_threshold: 
     call take the float path of :func:`impute_mean` unchanged.
     """
     v, n_all = block.shape[:2]
-    pairs = block.view(np.uint16).reshape(v, n_all)
-    if not (len(sample_index) == n_all and np.array_equal(sample_index, np.arange(n_all))):
-        pairs = pairs.take(sample_index, axis=1)  # C-ordered (pairs[:, idx] is F-ordered)
-    n = pairs.shape[1]
-    codes = _PAIR_INT8[pairs]
+    subset = not (len(sample_index) == n_all and np.array_equal(sample_index, np.arange(n_all)))
+    codes = _diploid_codes(block, sample_index if subset else None)
+    n = codes.shape[1]
     G = codes.astype(np.float64)
     n_missing = np.zeros(v, dtype=np.int64)
     if not n:
