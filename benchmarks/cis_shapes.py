@@ -133,6 +133,19 @@ print({threads} * reps * 2 * 1000 * n * v / best / 1e9)
     return {"gflops": rate, "seconds": total_flop / (rate * 1e9)}
 
 
+def check_tensorqtl_qvalues(python: str) -> None:
+    """tensorQTL's CLI writes ``qval`` (the eGenes compared) only through R's qvalue via rpy2;
+    without them it warns and writes no q-values, and the comparison would fail after its first
+    run: fail at once, with the fix."""
+    r = subprocess.run([python, "-c", "import tensorqtl.rfunc"], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(
+            f"{python} cannot import tensorqtl.rfunc (R's qvalue via rpy2), so tensorQTL would write "
+            f"no q-values:\n{r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ''}\n"
+            "install R with qvalue (apt-get install r-base-core r-bioc-qvalue) and, in tensorQTL's "
+            "venv, pip install 'rpy2==3.5.17' (rpy2 3.6 needs R >= 4.5); see benchmarks/README.md")
+
+
 def read_cis(path: Path) -> Any:
     import pandas as pd
 
@@ -175,6 +188,7 @@ def main() -> int:
     from cis_permutations import window_sizes
 
     tq = args.tensorqtl_python
+    check_tensorqtl_qvalues(tq)
     # the console script of this interpreter's environment, as a venv user starts it (a shim on
     # PATH, e.g. pyenv's, adds its own start-up: 0.05 s here; tensorQTL runs from its venv python)
     script = Path(sys.executable).with_name("dqtl")
