@@ -11,15 +11,18 @@ covariates; categorical covariates are one-hot encoded (first level dropped) wit
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from dqtl.errors import InputError
+from dqtl.io.bgzf import BGZF_THREADED_BYTES, BGZF_THREADED_MAX, read_bgzf
 from dqtl.io.fs import absolute, basename, exists, is_url, storage_options
 from dqtl.io.samples import align_samples, check_unique
 
@@ -44,10 +47,19 @@ def _read_table(path: str) -> pd.DataFrame:
     try:
         if name.endswith(".parquet"):
             return pd.read_parquet(path, **kw)
+        source: Any = path
+        if name.endswith(".gz") and not kw and BGZF_THREADED_BYTES <= os.path.getsize(path) < BGZF_THREADED_MAX:
+            from dqtl.compute import local_workers
+
+            text = read_bgzf(path, local_workers())  # bgzip's blocks inflated on threads
+            if text is not None:
+                source, kw = io.BytesIO(text), {"compression": None}
         # read the header row raw: pandas would silently rename duplicated column names
-        header = pd.read_csv(path, sep="\t", header=None, nrows=1, dtype=str, **kw).iloc[0].tolist()
+        header = pd.read_csv(source, sep="\t", header=None, nrows=1, dtype=str, **kw).iloc[0].tolist()
+        if isinstance(source, io.BytesIO):
+            source.seek(0)
         try:
-            df = pd.read_csv(path, sep="\t", header=None, skiprows=1, dtype={0: str},
+            df = pd.read_csv(source, sep="\t", header=None, skiprows=1, dtype={0: str},
                              low_memory=False, **kw)
         except pd.errors.EmptyDataError:
             raise InputError(f"{path} has a header but no data rows") from None
