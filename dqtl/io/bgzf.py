@@ -1,15 +1,17 @@
 """BGZF compression and tabix indexes in pure Python (SAM/BAM specification section 4.1 and
 htslib's tabix format), for the bgzipped, indexed text files dqtl writes (VCF, BED), and the
-threaded BGZF reader of large phenotype BED files (:func:`read_bgzf`)."""
+threaded BGZF reader of large phenotype BED files (:func:`open_bgzf`)."""
 
 from __future__ import annotations
 
+import io
+import os
 import struct
 import zlib
 from collections.abc import Sequence
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-__all__ = ["BgzfWriter", "TabixIndex", "read_bgzf", "BGZF_THREADED_BYTES", "BGZF_THREADED_MAX"]
+__all__ = ["BgzfWriter", "TabixIndex", "open_bgzf", "BGZF_THREADED_BYTES"]
 
 _BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
 _BGZF_MAX_INPUT = 0xFF00
@@ -116,75 +118,130 @@ class TabixIndex:
         return b"".join(parts)
 
 
-#: BGZF files of at least this many bytes, and below :data:`BGZF_THREADED_MAX`, are inflated on
-#: threads into memory (smaller: the usual gzip reader; larger: streamed by pandas, which never
-#: holds the whole text: 2-4x the compressed size, held twice while the parts are joined; at 180
-#: MiB compressed the threaded read peaked 376 MiB above the streamed one)
+#: BGZF files of at least this many bytes are read by :func:`open_bgzf` (smaller: the usual
+#: gzip reader)
 BGZF_THREADED_BYTES = 1 << 20
-BGZF_THREADED_MAX = 32 << 20
+#: compressed bytes per inflating task of :func:`open_bgzf` (~16 members; 2-4 MiB of text)
+_BGZF_TASK_BYTES = 1 << 20
 
 
-def read_bgzf(path: str, threads: int) -> bytes | None:
-    """The decompressed bytes of a local BGZF file (bgzip's blocked gzip, as tabix-indexed BED
-    files are), or None when ``path`` is not BGZF (plain gzip: the caller's usual reader).
+def open_bgzf(path: str, threads: int) -> BinaryIO | None:
+    """A binary stream of the decompressed text of a local BGZF file (bgzip's blocked gzip, as
+    tabix-indexed BED files are), or None when ``path`` is not BGZF (plain gzip, or any member
+    without the BGZF size field: the caller's usual reader).
 
     BGZF is a series of independent gzip members of at most 64 KiB, each giving its size in a
-    ``BC`` extra field, so the members are inflated on ``threads`` threads (zlib releases the
-    GIL; one thread inflates ~200 MB/s of text here). Every member's CRC-32 and length are
-    checked (zlib's gzip trailer check); a member that does not decode is an :class:`InputError`
-    naming its byte offset.
+    ``BC`` extra field: the member headers are scanned first (seek and read 18+ bytes each), then
+    runs of members of ~1 MiB are read and inflated on ``threads`` threads (zlib releases the
+    GIL; one thread inflates ~200 MB/s of text here), at most ``2 * threads`` runs ahead of the
+    reader, in order: the reader (pandas' parser) and the inflating overlap, and the memory held
+    is a few MiB whatever the file's size. Every member's CRC-32 and length are checked (zlib's
+    gzip trailer check); a member that does not decode raises :class:`InputError` naming its
+    byte offset. Close the stream (a context manager) to stop its threads.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from dqtl.errors import InputError
-
-    with open(path, "rb") as f:
-        data = f.read()
-    offsets = _bgzf_members(data)
-    if offsets is None:
+    members = _bgzf_members(path)
+    if members is None:
         return None
-    view = memoryview(data)
-
-    def inflate(first: int, last: int) -> bytes:
-        out = []
-        for a, b in zip(offsets[first:last], offsets[first + 1:last + 1], strict=True):
-            d = zlib.decompressobj(31)  # gzip wrapper: header and CRC-32/length trailer checked
-            try:
-                out.append(d.decompress(view[a:b]))
-                ok = d.eof and not d.unused_data
-            except zlib.error as exc:
-                raise InputError(f"{path}: the gzip block at byte {a:,} does not decode ({exc}); "
-                                 "the file is corrupt: compress it again with bgzip") from None
-            if not ok:
-                raise InputError(f"{path}: the gzip block at byte {a:,} is incomplete; the file is "
-                                 "truncated or corrupt: compress it again with bgzip")
-        return b"".join(out)
-
-    n = len(offsets) - 1
-    parts = max(1, min(4 * threads, n))
-    cuts = [round(i * n / parts) for i in range(parts + 1)]
-    if threads <= 1 or parts == 1:
-        return inflate(0, n)
-    with ThreadPoolExecutor(threads, thread_name_prefix="dqtl-bgzf") as pool:
-        return b"".join(pool.map(inflate, cuts[:-1], cuts[1:]))
+    return io.BufferedReader(_BgzfStream(path, members, max(1, int(threads))), buffer_size=1 << 20)
 
 
-def _bgzf_members(data: bytes) -> list[int] | None:
-    """Start offsets of the BGZF members of ``data`` and its length (None: not BGZF)."""
-    n, pos, offsets = len(data), 0, []
-    while pos < n:
-        if n - pos < 18 or data[pos:pos + 4] != b"\x1f\x8b\x08\x04":  # gzip, deflate, FEXTRA
-            return None
-        end = pos + 12 + int.from_bytes(data[pos + 10:pos + 12], "little")
-        i, size = pos + 12, 0
-        while i + 4 <= end:  # the extra subfields: BC (66, 67) holds the member size - 1
-            length = int.from_bytes(data[i + 2:i + 4], "little")
-            if data[i] == 66 and data[i + 1] == 67 and length == 2:
-                size = int.from_bytes(data[i + 4:i + 6], "little") + 1
-            i += 4 + length
-        if size < 18 or pos + size > n:
-            return None
-        offsets.append(pos)
-        pos += size
+def _bgzf_members(path: str) -> list[int] | None:
+    """Start offsets of the BGZF members of ``path`` and its size (None: not BGZF)."""
+    n = os.path.getsize(path)
+    pos, offsets = 0, []
+    with open(path, "rb") as f:
+        while pos < n:
+            f.seek(pos)
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"\x1f\x8b\x08\x04":  # gzip, deflate, FEXTRA
+                return None
+            extra = f.read(int.from_bytes(head[10:12], "little"))
+            i, size = 0, 0
+            while i + 4 <= len(extra):  # the extra subfields: BC (66, 67) holds the size - 1
+                length = int.from_bytes(extra[i + 2:i + 4], "little")
+                if extra[i] == 66 and extra[i + 1] == 67 and length == 2:
+                    size = int.from_bytes(extra[i + 4:i + 6], "little") + 1
+                i += 4 + length
+            if size < 18 or pos + size > n:
+                return None
+            offsets.append(pos)
+            pos += size
     offsets.append(n)
     return offsets if len(offsets) > 1 else None
+
+
+class _BgzfStream(io.RawIOBase):
+    """The raw stream of :func:`open_bgzf`: runs of members inflated ahead on a thread pool."""
+
+    def __init__(self, path: str, members: list[int], threads: int) -> None:
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._path = path
+        self._members = members
+        self._runs: list[tuple[int, int]] = []  # member index ranges of ~_BGZF_TASK_BYTES
+        first = 0
+        for k in range(1, len(members)):
+            if members[k] - members[first] >= _BGZF_TASK_BYTES or k == len(members) - 1:
+                self._runs.append((first, k))
+                first = k
+        self._file = open(path, "rb")  # noqa: SIM115 (closed by close())
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="dqtl-bgzf")
+        self._ahead = 2 * threads
+        self._pending: deque[Any] = deque()
+        self._next = 0
+        self._view = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def _submit(self) -> None:
+        while len(self._pending) < self._ahead and self._next < len(self._runs):
+            a, b = self._runs[self._next]
+            self._next += 1
+            self._file.seek(self._members[a])
+            data = self._file.read(self._members[b] - self._members[a])
+            bounds = [m - self._members[a] for m in self._members[a:b + 1]]
+            self._pending.append(self._pool.submit(_inflate_members, self._path, data, bounds,
+                                                   self._members[a]))
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._view:
+            self._submit()
+            if not self._pending:
+                return 0
+            self._view = memoryview(self._pending.popleft().result())
+        n = min(len(buffer), len(self._view))
+        buffer[:n] = self._view[:n]
+        self._view = self._view[n:]
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            for fut in self._pending:
+                fut.cancel()
+            self._pending.clear()
+            self._pool.shutdown(wait=True)
+            self._file.close()
+        super().close()
+
+
+def _inflate_members(path: str, data: bytes, bounds: list[int], base: int) -> bytes:
+    """The text of consecutive BGZF members (``data[bounds[i]:bounds[i + 1]]``; ``base``: the
+    file offset of ``data``, for errors)."""
+    from dqtl.errors import InputError
+
+    view = memoryview(data)
+    out = []
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        d = zlib.decompressobj(31)  # gzip wrapper: header and CRC-32/length trailer checked
+        try:
+            out.append(d.decompress(view[a:b]))
+            ok = d.eof and not d.unused_data
+        except zlib.error as exc:
+            raise InputError(f"{path}: the gzip block at byte {base + a:,} does not decode ({exc}); "
+                             "the file is corrupt: compress it again with bgzip") from None
+        if not ok:
+            raise InputError(f"{path}: the gzip block at byte {base + a:,} is incomplete; the file "
+                             "is truncated or corrupt: compress it again with bgzip")
+    return b"".join(out)

@@ -15,14 +15,13 @@ import io
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from dqtl.errors import InputError
-from dqtl.io.bgzf import BGZF_THREADED_BYTES, BGZF_THREADED_MAX, read_bgzf
+from dqtl.io.bgzf import BGZF_THREADED_BYTES, open_bgzf
 from dqtl.io.fs import absolute, basename, exists, is_url, storage_options
 from dqtl.io.samples import align_samples, check_unique
 
@@ -40,6 +39,11 @@ log = logging.getLogger(__name__)
 _BED_POS = ["chr", "start", "end"]
 
 
+def _header_row(line: bytes) -> list[str]:
+    """The fields of a table's first line, as ``pd.read_csv(..., nrows=1, dtype=str)`` reads them."""
+    return pd.read_csv(io.BytesIO(line), sep="\t", header=None, nrows=1, dtype=str).iloc[0].tolist()
+
+
 def _read_table(path: str) -> pd.DataFrame:
     """A tab-separated (optionally gzipped) or parquet table from a local path or URL."""
     name = basename(path).lower()
@@ -47,22 +51,26 @@ def _read_table(path: str) -> pd.DataFrame:
     try:
         if name.endswith(".parquet"):
             return pd.read_parquet(path, **kw)
-        source: Any = path
-        if name.endswith(".gz") and not kw and BGZF_THREADED_BYTES <= os.path.getsize(path) < BGZF_THREADED_MAX:
+        stream = None
+        if name.endswith(".gz") and not kw and os.path.getsize(path) >= BGZF_THREADED_BYTES:
             from dqtl.compute import local_workers
 
-            text = read_bgzf(path, local_workers())  # bgzip's blocks inflated on threads
-            if text is not None:
-                source, kw = io.BytesIO(text), {"compression": None}
-        # read the header row raw: pandas would silently rename duplicated column names
-        header = pd.read_csv(source, sep="\t", header=None, nrows=1, dtype=str, **kw).iloc[0].tolist()
-        if isinstance(source, io.BytesIO):
-            source.seek(0)
-        try:
-            df = pd.read_csv(source, sep="\t", header=None, skiprows=1, dtype={0: str},
-                             low_memory=False, **kw)
-        except pd.errors.EmptyDataError:
-            raise InputError(f"{path} has a header but no data rows") from None
+            stream = open_bgzf(path, local_workers())  # bgzip's blocks inflated on threads
+        if stream is not None:
+            with stream:
+                # the header row raw: pandas would silently rename duplicated column names
+                header = _header_row(stream.readline())
+                try:
+                    df = pd.read_csv(stream, sep="\t", header=None, dtype={0: str}, low_memory=False)
+                except pd.errors.EmptyDataError:
+                    raise InputError(f"{path} has a header but no data rows") from None
+        else:
+            header = pd.read_csv(path, sep="\t", header=None, nrows=1, dtype=str, **kw).iloc[0].tolist()
+            try:
+                df = pd.read_csv(path, sep="\t", header=None, skiprows=1, dtype={0: str},
+                                 low_memory=False, **kw)
+            except pd.errors.EmptyDataError:
+                raise InputError(f"{path} has a header but no data rows") from None
         if df.shape[1] != len(header):
             raise InputError(
                 f"cannot parse {path}: the header has {len(header)} columns but the rows have "
@@ -70,7 +78,7 @@ def _read_table(path: str) -> pd.DataFrame:
             )
         df.columns = [str(h) for h in header]
         return df
-    except FileNotFoundError:
+    except (FileNotFoundError, InputError):
         raise
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
         if isinstance(exc, FileNotFoundError):
