@@ -27,7 +27,7 @@ import xarray as xr
 from dqtl.errors import InputError
 from dqtl.io.genotypes import normalize_contig, open_genotypes
 from dqtl.io.samples import align_samples
-from dqtl.kernels.linalg import Residualizer
+from dqtl.kernels.linalg import Residualizer, row_dots
 from dqtl.variables import validate
 
 __all__ = [
@@ -104,16 +104,6 @@ def covariate_matrix(
     return C, [str(x) for x in covariates["covariate_id"].values]
 
 
-def _row_norms(X: np.ndarray, rows: int = 256) -> np.ndarray:
-    """``np.linalg.norm(X, axis=1)`` bit for bit (the same reduction of each row's squares), in
-    blocks of ``rows`` rows: no (phenotypes, samples) temporaries (160 MB each at 20,000 x 1,000)."""
-    out = np.empty(X.shape[0])
-    for a in range(0, X.shape[0], rows):
-        x = X[a:a + rows]
-        out[a:a + rows] = np.sqrt(np.add.reduce(x * x, axis=1))
-    return out
-
-
 def prepare_phenotype_groups(
     vals: np.ndarray,
     C: np.ndarray | None,
@@ -188,8 +178,9 @@ def prepare_phenotype_groups(
             )
         P = vals[rows_a] if sidx is None else vals[rows_a][:, sidx]
         R = res.transform(P)
-        norm = _row_norms(R)
-        zero = norm <= 1e-12 * np.maximum(_row_norms(P), 1e-300)
+        # np.linalg.norm(., axis=1) bit for bit, without (phenotypes, samples) temporaries
+        norm = np.sqrt(row_dots(R, R))
+        zero = norm <= 1e-12 * np.maximum(np.sqrt(row_dots(P, P)), 1e-300)
         if zero.any():  # fully explained by the covariates: nothing left to test
             explained += int(zero.sum())
             rows_a, R, norm, P = rows_a[~zero], R[~zero], norm[~zero], P[~zero]

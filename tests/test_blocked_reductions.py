@@ -1,5 +1,5 @@
-"""Reductions done in row blocks to avoid (phenotypes x samples) temporaries give the bits of the
-whole-matrix reduction they replaced: the trans null sketch and the plan's row norms."""
+"""Reductions done in row blocks to avoid (phenotypes x samples) temporaries (``row_dots``) give
+the bits of the whole-matrix reduction they replaced: the plan's row norms, the trans null sketch."""
 
 from __future__ import annotations
 
@@ -9,16 +9,19 @@ import numpy as np
 import pytest
 
 import dqtl.kernels.trans as kt
-import dqtl.study as study
 from dqtl.association.trans import run_trans
+from dqtl.kernels.linalg import row_dots
 from tests.association.test_trans import make_data
 
 
-def test_row_norms__equal_numpy_norm_bit_for_bit():
+def test_row_dots__equal_whole_matrix_reductions_bit_for_bit():
     rng = np.random.default_rng(0)
     for m, n, scale in ((0, 5, 1.0), (1, 1, 1e-300), (255, 90, 1.0), (257, 1000, 1e3), (800, 37, 1e-8)):
         X = rng.standard_normal((m, n)) * scale
-        np.testing.assert_array_equal(study._row_norms(X), np.linalg.norm(X, axis=1))
+        g = rng.standard_normal(n)
+        np.testing.assert_array_equal(np.sqrt(row_dots(X, X)), np.linalg.norm(X, axis=1))
+        for rows in (1, 7, 256):
+            np.testing.assert_array_equal(row_dots(X, g, rows=rows), (X * g).sum(axis=1))
 
 
 @pytest.mark.parametrize("rows", [1, 5])

@@ -19,7 +19,7 @@ import scipy.linalg
 from dqtl.errors import InputError
 from dqtl.kernels.genotypes import get_array_module
 
-__all__ = ["Residualizer", "residual_norm2"]
+__all__ = ["Residualizer", "residual_norm2", "row_dots"]
 
 log = logging.getLogger(__name__)
 
@@ -179,3 +179,22 @@ def residual_norm2(G: Any, Q: Any, *, centred: bool = False) -> Any:
     D = xp.einsum("ij,jk->ik", Gc, Q)
     out = xp.einsum("ij,ij->i", Gc, Gc) - xp.einsum("ij,ij->i", D, D)
     return xp.maximum(out, 0.0)
+
+
+def row_dots(A: Any, B: Any, *, rows: int = 256) -> Any:
+    """``(A * B).sum(axis=1)`` bit for bit (each row the same reduction of the same products),
+    ``rows`` rows at a time in one reused buffer: no temporary of the size of ``A`` (160 MB at
+    20,000 phenotypes x 1,000 samples). ``B``: a row broadcast against every row of ``A``, or
+    an array of ``A``'s shape (``row_dots(X, X)``: the squared row norms of
+    ``np.linalg.norm(X, axis=1)``)."""
+    xp = get_array_module(A)
+    m = int(A.shape[0])
+    out = xp.empty(m, dtype=xp.result_type(A, B))
+    if m == 0:
+        return out
+    buf = xp.empty((min(rows, m), A.shape[1]), dtype=out.dtype)
+    each = B.ndim == A.ndim
+    for a in range(0, m, rows):
+        b = min(a + rows, m)
+        out[a:b] = xp.multiply(A[a:b], B[a:b] if each else B, out=buf[: b - a]).sum(axis=1)
+    return out

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from dqtl.kernels.genotypes import decode_block, get_array_module, to_host
-from dqtl.kernels.linalg import residual_norm2
+from dqtl.kernels.linalg import residual_norm2, row_dots
 from dqtl.kernels.stats import float32_tolerance, stats_from_r
 
 __all__ = [
@@ -304,16 +304,9 @@ def sampled_pvalue_counts(block: Any, pg: PreparedGroup, grp: GroupTile, v0: int
     P = xp.asarray(grp.P)
     g_norm = to_host(pg.g_norm)[rows]
     npheno = int(P.shape[0])
-    # the products of :data:`_SKETCH_ROWS` phenotypes at a time in one reused buffer (in cache;
-    # the whole P * g was a (phenotypes, samples) temporary per variant: 160 MB at 20,000 x
-    # 1,000); each row's sum is the same reduction of the same values, so bit for bit the same
-    buf = xp.empty((min(_SKETCH_ROWS, npheno), P.shape[1]), dtype=xp.result_type(P, Gc))
-    prod = xp.empty(npheno, dtype=buf.dtype)
     for i, row in enumerate(rows):
-        for a in range(0, npheno, _SKETCH_ROWS):
-            b = min(a + _SKETCH_ROWS, npheno)
-            prod[a:b] = xp.multiply(P[a:b], Gc[i], out=buf[: b - a]).sum(axis=1)
-        r = to_host(prod) / g_norm[i]
+        # (P * g).sum(axis=1) bit for bit, without a (phenotypes, samples) temporary per variant
+        r = to_host(row_dots(P, Gc[i], rows=_SKETCH_ROWS)) / g_norm[i]
         gv = row + v0
         keep = ~((gv >= grp.cis_lo) & (gv < grp.cis_hi))
         if not keep.any():
