@@ -11,10 +11,12 @@ covariates; categorical covariates are one-hot encoded (first level dropped) wit
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -51,24 +53,23 @@ def _read_table(path: str) -> pd.DataFrame:
     try:
         if name.endswith(".parquet"):
             return pd.read_parquet(path, **kw)
-        stream = None
-        if name.endswith(".gz") and not kw and os.path.getsize(path) >= BGZF_THREADED_BYTES:
-            from dqtl.compute import local_workers
+        with contextlib.ExitStack() as stack:
+            stream = None
+            if name.endswith(".gz") and not kw and os.path.getsize(path) >= BGZF_THREADED_BYTES:
+                from dqtl.compute import local_workers
 
-            stream = open_bgzf(path, local_workers())  # bgzip's blocks inflated on threads
-        if stream is not None:
-            with stream:
-                # the header row raw: pandas would silently rename duplicated column names
+                stream = open_bgzf(path, local_workers())  # bgzip's blocks inflated on threads
+            # the header row read raw: pandas would silently rename duplicated column names
+            if stream is not None:
+                stack.enter_context(stream)
                 header = _header_row(stream.readline())
-                try:
-                    df = pd.read_csv(stream, sep="\t", header=None, dtype={0: str}, low_memory=False)
-                except pd.errors.EmptyDataError:
-                    raise InputError(f"{path} has a header but no data rows") from None
-        else:
-            header = pd.read_csv(path, sep="\t", header=None, nrows=1, dtype=str, **kw).iloc[0].tolist()
+                body: Any = stream
+                body_kw: dict = {}
+            else:
+                header = pd.read_csv(path, sep="\t", header=None, nrows=1, dtype=str, **kw).iloc[0].tolist()
+                body, body_kw = path, {"skiprows": 1, **kw}
             try:
-                df = pd.read_csv(path, sep="\t", header=None, skiprows=1, dtype={0: str},
-                                 low_memory=False, **kw)
+                df = pd.read_csv(body, sep="\t", header=None, dtype={0: str}, low_memory=False, **body_kw)
             except pd.errors.EmptyDataError:
                 raise InputError(f"{path} has a header but no data rows") from None
         if df.shape[1] != len(header):
@@ -81,8 +82,6 @@ def _read_table(path: str) -> pd.DataFrame:
     except (FileNotFoundError, InputError):
         raise
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
         raise InputError(
             f"cannot parse {path}: {' '.join(str(exc).split())}; expected a tab-separated table"
         ) from None
