@@ -166,3 +166,29 @@ def test_cli_cis__failure_after_first_contig_leaves_no_partial_files(tmp_path, s
     assert rc == 2
     assert list(tmp_path.iterdir()) == []
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_cli_cis__corrupt_bgzip_block_one_line_exit_2_no_output(tmp_path, store, capsys, monkeypatch):
+    """A bgzipped BED read as a stream (files of 1 MiB or more; the bound lowered here): a member
+    that does not decode is one error line naming its byte offset, exit 2, no output file."""
+    import dqtl.io.phenotypes as ph
+    from dqtl.io.bgzf import BgzfWriter
+
+    path = tmp_path / "b.bed.gz"
+    with open(path, "wb") as raw, BgzfWriter(raw) as w:
+        w.write(gzip.decompress(BED.read_bytes()))
+    data = bytearray(path.read_bytes())
+    second = data.index(b"\x1f\x8b\x08\x04", 1)
+    data[second + 40] ^= 0xFF
+    path.write_bytes(bytes(data))
+    monkeypatch.setattr(ph, "BGZF_THREADED_BYTES", 1)
+    (tmp_path / "out").mkdir()
+    rc = main(["cis", str(store), str(path), str(tmp_path / "out" / "x"), "--covariates", str(COV),
+               "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    lines = [ln for ln in err.splitlines() if "error" in ln.lower()]
+    assert len(lines) == 1, err
+    assert f"block at byte {second:,}" in lines[0], lines[0]
+    assert "Traceback" not in err
+    assert list((tmp_path / "out").iterdir()) == []
