@@ -31,6 +31,7 @@ import pandas as pd
 import xarray as xr
 
 from dqtl.errors import InputError
+from dqtl.io.variant_ids import variant_rows
 
 __all__ = ["read_contexts", "context_phenotypes", "run_cis_contexts", "SEP"]
 
@@ -265,6 +266,14 @@ def context_calls(plan: Any, tables: dict[str, pd.DataFrame], *, fdr: float) -> 
     return out
 
 
+def _gene_windows(plan: Any, genes: np.ndarray, pidx: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Each gene's cis window (variant rows ``[lo, hi)``; all variants for a gene not in the plan)."""
+    i = np.array([pidx.get(str(g), -1) for g in genes], dtype=np.int64)
+    lo = np.where(i >= 0, plan.window_lo[np.maximum(i, 0)], 0)
+    hi = np.where(i >= 0, plan.window_hi[np.maximum(i, 0)], plan.n_variants)
+    return lo, hi
+
+
 def lead_pair_stats(plan: Any, genes: np.ndarray, variants: np.ndarray, names: Sequence[str]
                     ) -> dict[str, np.ndarray]:
     """Slope, standard error and p of each (gene, variant) pair in every context (NaN where the
@@ -272,14 +281,13 @@ def lead_pair_stats(plan: Any, genes: np.ndarray, variants: np.ndarray, names: S
     from dqtl.kernels.genotypes import decode_block
     from dqtl.kernels.stats import stats_from_r
 
-    vid = np.asarray(plan.genotypes["variant_id"].values).astype(str)
-    vpos = pd.Index(vid)
-    vrow = vpos.get_indexer(variants)
+    pidx = {p: i for i, p in enumerate(plan.phenotype_id.astype(str))}
+    vrow = variant_rows(plan.genotypes, variants, source="the lead pairs",
+                        windows=_gene_windows(plan, genes, pidx))
     uniq = np.unique(vrow[vrow >= 0])
     arr = plan.genotype_array()
     block = np.asarray(arr[uniq].compute()) if uniq.size else np.zeros((0,))
     where = plan.group_of()
-    pidx = {p: i for i, p in enumerate(plan.phenotype_id.astype(str))}
     shape = (len(genes), len(names))
     slope, se, pval = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
     if uniq.size == 0:
@@ -332,12 +340,15 @@ def _plots(plan: Any, table: pd.DataFrame, names: Sequence[str], prefix: str, pu
         return
     cand["best"] = cand[pcols].min(axis=1)
     cand = cand.nsmallest(top, "best")
-    vid = pd.Index(np.asarray(plan.genotypes["variant_id"].values).astype(str))
     arr = plan.genotype_array()
     where = plan.group_of()
     pidx = {p: i for i, p in enumerate(plan.phenotype_id.astype(str))}
-    for _, row in cand.iterrows():
-        v = int(vid.get_loc(row["variant_id"]))
+    genes = cand["phenotype_id"].astype(str).to_numpy()
+    rows = variant_rows(plan.genotypes, cand["variant_id"], source="the lead pairs",
+                        windows=_gene_windows(plan, genes, pidx))
+    for v, (_, row) in zip(rows.tolist(), cand.iterrows(), strict=True):
+        if v < 0:  # not in these genotypes: no plot
+            continue
         x = decode_block(np.asarray(arr[v:v + 1].compute()), plan.genotype_sample_index,
                          ploidy=plan.ploidy).G[0]
         ax1, ax2 = new_axes(1, 2, figsize=(10, 3.8))

@@ -26,6 +26,7 @@ import xarray as xr
 
 from dqtl.compute import compute
 from dqtl.errors import InputError
+from dqtl.io.variant_ids import variant_rows
 from dqtl.kernels.genotypes import decode_block
 from dqtl.kernels.linalg import Residualizer
 from dqtl.kernels.mediation import class_permutations, mediation_perm_tb, mediation_stats
@@ -175,8 +176,7 @@ def map_mediation(
     pairs = trans_pairs.drop_duplicates(["variant_id", "phenotype_id"]).reset_index(drop=True)
     if pairs.empty:
         raise InputError("trans results: no pair to mediate")
-    vid = pd.Index(np.asarray(plan.genotypes["variant_id"].values).astype(str))
-    vrow = vid.get_indexer(pairs["variant_id"].astype(str))
+    vrow = variant_rows(plan.genotypes, pairs["variant_id"], source="trans results")
     if (vrow < 0).any():
         bad = pairs["variant_id"][vrow < 0].iloc[0]
         raise InputError(f"trans results: variant {bad} is not in the genotypes ({int((vrow < 0).sum())} "
@@ -189,6 +189,7 @@ def map_mediation(
         raise InputError(f"trans results: phenotype {bad} is not among the tested phenotypes; give "
                          "the phenotypes and covariates of the trans run")
     uniq_v = np.unique(vrow)
+    id_of = dict(zip(vrow.tolist(), pairs["variant_id"].astype(str), strict=True))  # row -> its ID
     cands = dict(zip(uniq_v.tolist(), candidate_mediators(plan, uniq_v, cis_window), strict=True))
     keep_eg = None
     thr: dict[str, float] = {}
@@ -224,7 +225,7 @@ def map_mediation(
             meds.append(ml)
             tbs.append(bl)
         tasks.append(kernel(delayed_rows(arr, np.asarray(chunk)), np.asarray(chunk), targets, meds, values, pid,
-                            np.asarray(vid[np.asarray(chunk)]), plan.covariates,
+                            np.asarray([id_of[int(r)] for r in chunk], dtype=str), plan.covariates,
                             plan.genotype_sample_index, ploidy=plan.ploidy, nperm=permutations,
                             seed=seed, stop_hits=stop_hits, trans_b=tbs))
     if n_none == len(pairs):

@@ -16,6 +16,7 @@ import xarray as xr
 from dqtl.errors import InputError
 from dqtl.io.atomic import atomic_dir, atomic_path
 from dqtl.io.bgzf import BgzfWriter, TabixIndex
+from dqtl.io.variant_ids import MISSING_IDS
 from dqtl.simulation import DEFAULT_FORMATS, GENOTYPE_VARIABLES, SIMULATION_FORMATS
 
 __all__ = ["write_simulation"]
@@ -40,6 +41,8 @@ def _iter_calls(ds: xr.Dataset) -> Iterable[tuple[int, np.ndarray]]:
 def _write_zarr(ds: xr.Dataset, path: Path) -> list[Path]:
     names = [v for v in GENOTYPE_VARIABLES if v in ds]
     gds = ds[names]
+    if "variant_id" in gds and "variant_id_mask" not in gds:  # as bio2zarr writes it
+        gds["variant_id_mask"] = gds["variant_id"].isin(list(MISSING_IDS))
     chunk = _variant_chunks(ds)[0]
     size = max(chunk[1] - chunk[0], 1)
     encoding = {}

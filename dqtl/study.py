@@ -15,7 +15,6 @@ The plan keeps a reference to the genotype Dataset it was built from
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -362,12 +361,6 @@ class StudyPlan:
     @property
     def dof(self) -> int:
         return int(self.base.dof)
-
-    @functools.cached_property
-    def variant_id(self) -> np.ndarray:
-        """(variants,) str IDs, read from the store on first use (graphs read their slices
-        lazily; a trans scan never loads them all)."""
-        return np.asarray(self.genotypes["variant_id"].values).astype(str)
 
     @property
     def contigs(self) -> list[str]:

@@ -31,6 +31,7 @@ from dqtl.io.results import (
     to_tensorqtl_cis,
     to_tensorqtl_pairs,
 )
+from dqtl.io.variant_ids import variant_rows
 from dqtl.study import StudyPlan, genotype_array, plan_study
 
 __all__ = [
@@ -636,8 +637,8 @@ def run_coloc(
         "position": np.asarray(genotypes["variant_position"].values).astype(np.int64),
         "ref": alleles[:, 0], "alt": alleles[:, 1] if alleles.shape[1] > 1 else "",
     })
-    index = pd.Index(variants["variant_id"])
-    unknown = ~pairs["variant_id"].astype(str).isin(index)
+    pairs["variant_row"] = variant_rows(genotypes, pairs["variant_id"], source=f"--eqtl {eqtl_prefix}")
+    unknown = pairs["variant_row"] < 0
     if unknown.any():
         raise InputError(f"--eqtl {eqtl_prefix}: {int(unknown.sum())} eQTL variants (e.g. "
                          f"{pairs['variant_id'][unknown].iloc[0]}) are not in --genotypes: give the "
@@ -651,7 +652,7 @@ def run_coloc(
         raise InputError(f"{gwas_path}: no GWAS variant overlaps the eQTL variants after allele "
                          "harmonisation (check the genome build and contig names)")
     n = int(eqtl_n or genotypes.sizes["samples"])
-    tasks = coloc_graph(pairs, harmonised, index, genotype_array(genotypes), methods=methods,
+    tasks = coloc_graph(pairs, harmonised, genotype_array(genotypes), methods=methods,
                         ploidy=int(genotypes.sizes.get("ploidy", 2)), ld_gwas=ld, n_samples=n,
                         gwas_type=gwas_type, gwas_s=gwas_s, gwas_n=gwas_n, p1=p1, p2=p2,
                         p12_abf=1e-5 if p12 is None else p12,

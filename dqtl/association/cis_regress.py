@@ -18,6 +18,7 @@ import pandas as pd
 import xarray as xr
 
 from dqtl.errors import InputError
+from dqtl.io.variant_ids import variant_rows
 from dqtl.kernels.genotypes import decode_block
 from dqtl.kernels.linalg import Residualizer
 from dqtl.study import plan_study
@@ -59,8 +60,7 @@ def regress_cis(genotypes: xr.Dataset, phenotypes: xr.Dataset, covariates: xr.Da
     """The phenotypes with each one's cis signals regressed out (see the module docstring)."""
     plan = plan_study(genotypes, phenotypes, covariates, window=0, cis=False,
                       allow_sample_intersection=allow_sample_intersection)
-    vid = pd.Index(np.asarray(plan.genotypes["variant_id"].values).astype(str))
-    rows = vid.get_indexer(signals["variant_id"])
+    rows = variant_rows(plan.genotypes, signals["variant_id"], source="--regress-cis")
     if (rows < 0).any():
         bad = signals["variant_id"][rows < 0].iloc[0]
         raise InputError(f"--regress-cis: variant {bad} is not in the genotypes ({int((rows < 0).sum())} "

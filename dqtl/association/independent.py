@@ -38,6 +38,7 @@ from dqtl.association.permutation import (
 from dqtl.association.permutation_kernel import PermutationBatches
 from dqtl.compute import compute
 from dqtl.errors import InputError
+from dqtl.io.variant_ids import variant_rows
 from dqtl.kernels.genotypes import decode_block
 from dqtl.study import StudyPlan, plan_study
 
@@ -162,17 +163,6 @@ def map_cis_independent(
     if phenotype_groups is not None and plan.phenotype_group_index is None:
         plan = with_groups(plan, phenotype_groups)
     pid_index = {p: i for i, p in enumerate(plan.phenotype_id)}
-    variants = pd.Index(plan.variant_id)
-    top_ids = signif["variant_id"].astype(str).to_numpy()
-    if variants.is_unique:
-        top_index = variants.get_indexer(top_ids)
-    else:  # the last of duplicated IDs, as a dict would
-        last = {v: i for i, v in enumerate(plan.variant_id)}
-        top_index = np.array([last.get(v, -1) for v in top_ids], dtype=np.int64)
-    if (top_index < 0).any():
-        raise InputError(
-            f"variant {top_ids[top_index < 0][0]} of the permutation results is not in the genotypes: "
-            "give the permutation results of these genotypes (cis --mode permute)")
     log.info("independent: %d significant %ss, pval_beta threshold %.4g", len(signif), key.split("_")[0], threshold)
 
     # members (phenotype indices) of each significant unit
@@ -188,6 +178,17 @@ def map_cis_independent(
                 raise InputError(f"phenotype {row['phenotype_id']} of the permutation results is not tested with these inputs")
             members = [pid_index[row["phenotype_id"]]]
         units[str(row[key])] = members
+    # each unit's top variant by its ID; an ID that several variants share is the one in the
+    # unit's cis window (where the permutation pass found it), else an input error
+    top_ids = signif["variant_id"].astype(str).to_numpy()
+    spans = [units[str(u)] for u in signif[key]]
+    top_index = variant_rows(plan.genotypes, top_ids, source="the permutation results (--cis-results)",
+                             windows=(np.array([plan.window_lo[m].min() for m in spans]),
+                                      np.array([plan.window_hi[m].max() for m in spans])))
+    if (top_index < 0).any():
+        raise InputError(
+            f"variant {top_ids[top_index < 0][0]} of the permutation results is not in the genotypes: "
+            "give the permutation results of these genotypes (cis --mode permute)")
     first = {u: int(v) for u, v in zip(signif[key].astype(str), top_index, strict=True)}
     # each unit's forward and backward scans in one task (its block decoded once; no unit waits
     # for the others between rounds)

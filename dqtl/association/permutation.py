@@ -34,6 +34,7 @@ from dqtl.association.permutation_kernel import (
 )
 from dqtl.compute import compute, local_workers
 from dqtl.errors import InputError
+from dqtl.io.variant_ids import ids_at
 from dqtl.kernels.genotypes import decode_block
 from dqtl.kernels.stats import stats_from_r
 from dqtl.study import StudyPlan, delayed_rows, plan_study
@@ -525,7 +526,7 @@ def results_table(plan: StudyPlan, rows: Sequence[dict[str, Any]]) -> Any:
         "beta_shape2": [r["beta_shape2"] for r in rows],
         "true_df": [r["true_df"] for r in rows],
         "p_value_true_df": [r["pval_true_df"] for r in rows],
-        "variant_id": plan.variant_id[vi],
+        "variant_id": ids_at(plan.genotypes, vi),
         "start_distance": pos - (plan.phenotype_start[idx] + 1),
         "end_distance": pos - plan.phenotype_end[idx],
         "ma_samples": [r["ma_samples"] for r in rows],

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from dqtl.io.variant_ids import ids_at
 from dqtl.kernels.stats import r_threshold, stats_from_r
 from dqtl.multitest.beta import nominal_threshold
 from dqtl.study import StudyPlan
@@ -115,7 +116,7 @@ def significant_pairs(plan: StudyPlan, cis_df: Any, rows: Sequence[dict[str, Any
     pi, vi = cols["phenotype"][order], cols["variant"][order]
     pos = plan.variant_position[vi]
     ds = xr.Dataset({k: ("pairs", v) for k, v in {
-        "phenotype_id": plan.phenotype_id[pi], "variant_id": plan.variant_id[vi],
+        "phenotype_id": plan.phenotype_id[pi], "variant_id": ids_at(plan.genotypes, vi),
         "start_distance": pos - (plan.phenotype_start[pi] + 1), "af": cols["af"][order],
         "ma_samples": cols["ma_samples"][order], "ma_count": cols["ma_count"][order],
         "p_value": p[order], "beta": slope[order], "beta_se": se[order],

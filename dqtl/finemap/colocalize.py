@@ -301,7 +301,6 @@ def coloc_genes(
 def coloc_graph(
     pairs: pd.DataFrame,
     gwas: pd.DataFrame,
-    variant_index: pd.Index,
     genotype_array: Any,
     *,
     methods: tuple[str, ...],
@@ -311,7 +310,8 @@ def coloc_graph(
     ld_gwas: pd.DataFrame | None = None,
     **options: Any,
 ) -> list[Any]:
-    """Delayed tasks of :func:`coloc_batch_kernel`: genes ordered by their first variant and
+    """Delayed tasks of :func:`coloc_batch_kernel` (``pairs``: the eQTL pairs with the store row
+    of each variant, ``variant_row``): genes ordered by their first variant and
     batched while their variants span at most ``max_span`` store rows (``max_genes`` genes);
     a ``susie`` task reads only its span of the store. Genes sharing no variant with the GWAS
     are logged and skipped."""
@@ -324,7 +324,7 @@ def coloc_graph(
         if d.empty:
             log.info("coloc: %s shares no variant with the GWAS; skipped", pid)
             continue
-        vrows = variant_index.get_indexer(d["variant_id"].astype(str))
+        vrows = d["variant_row"].to_numpy(dtype=np.int64)
         order = np.argsort(vrows, kind="stable")
         d = d.iloc[order].reset_index(drop=True)
         vrows = vrows[order]

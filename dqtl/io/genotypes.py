@@ -5,7 +5,8 @@ The Dataset returned by :func:`open_genotypes` has dims ``variants``, ``samples`
 
 - ``call_genotype`` (variants, samples, ploidy) int, -1 = missing, -2 = not present (dask),
 - ``call_dosage`` (variants, samples) float32 ALT dosage, NaN = missing (optional, dask),
-- ``variant_allele`` (variants, alleles) str, REF first; ``variant_id`` (variants,) str (dask),
+- ``variant_allele`` (variants, alleles) str, REF first; ``variant_id`` (variants,) str (dask;
+  a variant without an ID, ``.``, is named ``CONTIG:POSITION:REF:ALT``: :mod:`dqtl.io.variant_ids`),
 - ``variant_contig`` (variants,) int index into ``contig_id`` (contigs,) str,
   ``variant_position`` (variants,) int64 (1-based) and ``sample_id`` (samples,) str, in memory
   (strings are numpy object arrays of Python ``str``, as in sgkit).
@@ -26,6 +27,7 @@ import numpy as np
 import xarray as xr
 
 from dqtl.errors import InputError
+from dqtl.io.variant_ids import missing_mask, name_missing_ids
 from dqtl.variables import GENOTYPE_OPTIONAL, GENOTYPE_REQUIRED, validate
 
 __all__ = [
@@ -214,10 +216,11 @@ def _split_multiallelic(ds: xr.Dataset, name: str, alleles: np.ndarray,
     new_alleles[:, 0] = alleles[rows, 0]
     new_alleles[:, 1] = alleles[rows, alt]
     out["variant_allele"] = (("variants", "alleles"), new_alleles.astype(str))
-    split = multi[rows]
+    has_id = ~missing_mask(out)  # records without an ID are named after the split
+    split = multi[rows] & has_id
     ids = np.asarray(out["variant_id"].values).astype(object)
     ids[split] = [f"{i}_{a}" for i, a in zip(ids[split], new_alleles[split, 1], strict=True)]
-    uniq, counts = np.unique(ids.astype(str), return_counts=True)
+    uniq, counts = np.unique(ids[has_id].astype(str), return_counts=True)
     if (counts > 1).any():
         raise InputError(
             f"{name}: splitting multiallelic variants gives duplicated variant IDs (e.g. "
@@ -270,14 +273,17 @@ def _finalize(ds: xr.Dataset, name: str, chunks: int | None) -> xr.Dataset:
         )
     check_variant_order(vc, out["variant_position"].values, out["contig_id"].values, source=name)
 
-    if "variant_id" not in out:
-        names = out["contig_id"].values[vc]
-        ids = np.array([f"{c}:{q}" for c, q in zip(names, out["variant_position"].values,
-                                                     strict=True)], dtype=object)
-        log.info("%s has no variant_id: naming variants CONTIG:POSITION", name)
-        out["variant_id"] = ("variants", ids)
+    no_ids = "variant_id" not in out
+    if no_ids:  # no IDs at all: every variant is named below
+        n_var = out.sizes["variants"]
+        out["variant_id"] = ("variants", np.full(n_var, ".", dtype=object))
+        out["variant_id_mask"] = ("variants", np.ones(n_var, dtype=bool))
 
     out = _multiallelic(out, name)
+    import dask
+
+    if no_ids or dask.config.get("dqtl.multiallelic", "error") != "keep":  # "keep": the store as it is
+        out = name_missing_ids(out, name)  # after any split: each record's own REF and ALT
     if "call_dosage" not in out and "call_DS" in out:
         ds_var = out["call_DS"]
         if ds_var.dims[:2] != ("variants", "samples") or ds_var.ndim > 3:
@@ -454,7 +460,8 @@ def open_genotypes(source: str | os.PathLike[str] | xr.Dataset, *, chunks: int |
         try:
             ds = xr.open_zarr(path, chunks=dask_chunks, **kwargs)
             ds = ds.chunk({d: -1 for d in ds.dims if d not in dask_chunks}) if ds.dims else ds
-            eager = [v for v in _EAGER if v in ds.variables]
+            # the small variables, and the missing-ID mask (one byte per variant), in memory
+            eager = [v for v in (*_EAGER, "variant_id_mask") if v in ds.variables]
             small = xr.open_zarr(path, chunks=None, **kwargs)[eager].load()
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(f"{name} could not be opened: {exc}") from exc

@@ -41,12 +41,12 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
-import pandas as pd
 import xarray as xr
 from scipy.special import ndtri
 
 from dqtl.compute import compute, single_threaded_blas
 from dqtl.errors import InputError
+from dqtl.io.variant_ids import variant_rows
 from dqtl.kernels.genotypes import dosage_from_calls
 
 __all__ = [
@@ -554,8 +554,7 @@ def project_samples(
     xarray.Dataset
         ``sample_pca_projection`` (samples, components) float64 and ``sample_id``.
     """
-    vid_new = np.asarray(ds["variant_id"].values).astype(str)
-    pos = pd.Index(vid_new).get_indexer(result.variant_id)
+    pos = variant_rows(ds, result.variant_id, source="the PCA variants")
     missing = pos < 0
     if missing.any():
         msg = (f"genotypes: {int(missing.sum())} of the {pos.size} PCA variants are not in the "

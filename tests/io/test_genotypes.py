@@ -96,8 +96,10 @@ def test_open_genotypes__in_memory_dataset_becomes_dask_backed():
     assert ds["variant_position"].dtype == np.int64 and ds["contig_id"].values.tolist() == ["chr1", "chr2"]
     assert src["call_genotype"].chunks is None  # input not mutated
     named = open_genotypes(src.drop_vars("variant_id"))
-    assert named["variant_id"].values.tolist() == ["chr1:1", "chr1:11", "chr1:21", "chr2:1",
-                                                   "chr2:11", "chr2:21"]
+    alleles = src["variant_allele"].values.astype(str)
+    assert named["variant_id"].values.tolist() == [
+        f"{c}:{p}:{a[0]}:{a[1]}" for c, p, a in zip(["chr1"] * 3 + ["chr2"] * 3, [1, 11, 21] * 2, alleles,
+                                                    strict=True)]
 
 
 def test_open_genotypes__call_ds_squeezed_into_float32_call_dosage(tmp_path):
