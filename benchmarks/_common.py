@@ -276,6 +276,34 @@ def run_child(cmd: Sequence[str], *, timeout: float | None = None,
     return res
 
 
+#: a child that runs ``dqtl`` (the arguments after ``-c CODE``) and prints its return code, peak
+#: RSS (``VmHWM``, MiB) and the seconds of ``main()`` as one JSON line
+CLI_CHILD = (
+    "import sys, time, json; t0 = time.perf_counter(); from dqtl.cli.main import main; "
+    "rc = main(sys.argv[1:]); "
+    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]; "
+    "print(json.dumps({'rc': rc, 'peak_rss_mib': int(hwm) / 1024, 'main_s': time.perf_counter() - t0}))"
+)
+
+
+def run_dqtl_process(argv: Sequence[str], pythonpath: str | None, cwd: Path) -> dict[str, Any]:
+    """``dqtl ARGV`` in a child process (another checkout first on ``PYTHONPATH`` when given),
+    started in ``cwd`` (outside the repository: a child started in it would import its dqtl
+    first); :data:`CLI_CHILD`'s JSON plus ``process_wall_s``."""
+    env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", CLI_CHILD, *map(str, argv)], capture_output=True,
+                          text=True, env=env, cwd=cwd)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-3000:])
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    res["process_wall_s"] = wall
+    return res
+
+
 def load_dqtl_inputs(args: Any) -> tuple[Any, Any, Any, float]:
     """Open the genotype store, phenotype BED and covariates of a worker's ``args`` (``zarr``,
     ``bed``, ``covariates_file``); return them with the seconds it took."""

@@ -11,12 +11,8 @@ run, so old and new are measured side by side on the same machine.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -24,33 +20,15 @@ import _common as C  # noqa: E402
 
 log = logging.getLogger("dqtl.benchmarks")
 
-_CHILD = (
-    "import sys, time, json; t0 = time.perf_counter(); from dqtl.cli.main import main; "
-    "rc = main(sys.argv[1:]); "
-    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]; "
-    "print(json.dumps({'rc': rc, 'peak_rss_mib': int(hwm) / 1024, 'main_s': time.perf_counter() - t0}))"
-)
-
 
 def run_cli(paths: dict[str, Path], bed: Path, prefix: Path, window: int, pythonpath: str | None
             ) -> dict[str, object]:
-    env = dict(os.environ)
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
-    cmd = [sys.executable, "-c", _CHILD, "-q", "cis", str(paths["zarr"]), str(bed), str(prefix),
-           "--covariates", str(paths["covariates"]), "--window", str(window), "--no-progress"]
-    t0 = time.perf_counter()
-    # run outside the repository: a child started in it would import its dqtl before PYTHONPATH's
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=prefix.parent)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-3000:])
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    res = C.run_dqtl_process(["-q", "cis", paths["zarr"], bed, prefix, "--covariates", paths["covariates"],
+                              "--window", window, "--no-progress"], pythonpath, prefix.parent)
     import pyarrow.parquet as pq
 
     files = sorted(prefix.parent.glob(prefix.name + ".cis_qtl_pairs.*.parquet"))
     res["pairs"] = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    res["process_wall_s"] = wall
     for f in files:
         f.unlink()
     return res

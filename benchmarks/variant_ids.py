@@ -15,27 +15,15 @@ reports each process's wall time and peak RSS (``VmHWM``) side by side.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 log = logging.getLogger("dqtl.benchmarks")
-
-_CHILD = (
-    "import sys, time, json; t0 = time.perf_counter(); from dqtl.cli.main import main; "
-    "rc = main(sys.argv[1:]); "
-    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]; "
-    "print(json.dumps({'rc': rc, 'peak_rss_mib': int(hwm) / 1024, 'main_s': time.perf_counter() - t0}))"
-)
-
 
 def ensure_store(args: argparse.Namespace) -> dict[str, Path]:
     """The simulated study (cached): VCF Zarr store, BED and covariates; one long variant ID."""
@@ -60,22 +48,6 @@ def ensure_store(args: argparse.Namespace) -> dict[str, Path]:
     log.info("simulated %d variants x %d samples in %.0f s", args.variants, args.samples,
              time.perf_counter() - t0)
     return files
-
-
-def run_cli(argv: list[str], pythonpath: str | None, cwd: Path) -> dict[str, Any]:
-    env = dict(os.environ)
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
-    t0 = time.perf_counter()
-    # started outside the repository: a child started in it would import its dqtl first
-    proc = subprocess.run([sys.executable, "-c", _CHILD, *argv], capture_output=True, text=True,
-                          env=env, cwd=cwd)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-3000:])
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
-    res["process_wall_s"] = wall
-    return res
 
 
 def main() -> int:
@@ -103,7 +75,7 @@ def main() -> int:
                       "--permutations", str(args.permutations), "--seed", "1", "--no-progress"]
             for mode, extra in (("permute", []),
                                 ("independent", ["--cis-results", f"{prefix}.cis_qtl.txt.gz"])):
-                r = run_cli(["-q", "cis", *common, "--mode", mode, *extra], path, out_dir)
+                r = C.run_dqtl_process(["-q", "cis", *common, "--mode", mode, *extra], path, out_dir)
                 rows.append({"dqtl": label, "mode": mode, "repeat": rep, **r})
                 log.info("%s %s: %.2f s, peak %.0f MiB", label, mode, r["process_wall_s"], r["peak_rss_mib"])
     import pandas as pd
