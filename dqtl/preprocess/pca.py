@@ -46,7 +46,7 @@ from scipy.special import ndtri
 
 from dqtl.compute import compute, single_threaded_blas
 from dqtl.errors import InputError
-from dqtl.io.variant_ids import variant_rows
+from dqtl.io.variant_ids import ids_at, variant_rows
 from dqtl.kernels.genotypes import dosage_from_calls
 
 __all__ = [
@@ -481,9 +481,9 @@ def genotype_pcs(
     flip[flip == 0] = 1
     u, v = u * flip, v * flip[:, None]
     scores = v.T * s
-    vid = (np.asarray(ds["variant_id"].values)[idx].astype(str) if "variant_id" in ds
-           else idx.astype(str))
-    alleles = (np.asarray(ds["variant_allele"].values)[idx][:, :2].astype(str)
+    # the PCA variants' IDs and alleles from their own chunks (not the whole columns)
+    vid = ids_at(ds, idx) if "variant_id" in ds else idx.astype(str)
+    alleles = (np.asarray(ds["variant_allele"].data[np.asarray(idx)][:, :2]).astype(str)
                if "variant_allele" in ds else None)
     report = {
         "n_variants": int(pruned.keep.size),
