@@ -4,7 +4,9 @@ The cost of variant IDs grows with the variants, not the samples: a store of a f
 variants and few samples shows what a 10-million-variant, 10,000-sample study pays for them. One
 variant carries a long indel-style ID (``--long-id`` characters, as long indels have): reading the
 whole ``variant_id`` column as a fixed-width numpy ``str`` array costs ``4 x longest x variants``
-bytes. Runs ``dqtl cis --mode permute`` (the results table names each gene's top variant) and
+bytes. ``--multiallelic-every K`` gives every K-th site a second ALT allele (a third allele column,
+as a VCF with any multiallelic site has) and runs with ``--multiallelic drop``. Runs
+``dqtl cis --mode permute`` (the results table names each gene's top variant) and
 ``--mode independent`` (the top variants looked up by ID) as users run them, with this checkout
 and, with ``--dqtl-path DIR``, another one (e.g. ``git worktree add /tmp/old HEAD~3``), and
 reports each process's wall time and peak RSS (``VmHWM``) side by side.
@@ -32,7 +34,8 @@ def ensure_store(args: argparse.Namespace) -> dict[str, Path]:
     import dqtl
     from dqtl.simulation_files import write_simulation
 
-    d = args.cache_dir / f"variant_ids_v{args.variants}_s{args.samples}_g{args.genes}_l{args.long_id}"
+    d = args.cache_dir / (f"variant_ids_v{args.variants}_s{args.samples}_g{args.genes}_l{args.long_id}"
+                          + (f"_m{args.multiallelic_every}" if args.multiallelic_every else ""))
     files = {"zarr": d / "s.vcz", "bed": d / "s.expression.bed.gz", "covariates": d / "s.covariates.txt"}
     if all(f.exists() for f in files.values()):
         return files
@@ -44,6 +47,12 @@ def ensure_store(args: argparse.Namespace) -> dict[str, Path]:
     k = len(ids) // 3
     ids[k] = f"{ids[k]}{'ACGT' * (args.long_id // 4)}"[: max(args.long_id, len(ids[k]))]
     sim = sim.assign(variant_id=("variants", ids))
+    if args.multiallelic_every:  # a second ALT allele at every K-th site: a third allele column
+        al = np.asarray(sim["variant_allele"].values, dtype=object)
+        third = np.full((len(al), 1), "", dtype=object)
+        third[:: args.multiallelic_every, 0] = "T"
+        al[:: args.multiallelic_every, 1] = "C"
+        sim = sim.assign(variant_allele=(("variants", "alleles"), np.concatenate([al, third], axis=1)))
     write_simulation(sim, d, formats=("zarr", "bed", "covariates"), prefix="s")
     log.info("simulated %d variants x %d samples in %.0f s", args.variants, args.samples,
              time.perf_counter() - t0)
@@ -56,6 +65,8 @@ def main() -> int:
     p.add_argument("--samples", type=int, default=20)
     p.add_argument("--genes", type=int, default=300)
     p.add_argument("--long-id", type=int, default=300, help="characters of the one long variant ID")
+    p.add_argument("--multiallelic-every", type=int, default=0,
+                   help="K > 0: every K-th site gets a second ALT allele; the runs pass --multiallelic drop")
     p.add_argument("--permutations", type=int, default=100)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--dqtl-path", default=None, help="another dqtl checkout to run beside this one")
@@ -72,7 +83,8 @@ def main() -> int:
         for label, path in versions:  # alternating, so drift falls on both
             prefix = out_dir / label
             common = [str(files["zarr"]), str(files["bed"]), str(prefix), "--covariates", str(files["covariates"]),
-                      "--permutations", str(args.permutations), "--seed", "1", "--no-progress"]
+                      "--permutations", str(args.permutations), "--seed", "1", "--no-progress",
+                      *(["--multiallelic", "drop"] if args.multiallelic_every else [])]
             for mode, extra in (("permute", []),
                                 ("independent", ["--cis-results", f"{prefix}.cis_qtl.txt.gz"])):
                 r = C.run_dqtl_process(["-q", "cis", *common, "--mode", mode, *extra], path, out_dir)

@@ -27,7 +27,7 @@ import numpy as np
 import xarray as xr
 
 from dqtl.errors import InputError
-from dqtl.io.variant_ids import missing_mask, name_missing_ids
+from dqtl.io.variant_ids import alt_counts, ids_at, missing_mask, name_missing_ids
 from dqtl.variables import GENOTYPE_OPTIONAL, GENOTYPE_REQUIRED, validate
 
 __all__ = [
@@ -154,16 +154,14 @@ def _multiallelic(ds: xr.Dataset, name: str) -> xr.Dataset:
     if policy == "keep" or "variant_allele" not in ds or ds["variant_allele"].ndim != 2 \
             or ds["variant_allele"].shape[1] <= 2:
         return ds
-    alleles = np.asarray(ds["variant_allele"].values, dtype=object)
-    present = np.vectorize(lambda a: str(a) not in ("", ".", "None", "nan"), otypes=[bool])(alleles)
-    n_alt = np.maximum(present[:, 1:].sum(axis=1), 1)
+    n_alt = alt_counts(ds["variant_allele"])  # a chunk at a time: no whole allele table
     multi = n_alt > 1
     n = int(multi.sum())
     if n == 0:
         return ds
-    example = str(np.asarray(ds["variant_id"].values)[np.flatnonzero(multi)[0]]) if "variant_id" in ds else "?"
+    example = str(ids_at(ds, np.flatnonzero(multi)[:1])[0]) if "variant_id" in ds else "?"
     if policy == "split":
-        return _split_multiallelic(ds, name, alleles, n_alt)
+        return _split_multiallelic(ds, name, np.asarray(ds["variant_allele"].values, dtype=object), n_alt)
     if policy != "drop":
         raise InputError(
             f"{name}: {n} variants have more than one ALT allele (e.g. {example}); pass "

@@ -29,7 +29,8 @@ import xarray as xr
 
 from dqtl.errors import InputError
 
-__all__ = ["name_missing_ids", "missing_mask", "variant_rows", "ids_at", "MISSING_IDS"]
+__all__ = ["name_missing_ids", "missing_mask", "variant_rows", "ids_at", "allele_present", "alt_counts",
+           "MISSING_IDS", "ABSENT_ALLELES"]
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +64,45 @@ def _block_missing(ids: Any) -> np.ndarray:
     return np.isin(np.asarray(ids, dtype=object).astype(str), MISSING_IDS)
 
 
+#: allele values that mean "no allele here" (bio2zarr pads a site's alleles with empty strings)
+ABSENT_ALLELES = ("", ".", "None", "nan")
+
+
+def allele_present(alleles: Any) -> np.ndarray:
+    """Elementwise: the allele is given (not one of :data:`ABSENT_ALLELES`, None or NaN);
+    compared as Python objects, without a fixed-width copy (long indel alleles)."""
+    a = np.asarray(alleles, dtype=object)
+    out = ~pd.isna(a)
+    for v in ABSENT_ALLELES:
+        out &= a != v
+    return np.asarray(out, dtype=bool)
+
+
+def alt_counts(alleles: xr.DataArray) -> np.ndarray:
+    """(variants,) the number of ALT alleles each variant has (at least 1), a chunk at a time."""
+    data = alleles.data
+    if not _is_dask(data):
+        return _block_alt_counts(data)
+    from dqtl.compute import compute
+
+    if len(data.chunks[1]) > 1:
+        data = data.rechunk({1: -1})
+    return compute([data.map_blocks(_block_alt_counts, drop_axis=1, dtype=np.int64)],
+                   label="allele counts", blas_threads=None)[0]
+
+
+def _block_alt_counts(block: Any) -> np.ndarray:
+    return np.maximum(allele_present(block)[:, 1:].sum(axis=1), 1).astype(np.int64)
+
+
 def _alt_text(alleles: np.ndarray) -> np.ndarray:
     """(v,) the ALT alleles of each row joined by ``,`` (absent alleles skipped)."""
     if alleles.shape[1] <= 1:
         return np.full(alleles.shape[0], "", dtype=object)
+    present = allele_present(alleles)
     out = np.empty(alleles.shape[0], dtype=object)
-    for i, row in enumerate(alleles[:, 1:]):
-        out[i] = ",".join(str(a) for a in row if str(a) not in ("", ".", "None", "nan"))
+    for i, (row, ok) in enumerate(zip(alleles[:, 1:], present[:, 1:], strict=True)):
+        out[i] = ",".join(str(a) for a, k in zip(row, ok, strict=True) if k)
     return out
 
 

@@ -140,3 +140,17 @@ def test_bcftools_split_keeps_duplicated_ids_and_a_lookup_says_so(tmp_path):
     assert variant_rows(ds, ["v0", "v4"], source="t").tolist() == [0, 5]
     with pytest.raises(InputError, match="'v3' names 2 variants of the genotypes \\(chr1:1300, chr1:1300\\)"):
         variant_rows(ds, ["v3"], source="t")
+
+
+def test_alt_counts_a_chunk_at_a_time_equal_the_whole_table():
+    from dqtl.io.variant_ids import allele_present, alt_counts
+
+    long = "ACGT" * 80  # a long indel allele: compared as an object, never copied to a str array
+    al = np.array([["A", "G", ""], ["C", "T", "G"], ["G", ".", None], ["T", long, "nan"],
+                   ["A", np.nan, "None"], ["C", "A", "T"]], dtype=object)
+    np.testing.assert_array_equal(allele_present(al)[:, 1:], [[1, 0], [1, 1], [0, 0], [1, 0], [0, 0], [1, 1]])
+    counts = [1, 2, 1, 1, 1, 2]  # a site without any ALT counts as one (biallelic)
+    np.testing.assert_array_equal(alt_counts(xr.DataArray(al, dims=("variants", "alleles"))), counts)
+    for chunks in ((4, 3), (1, 2)):  # chunks along variants, and along alleles too
+        lazy = xr.DataArray(da.from_array(al, chunks=chunks), dims=("variants", "alleles"))
+        np.testing.assert_array_equal(alt_counts(lazy), counts)
