@@ -598,7 +598,12 @@ def run_coloc(
     import pyarrow.parquet as pq
 
     from dqtl.errors import InputError
-    from dqtl.finemap.colocalize import SUMMARY_COLUMNS, coloc_graph, harmonise_gwas
+    from dqtl.finemap.colocalize import (
+        SUMMARY_COLUMNS,
+        coloc_graph,
+        gwas_site_variants,
+        harmonise_gwas,
+    )
     from dqtl.io.fs import exists
     from dqtl.io.sumstats import read_gwas_sumstats, read_ld_matrix
     from dqtl.plot import save_figure
@@ -629,14 +634,7 @@ def run_coloc(
     pairs = pd.concat(parts, ignore_index=True).rename(columns={"slope": "beta", "slope_se": "beta_se"})
     if pairs.empty:
         raise InputError(f"--eqtl {eqtl_prefix}: no pairs for the selected genes")
-    alleles = np.asarray(genotypes["variant_allele"].values).astype(str)
-    contigs = np.asarray(genotypes["contig_id"].values).astype(str)
-    variants = pd.DataFrame({
-        "variant_id": np.asarray(genotypes["variant_id"].values).astype(str),
-        "contig": contigs[np.asarray(genotypes["variant_contig"].values).astype(np.int64)],
-        "position": np.asarray(genotypes["variant_position"].values).astype(np.int64),
-        "ref": alleles[:, 0], "alt": alleles[:, 1] if alleles.shape[1] > 1 else "",
-    })
+    variants = gwas_site_variants(genotypes, gwas)
     pairs["variant_row"] = variant_rows(genotypes, pairs["variant_id"], source=f"--eqtl {eqtl_prefix}")
     unknown = pairs["variant_row"] < 0
     if unknown.any():

@@ -21,16 +21,41 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from dqtl.errors import InputError
 from dqtl.finemap.coloc import coloc_abf
 from dqtl.io.genotypes import normalize_contig
+from dqtl.io.variant_ids import take_rows
 
-__all__ = ["harmonise_gwas", "coloc_genes", "coloc_graph", "coloc_batch_kernel", "SUMMARY_COLUMNS"]
+__all__ = ["harmonise_gwas", "gwas_site_variants", "coloc_genes", "coloc_graph", "coloc_batch_kernel", "SUMMARY_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
 _AMBIGUOUS = {("A", "T"), ("T", "A"), ("C", "G"), ("G", "C")}
+
+
+def gwas_site_variants(genotypes: xr.Dataset, gwas: pd.DataFrame) -> pd.DataFrame:
+    """The store's variants at the GWAS rows' positions (contig names normalized as
+    :func:`harmonise_gwas` does): ``variant_id``, ``contig``, ``position``, ``ref``, ``alt``.
+    Only their rows' chunks of IDs and alleles are read, as Python strings (never the whole
+    columns as fixed-width arrays sized by the longest indel)."""
+    contigs = np.asarray(genotypes["contig_id"].values, dtype=object).astype(str)
+    vc = np.asarray(genotypes["variant_contig"].values).astype(np.int64)
+    pos = np.asarray(genotypes["variant_position"].values).astype(np.int64)
+    index = {normalize_contig(c): i for i, c in enumerate(contigs)}
+    gc = np.array([index.get(normalize_contig(c), -1) for c in gwas["chromosome"]], dtype=np.int64)
+    gpos = gwas["base_pair_location"].to_numpy(dtype=np.int64)
+    ok = gc >= 0
+    rows = np.flatnonzero(np.isin((vc << 32) | pos, (gc[ok] << 32) | gpos[ok]))
+    ids = take_rows(genotypes, "variant_id", rows) if rows.size else np.zeros(0, dtype=object)
+    al = (take_rows(genotypes, "variant_allele", rows) if rows.size
+          else np.zeros((0, genotypes.sizes.get("alleles", 2)), dtype=object))
+    return pd.DataFrame({
+        "variant_id": np.asarray(ids, dtype=object), "contig": contigs[vc[rows]], "position": pos[rows],
+        "ref": np.asarray(al[:, 0], dtype=object),
+        "alt": np.asarray(al[:, 1], dtype=object) if al.shape[1] > 1 else "",
+    })
 
 
 def harmonise_gwas(gwas: pd.DataFrame, variants: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:

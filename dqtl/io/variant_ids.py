@@ -29,7 +29,7 @@ import xarray as xr
 
 from dqtl.errors import InputError
 
-__all__ = ["name_missing_ids", "missing_mask", "variant_rows", "ids_at", "allele_present", "alt_counts",
+__all__ = ["name_missing_ids", "missing_mask", "variant_rows", "ids_at", "allele_present", "alt_counts", "take_rows",
            "MISSING_IDS", "ABSENT_ALLELES"]
 
 log = logging.getLogger(__name__)
@@ -230,6 +230,18 @@ def variant_rows(genotypes: xr.Dataset, ids: Sequence[str] | np.ndarray | pd.Ser
     return out
 
 
+def take_rows(ds: xr.Dataset, name: str, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Variable ``name`` at variant ``rows`` (sorted, unique), reading only the chunks that hold
+    them; strings stay Python objects (no fixed-width copy sized by the longest)."""
+    r = np.asarray(rows, dtype=np.int64)
+    data = ds[name].data
+    if _is_dask(data):
+        from dqtl.compute import compute
+
+        return np.asarray(compute([data[r]], label=name, blas_threads=None)[0])
+    return np.asarray(data)[r]
+
+
 def ids_at(genotypes: xr.Dataset, rows: Sequence[int] | np.ndarray) -> np.ndarray:
     """(len(rows),) str IDs of variant ``rows`` (any order, repeats allowed), reading only the
     chunks that hold them."""
@@ -237,11 +249,5 @@ def ids_at(genotypes: xr.Dataset, rows: Sequence[int] | np.ndarray) -> np.ndarra
     if r.size == 0:
         return np.zeros(0, dtype=str)
     u, inv = np.unique(r, return_inverse=True)
-    vid = genotypes["variant_id"].data
-    if _is_dask(vid):
-        from dqtl.compute import compute
-
-        vals = compute([vid[u]], label="variant IDs", blas_threads=None)[0]
-    else:
-        vals = np.asarray(vid)[u]
+    vals = take_rows(genotypes, "variant_id", u)
     return np.asarray(vals, dtype=object).astype(str)[inv.ravel()]

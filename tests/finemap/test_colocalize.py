@@ -209,6 +209,39 @@ def test_harmonise_gwas__flips_swapped_drops_ambiguous_and_mismatched():
                    "allele_mismatch_dropped": 1, "swapped_alleles_flipped": 1, "kept": 2}
 
 
+def test_gwas_site_variants__the_store_rows_at_gwas_positions_from_their_chunks():
+    """Only the store's variants at GWAS positions (contigs matched as harmonise_gwas matches
+    them) are read; harmonising against them equals harmonising against the whole store."""
+    import dask.array as da
+    import xarray as xr
+
+    from dqtl.finemap.colocalize import gwas_site_variants
+
+    long = "A" + "CT" * 200  # a long indel allele
+    al = np.array([["A", "G"], ["C", "T"], ["A", long], ["G", "C"], ["T", "A"], ["C", "G"]], dtype=object)
+    store = xr.Dataset({
+        "variant_id": ("variants", da.from_array(np.array([f"v{i}" for i in range(6)], dtype=object), chunks=2)),
+        "variant_allele": (("variants", "alleles"), da.from_array(al, chunks=(2, 2))),
+        "variant_contig": ("variants", np.array([0, 0, 0, 1, 1, 1])),
+        "variant_position": ("variants", np.array([10, 20, 30, 10, 20, 40])),
+        "contig_id": ("contigs", np.array(["chr1", "chr2"], dtype=object)),
+    })
+    gwas = pd.DataFrame({"chromosome": ["1", "1", "2", "2", "3", "chr1"],
+                         "base_pair_location": [20, 30, 10, 99, 10, 10],
+                         "effect_allele": ["T", long, "C", "A", "A", "A"],
+                         "other_allele": ["C", "A", "G", "C", "G", "G"],
+                         "beta": [0.2, 0.3, 0.1, 0.1, 0.1, -0.2], "standard_error": [0.1] * 6})
+    sites = gwas_site_variants(store, gwas)
+    assert sites["variant_id"].tolist() == ["v0", "v1", "v2", "v3"] and sites["alt"][2] == long
+    whole = pd.DataFrame({"variant_id": [f"v{i}" for i in range(6)], "contig": ["chr1"] * 3 + ["chr2"] * 3,
+                          "position": [10, 20, 30, 10, 20, 40], "ref": al[:, 0], "alt": al[:, 1]})
+    got, got_rep = harmonise_gwas(gwas, sites)
+    want, want_rep = harmonise_gwas(gwas, whole)
+    pd.testing.assert_frame_equal(got, want)
+    assert got_rep == want_rep and got_rep["not_in_genotypes"] == 2 and got_rep["kept"] == 3
+    assert got_rep["strand_ambiguous_dropped"] == 1 and got_rep["swapped_alleles_flipped"] == 1
+
+
 @pytest.mark.parametrize("edit, match", [
     (lambda d: d.drop(columns="standard_error"), "missing columns"),
     (lambda d: d.assign(standard_error=0.0), "standard_error must be > 0"),
