@@ -75,11 +75,12 @@ def run(args: argparse.Namespace) -> int:
         values = compute([lazy[k] for k in keys], label="genotype QC chunks", blas_threads=None)
         computed = dict(zip(keys, values, strict=True))
         contigs = np.asarray(geno["contig_id"].values).astype(str)
-        alleles = np.asarray(geno["variant_allele"].values).astype(str)
+        # IDs and alleles as Python strings: a fixed-width copy would be sized by the longest indel
+        alleles = np.asarray(geno["variant_allele"].values, dtype=object)
         variants = pd.DataFrame({
             "chrom": contigs[np.asarray(geno["variant_contig"].values).astype(np.int64)],
             "pos": np.asarray(geno["variant_position"].values).astype(np.int64),
-            "variant_id": np.asarray(geno["variant_id"].values).astype(str),
+            "variant_id": np.asarray(geno["variant_id"].values, dtype=object),
             "ref": alleles[:, 0],
             "alt": alleles[:, 1] if alleles.shape[1] > 1 else "",
         })
