@@ -14,7 +14,10 @@ variants). So the IDs are only ever read a chunk at a time here:
   its chunk's matches as integers). An ID that names more than one variant of the genotypes is
   an input error naming it and where it occurs, unless a window per query leaves exactly one of
   them (the top variant of a gene lies in the gene's cis window).
-- :func:`ids_at`: the IDs of given rows, reading only the chunks that hold them.
+- :func:`ids_at`: the IDs of given rows, reading only the chunks that hold them (:func:`take_rows`
+  any variable's).
+- :func:`alt_counts`: each site's number of ALT alleles, a chunk at a time (the multiallelic check
+  at open), the alleles compared as Python objects (:func:`allele_present`).
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ import xarray as xr
 
 from dqtl.errors import InputError
 
-__all__ = ["name_missing_ids", "missing_mask", "variant_rows", "ids_at", "allele_present", "alt_counts", "take_rows",
-           "MISSING_IDS", "ABSENT_ALLELES"]
+__all__ = [
+    "name_missing_ids", "missing_mask", "variant_rows", "ids_at", "take_rows", "allele_present",
+    "alt_counts", "MISSING_IDS", "ABSENT_ALLELES",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +66,11 @@ def missing_mask(ds: xr.Dataset) -> np.ndarray:
 
 
 def _block_missing(ids: Any) -> np.ndarray:
-    return np.isin(np.asarray(ids, dtype=object).astype(str), MISSING_IDS)
+    a = np.asarray(ids, dtype=object)
+    out = np.zeros(a.shape, dtype=bool)
+    for v in MISSING_IDS:
+        out |= a == v
+    return out
 
 
 #: allele values that mean "no allele here" (bio2zarr pads a site's alleles with empty strings)
@@ -110,7 +119,7 @@ def _fill_block(ids: np.ndarray, mask: np.ndarray, vc: np.ndarray, pos: np.ndarr
                 alleles: np.ndarray | None, contigs: np.ndarray) -> np.ndarray:
     """A chunk of IDs with its missing ones (``mask``, or a missing value) named."""
     out = np.asarray(ids, dtype=object).copy()
-    miss = np.asarray(mask, dtype=bool) | np.isin(out.astype(str), MISSING_IDS)
+    miss = np.asarray(mask, dtype=bool) | _block_missing(out)
     j = np.flatnonzero(miss)
     if j.size:
         names = contigs[np.asarray(vc)[j]]
