@@ -27,7 +27,7 @@ import numpy as np
 import xarray as xr
 
 from dqtl.errors import InputError
-from dqtl.io.variant_ids import alt_counts, ids_at, missing_mask, name_missing_ids
+from dqtl.io.variant_ids import MISSING_IDS, alt_counts, ids_at, missing_mask, name_missing_ids
 from dqtl.variables import GENOTYPE_OPTIONAL, GENOTYPE_REQUIRED, validate
 
 __all__ = [
@@ -159,7 +159,10 @@ def _multiallelic(ds: xr.Dataset, name: str) -> xr.Dataset:
     n = int(multi.sum())
     if n == 0:
         return ds
-    example = str(ids_at(ds, np.flatnonzero(multi)[:1])[0]) if "variant_id" in ds else "?"
+    first = int(np.flatnonzero(multi)[0])
+    example = str(ids_at(ds, [first])[0])
+    if example in MISSING_IDS:  # no ID (named after this check): where it is
+        example = f"{ds['contig_id'].values[ds['variant_contig'].values[first]]}:{ds['variant_position'].values[first]}"
     if policy == "split":
         return _split_multiallelic(ds, name, np.asarray(ds["variant_allele"].values, dtype=object), n_alt)
     if policy != "drop":
@@ -213,7 +216,7 @@ def _split_multiallelic(ds: xr.Dataset, name: str, alleles: np.ndarray,
     new_alleles = np.full((len(rows), alleles.shape[1]), "", dtype=object)
     new_alleles[:, 0] = alleles[rows, 0]
     new_alleles[:, 1] = alleles[rows, alt]
-    out["variant_allele"] = (("variants", "alleles"), new_alleles.astype(str))
+    out["variant_allele"] = (("variants", "alleles"), new_alleles)  # Python strings, as read
     has_id = ~missing_mask(out)  # records without an ID are named after the split
     split = multi[rows] & has_id
     ids = np.asarray(out["variant_id"].values).astype(object)
