@@ -47,6 +47,14 @@ def _is_dask(x: Any) -> bool:
     return hasattr(x, "dask") and hasattr(x, "chunks")
 
 
+def _objects(block: Any) -> np.ndarray:
+    """A chunk of strings as Python ``str`` objects (fixed-width bytes or str chunks decoded)."""
+    a = np.asarray(block)
+    if a.dtype.kind in "SU":
+        a = a.astype(str)
+    return np.asarray(a, dtype=object)
+
+
 def missing_mask(ds: xr.Dataset) -> np.ndarray:
     """(variants,) bool: the variants without an ID. From the store's ``variant_id_mask``
     (bio2zarr and ``dqtl convert`` write it; one byte per variant) when present, else from
@@ -66,7 +74,7 @@ def missing_mask(ds: xr.Dataset) -> np.ndarray:
 
 
 def _block_missing(ids: Any) -> np.ndarray:
-    a = np.asarray(ids, dtype=object)
+    a = _objects(ids)
     out = np.zeros(a.shape, dtype=bool)
     for v in MISSING_IDS:
         out |= a == v
@@ -80,7 +88,7 @@ ABSENT_ALLELES = ("", ".", "None", "nan")
 def allele_present(alleles: Any) -> np.ndarray:
     """Elementwise: the allele is given (not one of :data:`ABSENT_ALLELES`, None or NaN);
     compared as Python objects, without a fixed-width copy (long indel alleles)."""
-    a = np.asarray(alleles, dtype=object)
+    a = _objects(alleles)
     out = ~pd.isna(a)
     for v in ABSENT_ALLELES:
         out &= a != v
@@ -118,7 +126,7 @@ def _alt_text(alleles: np.ndarray) -> np.ndarray:
 def _fill_block(ids: np.ndarray, mask: np.ndarray, vc: np.ndarray, pos: np.ndarray,
                 alleles: np.ndarray | None, contigs: np.ndarray) -> np.ndarray:
     """A chunk of IDs with its missing ones (``mask``, or a missing value) named."""
-    out = np.asarray(ids, dtype=object).copy()
+    out = _objects(ids).copy()
     miss = np.asarray(mask, dtype=bool) | _block_missing(out)
     j = np.flatnonzero(miss)
     if j.size:
@@ -127,7 +135,7 @@ def _fill_block(ids: np.ndarray, mask: np.ndarray, vc: np.ndarray, pos: np.ndarr
         if alleles is None or np.asarray(alleles).ndim != 2:
             out[j] = [f"{c}:{q}" for c, q in zip(names, p, strict=True)]
         else:
-            a = np.asarray(alleles)[j]
+            a = _objects(alleles)[j]
             out[j] = [f"{c}:{q}:{r}:{t}" for c, q, r, t in zip(names, p, a[:, 0], _alt_text(a), strict=True)]
     return out
 
@@ -149,7 +157,7 @@ def name_missing_ids(ds: xr.Dataset, name: str) -> xr.Dataset:
     al = ds["variant_allele"] if "variant_allele" in ds and ds["variant_allele"].ndim == 2 else None
     if not _is_dask(vid.data):
         named = _fill_block(np.asarray(vid.values), mask, vc, pos,
-                            None if al is None else np.asarray(al.values, dtype=object), contigs)
+                            None if al is None else np.asarray(al.values), contigs)
         return ds.assign(variant_id=(vid.dims, named, vid.attrs))
     import dask.array as da
 
@@ -163,7 +171,7 @@ def name_missing_ids(ds: xr.Dataset, name: str) -> xr.Dataset:
 
     args: list[Any] = [vid.data, "i", aligned(mask), "i", aligned(vc), "i", aligned(pos), "i"]
     if al is not None:
-        a = al.data if _is_dask(al.data) else da.from_array(np.asarray(al.values, dtype=object))
+        a = al.data if _is_dask(al.data) else da.from_array(np.asarray(al.values))
         want = (chunks[0], (a.shape[1],))
         args += [a if a.chunks == want else a.rechunk(want), "ij"]  # (rechunk imports distributed)
     named_da = da.blockwise(fill, "i", *args, dtype=object, concatenate=True,
@@ -173,8 +181,7 @@ def name_missing_ids(ds: xr.Dataset, name: str) -> xr.Dataset:
 
 def _block_hits(block: Any, want: pd.Index) -> np.ndarray:
     """Index into ``want`` of each ID of the chunk (-1: not wanted)."""
-    ids = np.asarray(block, dtype=object)
-    return want.get_indexer(ids).astype(np.int64)
+    return want.get_indexer(_objects(block)).astype(np.int64)
 
 
 def _all_hits(genotypes: xr.Dataset, want: pd.Index) -> np.ndarray:
@@ -247,8 +254,10 @@ def take_rows(ds: xr.Dataset, name: str, rows: Sequence[int] | np.ndarray) -> np
     if _is_dask(data):
         from dqtl.compute import compute
 
-        return np.asarray(compute([data[r]], label=name, blas_threads=None)[0])
-    return np.asarray(data)[r]
+        vals = np.asarray(compute([data[r]], label=name, blas_threads=None)[0])
+    else:
+        vals = np.asarray(data)[r]
+    return _objects(vals) if vals.dtype.kind in "OSUT" else vals
 
 
 def ids_at(genotypes: xr.Dataset, rows: Sequence[int] | np.ndarray) -> np.ndarray:

@@ -71,9 +71,12 @@ def test_missing_ids_in_memory_and_without_a_mask():
         "contig_id": ("contigs", np.array(["7"], object)),
         "sample_id": ("samples", np.array(["x", "y", "z"], object)),
     })
-    for src in (ds, ds.chunk({"variants": 4})):  # values in memory, or dask chunks
-        ids = open_genotypes(src, chunks=2)["variant_id"].values.astype(str).tolist()
+    as_bytes = ds.assign(variant_id=ds["variant_id"].astype("S1"), variant_allele=ds["variant_allele"].astype("S1"))
+    for src in (ds, ds.chunk({"variants": 4}), as_bytes):  # in memory, dask chunks, fixed-width bytes
+        g = open_genotypes(src, chunks=2)
+        ids = g["variant_id"].values.astype(str).tolist()
         assert ids == ["a", "7:20:A:G", "7:30:A:G", "d", "7:50:A:G", "f"]
+        assert variant_rows(g, ["f", "7:30:A:G", "a"], source="t").tolist() == [5, 2, 0]
 
 
 def _dataset(ids, chunks=None):
