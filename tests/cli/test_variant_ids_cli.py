@@ -72,3 +72,21 @@ def test_a_duplicated_id_named_by_an_input_is_one_error(runs, capsys):
     assert rc == 2 and len(err.splitlines()) == 1, err
     assert f"variant ID {top!r} names 2 variants" in err and "bcftools annotate --set-id" in err
     assert not list((d / "dup").glob("t*"))
+
+
+def test_named_ids_and_id_lookups_on_a_dask_cluster(runs, dask_cluster):
+    """The same '.'-ID study on a real scheduler and workers: the naming (a lazy layer of the
+    genotype graph) and the chunk scans of the lookups run on the workers; the tables equal the
+    local threads' run."""
+    d, files, dot_vcf = runs
+    out = d / "cluster"
+    assert _cis(dot_vcf, files, out / "p", "--mode", "permute", "--scheduler-address", dask_cluster.address) == 0
+    assert _cis(dot_vcf, files, out / "i", "--mode", "independent", "--cis-results",
+                str(out / "p.cis_qtl.txt.gz"), "--scheduler-address", dask_cluster.address) == 0
+    for f in ("p.cis_qtl.txt.gz", "i.cis_independent_qtl.txt.gz"):
+        local = d / "dot" / f
+        if not local.exists():  # this test run alone: the local run first
+            mode = ["--mode", "permute"] if f.startswith("p.") else [
+                "--mode", "independent", "--cis-results", str(d / "dot" / "p.cis_qtl.txt.gz")]
+            assert _cis(dot_vcf, files, d / "dot" / f.split(".")[0], *mode) == 0
+        pd.testing.assert_frame_equal(pd.read_csv(out / f, sep="\t"), pd.read_csv(local, sep="\t"))
