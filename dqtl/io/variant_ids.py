@@ -61,15 +61,24 @@ def missing_mask(ds: xr.Dataset) -> np.ndarray:
     the IDs themselves."""
     if "variant_id_mask" in ds and ds["variant_id_mask"].dims == ("variants",):
         return np.asarray(ds["variant_id_mask"].values, dtype=bool)
-    vid = ds["variant_id"].data
-    if not _is_dask(vid):
-        return _block_missing(vid)
+    return _per_chunk(ds["variant_id"].data, _block_missing, label="variant IDs")
+
+
+def _per_chunk(data: Any, fn: Any, *args: Any, label: str) -> np.ndarray:
+    """``fn(chunk, *args)`` of each chunk of ``data`` along variants (its other axes whole),
+    concatenated: one task per chunk on the run's scheduler (``args`` sent once); in memory, one
+    call."""
+    if not _is_dask(data):
+        return fn(np.asarray(data), *args)
     import dask
 
     from dqtl.compute import compute
 
-    task = dask.delayed(_block_missing, pure=True)
-    return np.concatenate(compute([task(b) for b in vid.to_delayed().ravel()], label="variant IDs",
+    if data.ndim > 1 and any(len(c) > 1 for c in data.chunks[1:]):
+        data = data.rechunk({i: -1 for i in range(1, data.ndim)})
+    task = dask.delayed(fn, pure=True)
+    shared = [dask.delayed(a, pure=True) for a in args]
+    return np.concatenate(compute([task(b, *shared) for b in data.to_delayed().ravel()], label=label,
                                   blas_threads=None))
 
 
@@ -97,15 +106,7 @@ def allele_present(alleles: Any) -> np.ndarray:
 
 def alt_counts(alleles: xr.DataArray) -> np.ndarray:
     """(variants,) the number of ALT alleles each variant has (at least 1), a chunk at a time."""
-    data = alleles.data
-    if not _is_dask(data):
-        return _block_alt_counts(data)
-    from dqtl.compute import compute
-
-    if len(data.chunks[1]) > 1:
-        data = data.rechunk({1: -1})
-    return compute([data.map_blocks(_block_alt_counts, drop_axis=1, dtype=np.int64)],
-                   label="allele counts", blas_threads=None)[0]
+    return _per_chunk(alleles.data, _block_alt_counts, label="allele counts")
 
 
 def _block_alt_counts(block: Any) -> np.ndarray:
@@ -132,7 +133,7 @@ def _fill_block(ids: np.ndarray, mask: np.ndarray, vc: np.ndarray, pos: np.ndarr
     if j.size:
         names = contigs[np.asarray(vc)[j]]
         p = np.asarray(pos)[j]
-        if alleles is None or np.asarray(alleles).ndim != 2:
+        if alleles is None:
             out[j] = [f"{c}:{q}" for c, q in zip(names, p, strict=True)]
         else:
             a = _objects(alleles)[j]
@@ -184,22 +185,6 @@ def _block_hits(block: Any, want: pd.Index) -> np.ndarray:
     return want.get_indexer(_objects(block)).astype(np.int64)
 
 
-def _all_hits(genotypes: xr.Dataset, want: pd.Index) -> np.ndarray:
-    """(variants,) index into ``want`` of every variant's ID (-1: not wanted), a chunk per task."""
-    vid = genotypes["variant_id"].data
-    if not _is_dask(vid):
-        return _block_hits(vid, want)
-    import dask
-
-    from dqtl.compute import compute
-
-    want_d = dask.delayed(want, pure=True)
-    task = dask.delayed(_block_hits, pure=True)
-    parts = compute([task(b, want_d) for b in vid.to_delayed().ravel()], label="variant ID chunks",
-                    blas_threads=None)
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-
-
 def variant_rows(genotypes: xr.Dataset, ids: Sequence[str] | np.ndarray | pd.Series, *, source: str,
                  windows: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Row of each of ``ids`` in ``genotypes`` (-1: not there), reading the IDs a chunk at a time.
@@ -213,7 +198,7 @@ def variant_rows(genotypes: xr.Dataset, ids: Sequence[str] | np.ndarray | pd.Ser
         return np.zeros(0, dtype=np.int64)
     want = pd.Index(pd.unique(q))
     code = want.get_indexer(q)
-    hits = _all_hits(genotypes, want)
+    hits = _per_chunk(genotypes["variant_id"].data, _block_hits, want, label="variant ID chunks")
     rows = np.flatnonzero(hits >= 0)
     hc = hits[rows]
     count = np.bincount(hc, minlength=len(want))
@@ -268,4 +253,4 @@ def ids_at(genotypes: xr.Dataset, rows: Sequence[int] | np.ndarray) -> np.ndarra
         return np.zeros(0, dtype=str)
     u, inv = np.unique(r, return_inverse=True)
     vals = take_rows(genotypes, "variant_id", u)
-    return np.asarray(vals, dtype=object).astype(str)[inv.ravel()]
+    return vals.astype(str)[inv.ravel()]
