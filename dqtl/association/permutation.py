@@ -203,11 +203,12 @@ def genes_kernel(
         if gene.sample_index is None and uses[key] > 1:
             if key not in shared:
                 shared[key] = ResidualizedBlock.build(gb.G, gb.valid, gene.Q, gene.dof,
-                                                      means=gb.row_means())
+                                                      means=gb.row_means(), integer_rows=gb.integer_rows())
             prepared = shared[key].rows(a, b)
         out = permutation_gene_kernel(gb.G[a:b], gb.valid[a:b], gene, batches_by_n[n_g], spec, dtype,
                                       prepared=prepared, keep_window=pairs_bound is not None,
-                                      means=None if prepared is not None else gb.row_means(a, b))
+                                      means=None if prepared is not None else gb.row_means(a, b),
+                                      integer_rows=None if prepared is not None else gb.integer_rows(a, b))
         if out is None:
             rows.append({"index": gene.index, "tag": gene.tag, "group": gene.group, "skipped": True})
             continue
@@ -609,8 +610,12 @@ def permutation_pass(plan: StudyPlan, spec: PermutationSpec, *, dtype: Any, fdr:
     """The permutation tasks of ``plan`` (groups attached), then significance: the gene-level
     Dataset of :func:`map_cis_permutations` and the tasks' result rows (with the candidate
     significant pairs when ``pairs_bound`` is given)."""
+    from dqtl.kernels import bf16
     from dqtl.multitest.significance import add_significance
 
+    line = bf16.backend()
+    log.info("permutation products: %s", f"{line}, with float64 rechecks" if line else
+             f"float32 (no bfloat16 products: {bf16.why_not()})")
     parts = compute(cis_permutation_graph(plan, spec, dtype=dtype, pairs_bound=pairs_bound),
                     label="cis permutation tasks", imports=("scipy.interpolate", "dqtl.plot", "dqtl.report"))
     rows = [r for part in parts for r in part]

@@ -4,21 +4,150 @@ batches, and one phenotype's observed statistic and permutation maxima
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dqtl.kernels import bf16
+
 if TYPE_CHECKING:
     from dqtl.association.permutation import GeneInput, PermutationSpec
 
-__all__ = ["ResidualizedBlock", "PermutationBatches", "permutation_gene_kernel"]
+__all__ = ["ResidualizedBlock", "IntegerRows", "PermutationBatches", "permutation_gene_kernel"]
 
 #: Rows residualized at a time when a task builds its :class:`ResidualizedBlock`.
 _BUILD_ROWS = 256
 
 #: Largest permutation table (elements) a run holds as intp indices (256 MiB).
 _INTP_PERMS_MAX = 32 * 2**20
+
+#: bfloat16 products only for rows whose error bound is at most this many times a unit row's
+#: (``||g - k|| / ||P g||``; larger for variants the covariates nearly explain, e.g. partners in
+#: LD of a conditioning variant): a gene with such a row takes the float32 products.
+_RATIO_MAX = 4.0
+
+#: ... and only for blocks with at most this fraction of rows holding non-integer dosages
+#: (imputed calls: their fractional parts take a float32 product of their own).
+_FRACTIONAL_ROWS_MAX = 0.25
+
+
+@dataclass
+class IntegerRows:
+    """A block's genotype rows as integers for the bfloat16 permutation products
+    (:mod:`dqtl.kernels.bf16`).
+
+    With ``g`` a row on the gene's samples, ``k`` the integer nearest its mean, ``f`` the
+    fractional part of its dosages (0 for hard calls; imputed calls), ``Q`` the (n, r) basis and
+    ``P = I - Q Q^T`` (``1`` in the span of ``Q``): ``<g, P z> = <round(g) - k, z> + <f, z> -
+    <Q^T (g - k), Q^T z>`` for any phenotype vector ``z``. One bfloat16 product per batch computes
+    the first and last terms: ``A = [d_1 d_1 d_2 d_2 ... | a_hi a_hi a_lo]`` (``d = round(g) - k``
+    exact, each twice; ``a = Q^T (g - k)`` split in two bfloat16) against ``[h_1 l_1 h_2 l_2 ... |
+    -q_hi -q_lo -q_hi]`` (``z = h + l`` and ``q = Q^T z`` split likewise): :meth:`products`.
+    """
+
+    A: np.ndarray  # (v, 2n + 3r) bfloat16 bits
+    inv_norm: np.ndarray  # (v,) float32 1 / ||P g|| (0 where not testable)
+    n1: np.ndarray  # (v,) (||g - k|| + 2 ||f||) / ||P g|| (0 where not testable)
+    gqa: np.ndarray  # (v, r) |Q^T (g - k)| / ||P g|| (0 where not testable)
+    frac_rows: np.ndarray  # (k,) rows with fractional dosages
+    frac: np.ndarray  # (k, n) float32 their fractional parts
+
+    def take(self, rows: np.ndarray | slice) -> IntegerRows:
+        """The rows ``rows`` (a slice or increasing indices) of the block."""
+        if isinstance(rows, slice):
+            a, b = rows.start or 0, rows.stop
+            keep = (self.frac_rows >= a) & (self.frac_rows < b)
+            return IntegerRows(self.A[rows], self.inv_norm[rows], self.n1[rows], self.gqa[rows],
+                               self.frac_rows[keep] - a, self.frac[keep])
+        pos = np.searchsorted(rows, self.frac_rows)
+        keep = pos < len(rows)
+        keep[keep] = rows[pos[keep]] == self.frac_rows[keep]
+        return IntegerRows(self.A[rows], self.inv_norm[rows], self.n1[rows], self.gqa[rows], pos[keep],
+                           self.frac[keep])
+
+    def ratio(self) -> float:
+        """The largest error scale of a row (``||g - k|| / ||P g||``, with fractional parts)."""
+        return float(self.n1.max(initial=0.0))
+
+    def bound(self, qabs: np.ndarray) -> float:
+        """The largest error of a scaled product ``<g, P z> / ||P g||`` of these rows with the unit
+        columns ``z`` of a batch whose ``|Q^T z|`` are at most ``qabs`` (r,) elementwise: the
+        representation of ``z`` by two bfloat16 (2^-16 + 2^-24) and of ``a`` and ``q`` (three
+        products of the four: 3 x 2^-16), float32 accumulation over the K = 2n + 3r terms
+        (gamma_K = K u, u = 2^-24) and the final roundings."""
+        u = 2.0**-24
+        K = self.A.shape[1]
+        t = self.gqa @ qabs  # sum_k |a_k| max |q_k| / ||P g||
+        c_rep, c_acc = 2.0**-16 + 2.0**-23, (K + 2) * u * (1.0 + 2.0**-7)
+        e = (c_rep + c_acc + 2 * u) * self.n1 + (3.1 * 2.0**-16 + c_acc * (1.0 + 2.0**-7) + 2 * u) * t
+        return float(e.max(initial=0.0))
+
+    def products(self, rows: np.ndarray, yhl: np.ndarray, yc: np.ndarray, y32: np.ndarray, Q: np.ndarray,
+                 out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(out, q)``: ``out[v, j] = <g_v, P z_j> / ||P g_v||`` for the columns ``z_j = yc[rows[j]]``
+        of a batch (``rows`` (b, n) permutations; ``yhl`` the uint32 ``h | l << 16`` bfloat16 pairs
+        of ``yc``, ``y32`` its float32 values) and ``q`` (b, r) ``Q^T z_j`` in float64."""
+        b, n = rows.shape
+        r = Q.shape[1]
+        q = yc[rows] @ Q  # (b, r) float64
+        zb = np.empty((b, self.A.shape[1]), dtype=np.uint16)
+        np.take(yhl, rows, out=zb[:, : 2 * n].view(np.uint32))  # [h_1 l_1 h_2 l_2 ...] per column
+        qh, ql = bf16.split(-q)
+        zb[:, 2 * n: 2 * n + r] = qh
+        zb[:, 2 * n + r: 2 * n + 2 * r] = ql
+        zb[:, 2 * n + 2 * r:] = qh
+        bf16.gemm_nt(self.A, zb, out)
+        if self.frac_rows.size:
+            out[self.frac_rows] += self.frac @ y32[rows].T
+        out *= self.inv_norm[:, None]
+        return out, q
+
+
+def _integer_rows(Gs: np.ndarray, mu: np.ndarray, cc: np.ndarray, GQ: np.ndarray, Q: np.ndarray,
+                  g_norm: np.ndarray, ok: np.ndarray, known: np.ndarray | None,
+                  A: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Rows of :class:`IntegerRows` for the (v, n) dosages ``Gs`` (row means ``mu``, ``cc`` the
+    squared norms of the centred rows, ``GQ`` their products with ``Q``), written into ``A``
+    (v, 2n + 3r); returns ``(frac_rows, frac, n1, gqa)``, or None when the dosages are not
+    (mostly) small integers. ``known``: (v,) rows the decoder knows hold integers only (hard
+    calls without a missing call); the other rows are checked."""
+    v, n = Gs.shape
+    r = Q.shape[1]
+    k = np.rint(mu)
+    check = np.arange(v) if known is None else np.nonzero(~known)[0]
+    if known is not None and check.size > _FRACTIONAL_ROWS_MAX * v:
+        return None  # too many rows with imputed calls
+    if known is None and v and float(np.ptp(Gs)) > 256:
+        return None  # integers beyond 256 are not exact in bfloat16
+    G32 = Gs.astype(np.float32)  # exact for the integer rows (small integers)
+    G32 -= k[:, None].astype(np.float32)
+    frac_rows = np.zeros(0, dtype=np.intp)
+    frac = np.zeros((0, n), dtype=np.float32)
+    if check.size:
+        Gc = Gs[check]
+        Gi = np.rint(Gc)
+        is_frac = (Gi != Gc).any(axis=1)
+        if is_frac.sum() > _FRACTIONAL_ROWS_MAX * v:
+            return None
+        frac_rows = check[is_frac]
+        frac = (Gc[is_frac] - Gi[is_frac]).astype(np.float32)
+        G32[check] = Gi - k[check, None]
+    bits = G32.view(np.uint32)
+    np.right_shift(bits, 16, out=A[:, 0: 2 * n: 2], casting="unsafe")  # bfloat16 bits, exact
+    A[:, 1: 2 * n: 2] = A[:, 0: 2 * n: 2]
+    GQk = GQ + (mu - k)[:, None] * Q.sum(axis=0)[None, :]  # Q^T (g - k) = Q^T (g - mu) + (mu - k) Q^T 1
+    ah, al = bf16.split(GQk)
+    A[:, 2 * n: 2 * n + r] = ah
+    A[:, 2 * n + r: 2 * n + 2 * r] = ah
+    A[:, 2 * n + 2 * r:] = al
+    # ||round(g) - k|| <= ||g - k|| + ||f||, ||g - k||^2 = ||g - mu||^2 + n (mu - k)^2
+    norm_f = np.zeros(v)
+    norm_f[frac_rows] = np.sqrt(np.einsum("ij,ij->i", frac, frac, dtype=np.float64))
+    norm_gk = np.sqrt(cc + n * (mu - k) ** 2) * (1.0 + 1e-12)
+    inv = np.where(ok, 1.0 / np.where(ok, g_norm, 1.0), 0.0)
+    return frac_rows, frac, (norm_gk + 2.0 * norm_f) * inv, np.abs(GQk) * inv[:, None]
 
 
 @dataclass
@@ -36,9 +165,10 @@ class ResidualizedBlock:
     dof: int
     g_norm: np.ndarray  # (v,) residual norms, as residual_norm2 computes them
     ok: np.ndarray  # (v,) testable: valid and not constant after residualization
-    G32: np.ndarray  # (v, n) float32 residualized rows / g_norm (0 where not ok)
+    G32: np.ndarray | None  # (v, n) float32 residualized rows / g_norm (0 where not ok)
     G: np.ndarray  # (v, samples) the dosages the rows come from
     sample_index: np.ndarray | None  # the samples of G the rows use (None: all)
+    low: IntegerRows | None = None  # the rows as integers for bfloat16 products (G32 then None)
 
     @classmethod
     def build(
@@ -50,6 +180,8 @@ class ResidualizedBlock:
         *,
         sample_index: np.ndarray | None = None,
         means: np.ndarray | None = None,
+        integer: bool = True,
+        integer_rows: np.ndarray | None = None,
     ) -> ResidualizedBlock:
         """From (v, samples) imputed dosages, their (v,) testable mask and the basis ``Q``.
 
@@ -57,35 +189,72 @@ class ResidualizedBlock:
         cache; no float64 copy of the block is kept: 48 MiB per task at 500 samples), each
         block divided by its norms straight into the float32 rows. ``means``: ``G.mean(axis=1)``
         bit for bit when the decoder knows it (:meth:`DecodedBlock.row_means`; all samples only).
+
+        ``integer``: when the bfloat16 products are available (:func:`dqtl.kernels.bf16.backend`)
+        and the dosages are (mostly) integers, the rows are kept as :class:`IntegerRows`
+        instead of float32 residuals (``G32`` is then None). ``integer_rows``: (v,) rows the
+        decoder knows hold integers only (:meth:`DecodedBlock.integer_rows`); the others are checked.
         """
         v = G.shape[0]
         n = G.shape[1] if sample_index is None else len(sample_index)
         g_norm = np.empty(v)
         ok = np.empty(v, dtype=bool)
-        G32 = np.empty((v, n), dtype=np.float32)
         valid = np.asarray(valid, dtype=bool)
+        lowp = integer and v > 0 and bf16.backend() is not None
+        G32 = None if lowp else np.empty((v, n), dtype=np.float32)
+        r = Q.shape[1]
+        if lowp:
+            A = np.empty((v, 2 * n + 3 * r), dtype=np.uint16)
+            n1, gqa = np.empty(v), np.empty((v, r))
+            fr_rows: list[np.ndarray] = []
+            fracs: list[np.ndarray] = []
         buf = np.empty((min(_BUILD_ROWS, v), n))
         for s in range(0, v, _BUILD_ROWS):
             e = min(s + _BUILD_ROWS, v)
             m = means[s:e, None] if means is not None and sample_index is None else None
-            Gc = _centred(G[s:e], sample_index, buf[: e - s], m)
+            if lowp:
+                Gs = G[s:e] if sample_index is None else G[s:e][:, sample_index]
+                m = Gs.mean(axis=1, keepdims=True) if m is None else m
+                Gc = _centred(Gs, None, buf[: e - s], m)
+            else:
+                Gc = _centred(G[s:e], sample_index, buf[: e - s], m)
             GQ = Gc @ Q
             # ||P g||^2 = ||g||^2 - ||Q^T g||^2 (as residual_norm2), with the product the
             # residual needs anyway
-            gn = np.sqrt(np.maximum(np.einsum("ij,ij->i", Gc, Gc) - np.einsum("ij,ij->i", GQ, GQ), 0.0))
+            cc = np.einsum("ij,ij->i", Gc, Gc)
+            gn = np.sqrt(np.maximum(cc - np.einsum("ij,ij->i", GQ, GQ), 0.0))
             keep = valid[s:e] & (gn > 1e-10 * np.sqrt(n))
+            g_norm[s:e], ok[s:e] = gn, keep
+            if lowp:
+                assert m is not None
+                part = _integer_rows(Gs, m[:, 0], cc, GQ, Q, gn, keep,
+                                     None if integer_rows is None else integer_rows[s:e], A[s:e])
+                if part is None or sum(map(len, fr_rows)) + len(part[0]) > _FRACTIONAL_ROWS_MAX * v:
+                    # not integers: the float32 rows after all
+                    return cls.build(G, valid, Q, dof, sample_index=sample_index, means=means, integer=False)
+                fr_rows.append(part[0] + s)
+                fracs.append(part[1])
+                n1[s:e], gqa[s:e] = part[2], part[3]
+                continue
+            assert G32 is not None
             Gc -= GQ @ Q.T
             # the float64 quotients rounded to float32 (what dividing Gc, then casting, gives)
             np.divide(Gc, np.where(keep, gn, 1.0)[:, None], out=G32[s:e], casting="same_kind")
             if not keep.all():
                 G32[s:e][~keep] = 0.0
-            g_norm[s:e], ok[s:e] = gn, keep
-        return cls(Q=Q, dof=int(dof), g_norm=g_norm, ok=ok, G32=G32, G=G, sample_index=sample_index)
+        low = None
+        if lowp:
+            low = IntegerRows(A=A, inv_norm=np.where(ok, 1.0 / np.where(ok, g_norm, 1.0), 0.0).astype(np.float32),
+                              n1=n1, gqa=gqa, frac_rows=np.concatenate(fr_rows),
+                              frac=np.concatenate(fracs) if fracs else np.zeros((0, n), dtype=np.float32))
+        return cls(Q=Q, dof=int(dof), g_norm=g_norm, ok=ok, G32=G32, G=G, sample_index=sample_index, low=low)
 
     def rows(self, a: int, b: int) -> ResidualizedBlock:
         """Rows ``a:b`` (views, no copy)."""
         return ResidualizedBlock(Q=self.Q, dof=self.dof, g_norm=self.g_norm[a:b], ok=self.ok[a:b],
-                                 G32=self.G32[a:b], G=self.G[a:b], sample_index=self.sample_index)
+                                 G32=None if self.G32 is None else self.G32[a:b], G=self.G[a:b],
+                                 sample_index=self.sample_index,
+                                 low=None if self.low is None else self.low.take(slice(a, b)))
 
     def res64(self, rows: np.ndarray) -> np.ndarray:
         """(len(rows), n) float64 residualized unit-norm rows (0 where not testable): the rows
@@ -97,6 +266,20 @@ class ResidualizedBlock:
         Gc /= np.where(keep, self.g_norm[rows], 1.0)[:, None]
         Gc[~keep] = 0.0
         return Gc
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, size: int, dtype: Any) -> np.ndarray:
+    """A reused (size,) buffer of this thread: the products of every gene a thread runs write
+    into the same pages (a fresh 16 MiB array per gene costs its page faults inside the GEMM,
+    ~25% of a sequencing-density window's bfloat16 product). Valid until the next call."""
+    bufs = _SCRATCH.__dict__.setdefault("bufs", {})
+    b = bufs.get(name)
+    if b is None or b.size < size or b.dtype != np.dtype(dtype):
+        b = bufs[name] = np.empty(max(size, 1), dtype=dtype)
+    return b[:size]
 
 
 def _centred(G: np.ndarray, sample_index: np.ndarray | None, out: np.ndarray | None,
@@ -121,6 +304,9 @@ class PermutationBatches:
 
     cols: tuple[np.ndarray, ...]
     offsets: tuple[int, ...]
+    #: ``rows[i]``: ``cols[i].T`` C-ordered, (b_i, n): a permuted phenotype per row (the
+    #: bfloat16 products' layout, :class:`IntegerRows`)
+    rows: tuple[np.ndarray, ...] = ()
 
     @classmethod
     def build(cls, perms: np.ndarray, spec: PermutationSpec) -> PermutationBatches:
@@ -135,7 +321,7 @@ class PermutationBatches:
             head = [np.arange(n, dtype=dt)[:, None]] if a == 0 else []
             cols.append(np.ascontiguousarray(np.concatenate([*head, perms[a:b].T.astype(dt)], axis=1)))
             offsets.append(1 if a == 0 else 0)
-        return cls(cols=tuple(cols), offsets=tuple(offsets))
+        return cls(cols=tuple(cols), offsets=tuple(offsets), rows=tuple(np.ascontiguousarray(c.T) for c in cols))
 
 
 def permutation_gene_kernel(
@@ -149,6 +335,7 @@ def permutation_gene_kernel(
     prepared: ResidualizedBlock | None = None,
     keep_window: bool = False,
     means: np.ndarray | None = None,
+    integer_rows: np.ndarray | None = None,
 ) -> dict[str, Any] | None:
     """Observed best variant and permutation max-r^2 for one phenotype.
 
@@ -177,6 +364,8 @@ def permutation_gene_kernel(
         screen's ``||P y||``).
     means
         ``G.mean(axis=1)`` when the decoder knows it (see :meth:`ResidualizedBlock.build`).
+    integer_rows
+        The rows the decoder knows hold integers only (see :meth:`ResidualizedBlock.build`).
 
     Returns
     -------
@@ -184,16 +373,24 @@ def permutation_gene_kernel(
     """
     if prepared is None:
         prepared = ResidualizedBlock.build(G, valid, gene.Q, gene.dof, sample_index=gene.sample_index,
-                                           means=means)
+                                           means=means, integer_rows=integer_rows)
     idx = np.nonzero(prepared.ok)[0]
     if idx.size == 0:
         return None
-    if idx.size == prepared.ok.size:  # views when every variant is testable
-        g_norm, G32 = prepared.g_norm, prepared.G32
-    else:
-        g_norm, G32 = prepared.g_norm[idx], prepared.G32[idx]
+    low = prepared.low
+    if low is not None:
+        low = low if idx.size == prepared.ok.size else low.take(idx)
+        if low.ratio() > _RATIO_MAX:  # a row the covariates nearly explain
+            prepared = ResidualizedBlock.build(G, valid, gene.Q, gene.dof, sample_index=gene.sample_index,
+                                               integer=False)
+            low = None
+    g_norm = prepared.g_norm if idx.size == prepared.ok.size else prepared.g_norm[idx]
+    G32 = None
+    if low is None:
+        assert prepared.G32 is not None
+        G32 = prepared.G32 if idx.size == prepared.ok.size else prepared.G32[idx]
     Q = prepared.Q
-    n_g = G32.shape[1]
+    n_g = len(gene.y)
     y = gene.y
     yr = y - Q @ (Q.T @ y)
     p_norm = float(np.linalg.norm(yr))
@@ -222,18 +419,31 @@ def permutation_gene_kernel(
     QT32 = np.ascontiguousarray(Q.T, dtype=np.float32)
     tiny = np.finfo(np.float64).tiny
     exact = np.dtype(dtype) != np.dtype(np.float32)
-    gamma = (n_g + 2) * float(np.finfo(np.float32).eps) / 2.0
-    band = 4.0 * gamma  # permutations this close to the observed statistic are rechecked
-    margin = 8.0 * gamma  # candidate maximisers: within this of the float32 maximum
-    buf = np.empty((G32.shape[0], max(c.shape[1] for c in batches.cols)), dtype=np.float32)
+    # With integer rows (IntegerRows: one bfloat16 product of round(g) - k against y split in
+    # two, with the covariate term, float32 accumulation) the bound is IntegerRows.bound, per batch.
+    gamma = gamma0 = (n_g + 2) * float(np.finfo(np.float32).eps) / 2.0
+    buf = _scratch("products", idx.size * max(c.shape[1] for c in batches.cols), np.float32).reshape(
+        idx.size, -1)
+    if low is not None:
+        yh, yl = bf16.split(yc)
+        yhl = yh.astype(np.uint32) | (yl.astype(np.uint32) << 16)  # [h_i l_i] as uint16 pairs
     chunks: list[np.ndarray] = []
     hits = 0
     top = -1
     r_top = r2_obs = r_obs_abs = 0.0
     c0 = np.zeros(0, dtype=np.float32)
-    for cols, off in zip(batches.cols, batches.offsets, strict=True):
-        YT = y32[cols]  # (n, b) permuted phenotypes (fancy indexing with intp: the fastest gather)
-        RT = np.matmul(G32, YT, out=buf[:, : YT.shape[1]])  # (v, b) float32 numerators
+    for i_b, (cols, off) in enumerate(zip(batches.cols, batches.offsets, strict=True)):
+        if low is None:
+            assert G32 is not None
+            YT = y32[cols]  # (n, b) permuted phenotypes (fancy indexing with intp: the fastest gather)
+            RT = np.matmul(G32, YT, out=buf[:, : YT.shape[1]])  # (v, b) float32 numerators
+            qy = (QT32 @ YT[:, off:]).astype(np.float64)  # Q^T y[pi] (BLAS runs one thread per task)
+        else:
+            RT, qz = low.products(batches.rows[i_b], yhl, yc, y32, Q, buf[:, : cols.shape[1]])
+            gamma = low.bound(np.abs(qz).max(axis=0))
+            qy = qz[off:].T
+        band = 4.0 * gamma  # permutations this close to the observed statistic are rechecked
+        margin = 8.0 * gamma  # candidate maximisers: within this of the float32 maximum
         if off:  # observed statistic: float64 on the candidate maximisers of its float32 screen
             c0 = np.abs(RT[:, 0])
             cand = np.nonzero(c0 >= c0.max() - margin)[0]
@@ -244,9 +454,9 @@ def permutation_gene_kernel(
             top, r_top = int(cand[j]), float(r_cand[j])
             r2_obs = r_top * r_top
             r_obs_abs = abs(r_top)
+            gamma0 = gamma
         RP = RT[:, off:]
         amax = np.maximum(RP.max(axis=0), -RP.min(axis=0)).astype(np.float64)  # max_v |<G_v, y[pi]>|
-        qy = (QT32 @ YT[:, off:]).astype(np.float64)  # Q^T y[pi] (BLAS runs one thread per task)
         pn2 = np.maximum(1.0 - np.einsum("ij,ij->j", qy, qy), tiny)  # ||P y[pi]||^2
         m = amax * amax / pn2
         if exact:
@@ -268,7 +478,7 @@ def permutation_gene_kernel(
     window = {}
     if keep_window:
         window = {"w_c": c0, "r_idx": idx, "r_gnorm": g_norm, "w_block": prepared, "w_y": yr / p_norm,
-                  "w_pnc": p_norm / float(np.linalg.norm(y - y.mean())), "w_gamma": gamma}
+                  "w_pnc": p_norm / float(np.linalg.norm(y - y.mean())), "w_gamma": gamma0}
     return {
         **window,
         "index": gene.index,

@@ -173,6 +173,13 @@ class DecodedBlock:
             return self.G[a:b].mean(axis=1)
         return self.sums[a:b] / self.G.shape[1]
 
+    def integer_rows(self, a: int = 0, b: int | None = None) -> Any:
+        """(rows,) bool: the rows ``a:b`` known to hold integers only (decoded from hard calls,
+        no missing call), or None when the decoder does not know (dosages)."""
+        if not self.diploid_calls:
+            return None
+        return self.n_missing[a:b] == 0
+
     @property
     def n_monomorphic(self) -> int:
         return int(self.monomorphic.sum())

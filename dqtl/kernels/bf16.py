@@ -1,0 +1,221 @@
+"""bfloat16 products with float32 accumulation (oneDNN's ``gemm_bf16bf16f32``), for the
+permutation products of hard-call genotypes.
+
+Small integers (genotype calls minus an integer, -ploidy..ploidy) are exact in bfloat16, and a
+float32 vector is a sum of two bfloat16 vectors ``hi + lo`` to within 2^-16 of each element
+(:func:`split`). So ``G @ [hi; lo]`` with integer ``G`` computes ``G @ y`` with an elementwise
+representation error of 2^-16 and float32 accumulation: within a bound of the float32 product
+that :mod:`dqtl.association.permutation_kernel` widens its exact float64 rechecks by. On CPUs
+with AMX or AVX512-BF16 these products run 2.5-4.5x faster than a float32 GEMM of the same
+multiply-adds (``benchmarks/RESULTS.md``).
+
+The library is oneDNN's (the ``onednn-cpu-gomp`` wheel, a dependency on x86-64 Linux), loaded with
+ctypes when first used. :func:`backend` says whether the products are available: the library
+loads, the CPU has ``avx512_bf16`` or ``amx_bf16`` (on other CPUs oneDNN emulates them, slower
+than float32), and a probe product is exact. ``DQTL_BF16=0`` turns them off; ``DQTL_BF16=1``
+uses them wherever the library loads (tests, CPUs whose flags are not in ``/proc/cpuinfo``).
+``DQTL_DNNL_LIBRARY`` names another ``libdnnl.so.3``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ENV", "backend", "why_not", "reset", "to_bf16", "split", "gemm", "gemm_nt"]
+
+log = logging.getLogger(__name__)
+
+#: Environment variable: ``0`` off, ``1`` on wherever the library loads, else automatic.
+ENV = "DQTL_BF16"
+
+_LOCK = threading.Lock()
+_STATE: dict[str, Any] = {}
+_THREADS = threading.local()
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def _library_path() -> str | None:
+    env = os.environ.get("DQTL_DNNL_LIBRARY")
+    if env:
+        return env
+    for base in (Path(sys.prefix) / "lib", Path(sys.base_prefix) / "lib"):
+        p = base / "libdnnl.so.3"
+        if p.exists():
+            return str(p)
+    try:  # installed elsewhere (a --user or --target install): the wheel's file list
+        from importlib.metadata import PackageNotFoundError, files
+
+        try:
+            for f in files("onednn-cpu-gomp") or ():
+                if f.name == "libdnnl.so.3":
+                    return str(f.locate())
+        except PackageNotFoundError:
+            return None
+    except ImportError:  # pragma: no cover
+        return None
+    return None
+
+
+def _load() -> tuple[Any, str]:
+    """(library or None, a line saying what was found)."""
+    mode = os.environ.get(ENV, "auto").strip().lower()
+    if mode in ("0", "off", "false", "no"):
+        return None, f"off ({ENV}={mode})"
+    path = _library_path()
+    if path is None:
+        return None, "oneDNN not installed (pip install onednn-cpu-gomp)"
+    flags = _cpu_flags()
+    hw = sorted(flags & {"amx_bf16", "avx512_bf16"})
+    if not hw and mode not in ("1", "on", "true", "yes"):
+        return None, "the CPU has no bfloat16 instructions (amx_bf16, avx512_bf16)"
+    try:
+        lib = ctypes.CDLL(path)
+        i64, f32, ch, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_char, ctypes.c_void_p
+        lib.dnnl_gemm_bf16bf16f32.argtypes = [ch, ch, i64, i64, i64, f32, ptr, i64, ptr, i64, f32, ptr, i64]
+        gomp = ctypes.CDLL("libgomp.so.1")  # the OpenMP runtime oneDNN is linked against
+        gomp.omp_set_num_threads.argtypes = [ctypes.c_int]
+    except (OSError, AttributeError) as e:
+        return None, f"oneDNN did not load from {path}: {e}"
+    _STATE["lib"], _STATE["gomp"] = lib, gomp
+    # probe: a product of integers and split floats against float64
+    rng = np.random.default_rng(0)
+    a = rng.integers(-2, 3, size=(37, 21)).astype(np.float32)
+    b = rng.standard_normal((21, 13))
+    out = np.empty((37, 13), dtype=np.float32)
+    try:
+        gemm(to_bf16(np.concatenate([a, a], axis=1)), np.concatenate(split(b), axis=0), out)
+    except RuntimeError as e:
+        _STATE.clear()
+        return None, f"oneDNN's bfloat16 product failed its probe: {e}"
+    err = float(np.max(np.abs(out - a.astype(np.float64) @ b)))
+    if not err <= 1e-3:
+        _STATE.clear()
+        return None, f"oneDNN's bfloat16 product failed its probe (error {err:.2e})"
+    how = "+".join(hw) if hw else "emulated (forced)"
+    return lib, f"oneDNN bfloat16 products ({how}; {Path(path).name})"
+
+
+def backend() -> str | None:
+    """A line naming the bfloat16 products when they are available, else None (see the module
+    docstring; decided once per process)."""
+    with _LOCK:
+        if "line" not in _STATE:
+            lib, line = _load()
+            _STATE["line"] = line
+            _STATE["ok"] = lib is not None
+            log.debug("bfloat16 products: %s", line)
+        return _STATE["line"] if _STATE["ok"] else None
+
+
+def why_not() -> str:
+    """What :func:`backend` found: the library and instructions used, or why not."""
+    backend()
+    return str(_STATE.get("line", ""))
+
+
+def reset() -> None:
+    """Forget the decision (after changing ``DQTL_BF16`` in this process, e.g. in tests)."""
+    with _LOCK:
+        _STATE.clear()
+
+
+def to_bf16(x: np.ndarray) -> np.ndarray:
+    """float32 (or float64, rounded to float32 first) to bfloat16 bit patterns (uint16),
+    rounding to nearest even. Finite values only.
+
+    >>> to_bf16(np.array([1.0, -2.0, 3.0, 1.0 + 2.0**-8, 1.0 + 3 * 2.0**-8])).tolist()
+    [16256, 49152, 16448, 16256, 16258]
+    """
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    r = u >> 16
+    r &= 1
+    r += u
+    r += 0x7FFF
+    r >>= 16
+    return r.astype(np.uint16)
+
+
+def _from_bf16(b: np.ndarray) -> np.ndarray:
+    return (b.astype(np.uint32) << 16).view(np.float32)
+
+
+def split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(hi, lo)`` bfloat16 bit patterns with ``|y - hi - lo| <= (2^-16 + 2^-24) |y|``
+    elementwise (y rounded to float32, then ``hi`` its bfloat16 rounding and ``lo`` the
+    rounding of the exact float32 remainder).
+
+    >>> hi, lo = split(np.array([np.pi, -1e-3]))
+    >>> bool(np.all(np.abs(_from_bf16(hi).astype(float) + _from_bf16(lo) - [np.pi, -1e-3])
+    ...             <= (2.0**-16 + 2.0**-24) * np.abs([np.pi, -1e-3])))
+    True
+    """
+    y32 = np.ascontiguousarray(y, dtype=np.float32)
+    hi = to_bf16(y32)
+    return hi, to_bf16(y32 - _from_bf16(hi))
+
+
+def _one_thread() -> None:
+    """oneDNN's OpenMP team: one thread per calling thread (dqtl runs one task per core)."""
+    if not getattr(_THREADS, "pinned", False):
+        _STATE["gomp"].omp_set_num_threads(1)
+        _THREADS.pinned = True
+
+
+def _ld(x: np.ndarray, dtype: Any, rows: int, cols: int, name: str) -> int:
+    """The leading dimension of a row-major matrix (rows, cols) of ``dtype`` whose rows may be
+    a view's (unit column stride)."""
+    if not (x.dtype == dtype and x.shape == (rows, cols) and x.ndim == 2
+            and (x.strides[1] == x.itemsize or cols <= 1)
+            and (x.strides[0] % x.itemsize == 0) and x.strides[0] // x.itemsize >= cols):
+        raise ValueError(f"{name}: expected a row-major {np.dtype(dtype).name} ({rows}, {cols}) matrix, "
+                         f"got {x.dtype} {x.shape} strides {x.strides}")
+    return max(x.strides[0] // x.itemsize, cols, 1)
+
+
+def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, beta: float = 0.0) -> np.ndarray:
+    """``out = a @ b + beta * out`` for row-major bfloat16 bit patterns ``a`` (m, k) and
+    ``b`` (k, n) into row-major float32 ``out`` (m, n) (rows of views allowed), accumulated in
+    float32."""
+    m, k = a.shape
+    n = b.shape[1]
+    lda, ldb = _ld(a, np.uint16, m, k, "a"), _ld(b, np.uint16, k, n, "b")
+    ldc = _ld(out, np.float32, m, n, "out")
+    _one_thread()
+    st = _STATE["lib"].dnnl_gemm_bf16bf16f32(b"N", b"N", m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data,
+                                             ldb, float(beta), out.ctypes.data, ldc)
+    if st != 0:
+        raise RuntimeError(f"dnnl_gemm_bf16bf16f32 returned status {st}")
+    return out
+
+
+def gemm_nt(a: np.ndarray, bt: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out = a @ bt.T`` for row-major bfloat16 bit patterns ``a`` (m, k) and ``bt`` (n, k)
+    into row-major float32 ``out`` (m, n) (rows of views allowed), accumulated in float32."""
+    m, k = a.shape
+    n = bt.shape[0]
+    lda, ldb = _ld(a, np.uint16, m, k, "a"), _ld(bt, np.uint16, n, k, "bt")
+    ldc = _ld(out, np.float32, m, n, "out")
+    _one_thread()
+    st = _STATE["lib"].dnnl_gemm_bf16bf16f32(b"N", b"T", m, n, k, 1.0, a.ctypes.data, lda, bt.ctypes.data,
+                                             ldb, 0.0, out.ctypes.data, ldc)
+    if st != 0:
+        raise RuntimeError(f"dnnl_gemm_bf16bf16f32 returned status {st}")
+    return out

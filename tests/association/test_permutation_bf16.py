@@ -1,0 +1,190 @@
+"""bfloat16 permutation products (dqtl.kernels.bf16 + IntegerRows): rigorous error bound, and the
+same permutation results as the float32 products (top variants, statistics, empirical p-values)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import dqtl
+from dqtl.association.permutation import GeneInput, PermutationSpec, map_cis_permutations
+from dqtl.association.permutation_kernel import (
+    PermutationBatches,
+    ResidualizedBlock,
+    permutation_gene_kernel,
+)
+from dqtl.kernels import bf16
+from dqtl.kernels.linalg import Residualizer
+
+
+@pytest.fixture
+def products(monkeypatch):
+    """bfloat16 products on (forced where the CPU would emulate them); skip without oneDNN."""
+    monkeypatch.setenv(bf16.ENV, "1")
+    bf16.reset()
+    if bf16.backend() is None:
+        bf16.reset()
+        pytest.skip(f"no bfloat16 products here: {bf16.why_not()}")
+    yield
+    bf16.reset()
+
+
+@pytest.fixture
+def no_products(monkeypatch):
+    monkeypatch.setenv(bf16.ENV, "0")
+    bf16.reset()
+    yield
+    bf16.reset()
+
+
+def _flip(monkeypatch, on: bool) -> None:
+    monkeypatch.setenv(bf16.ENV, "1" if on else "0")
+    bf16.reset()
+
+
+def test_split__two_bfloat16_within_their_bound():
+    rng = np.random.default_rng(0)
+    y = np.concatenate([rng.standard_normal(5000) * 10.0 ** rng.integers(-30, 30, 5000), [0.0, -1.0, 2.0**-126]])
+    hi, lo = bf16.split(y)
+    back = (hi.astype(np.uint32) << 16).view(np.float32).astype(np.float64) + \
+        (lo.astype(np.uint32) << 16).view(np.float32)
+    assert np.all(np.abs(back - y) <= (2.0**-16 + 2.0**-23) * np.abs(y))
+    # small integers are exact
+    ints = np.arange(-256, 257, dtype=np.float64)
+    assert np.array_equal((bf16.to_bf16(ints).astype(np.uint32) << 16).view(np.float32), ints)
+
+
+def test_backend_off_by_environment(no_products):
+    assert bf16.backend() is None
+    assert "DQTL_BF16=0" in bf16.why_not()
+
+
+def _study(rng, n=150, v=700, r=5, missing=0.0, ploidy=2):
+    f = rng.uniform(0.02, 0.5, v)
+    H = rng.random((v, ploidy * n)) < f[:, None]
+    for s in range(1, v):  # LD: runs of copied haplotypes
+        if rng.random() < 0.7:
+            H[s] = np.where(rng.random(ploidy * n) < 0.9, H[s - 1], H[s])
+    G = H.reshape(v, ploidy, n).sum(axis=1).astype(np.float64)
+    if missing:
+        miss = rng.random(G.shape) < missing
+        G[miss] = np.nan
+        mu = np.nanmean(G, axis=1)
+        G = np.where(miss, mu[:, None], G)
+    C = rng.standard_normal((n, r - 1))
+    return G, Residualizer.from_covariates(C)
+
+
+@pytest.mark.parametrize("missing", [0.0, 0.0005])
+def test_integer_rows_products_within_the_bound(products, missing):
+    """Every scaled product of the bfloat16 path lies within IntegerRows.bound of the float64
+    value <g, P z> / ||P g||, for hard calls and for rows with imputed (fractional) calls."""
+    rng = np.random.default_rng(3)
+    G, res = _study(rng, missing=missing)
+    n = G.shape[1]
+    blk = ResidualizedBlock.build(G, np.ones(len(G), bool), res.Q, res.dof)
+    low = blk.low
+    assert low is not None and blk.G32 is None
+    if missing:
+        assert 0 < low.frac_rows.size < len(G)
+    y = rng.standard_normal(n)
+    yc = (y - y.mean()) / np.linalg.norm(y - y.mean())
+    rows = np.array([np.arange(n)] + [rng.permutation(n) for _ in range(199)])
+    hi, lo = bf16.split(yc)
+    yhl = hi.astype(np.uint32) | (lo.astype(np.uint32) << 16)
+    out = np.empty((len(G), len(rows)), np.float32)
+    got, q = low.products(rows, yhl, yc, yc.astype(np.float32), res.Q, out)
+    Z = yc[rows].T  # (n, b)
+    Gc = G - G.mean(axis=1, keepdims=True)
+    PG = Gc - (Gc @ res.Q) @ res.Q.T
+    exact = (PG @ Z) / np.linalg.norm(PG, axis=1)[:, None]
+    np.testing.assert_allclose(q, Z.T @ res.Q, atol=1e-12)
+    err = np.abs(got - exact).max()
+    bound = low.bound(np.abs(q).max(axis=0))
+    assert err <= bound, (err, bound)
+    assert err > 0  # the products are not float64 (a test that cannot pass by accident)
+
+
+def _kernel_runs(G, res, y, nperm=300, dtype=np.float64, sample_index=None):
+    n = G.shape[1] if sample_index is None else len(sample_index)
+    rng = np.random.default_rng(11)
+    spec = PermutationSpec(nperm_min=nperm, nperm_max=nperm, seed=1)
+    batches = PermutationBatches.build(np.array([rng.permutation(n) for _ in range(nperm)]), spec)
+    gene = GeneInput(index=0, group=-1, y=y, sample_index=sample_index, Q=res.Q, dof=res.dof, lo=0, hi=len(G))
+    out = {}
+    for integer in (False, True):
+        prep = ResidualizedBlock.build(G, np.ones(len(G), bool), res.Q, res.dof, sample_index=sample_index,
+                                       integer=integer)
+        assert (prep.low is not None) == integer
+        out[integer] = permutation_gene_kernel(G, np.ones(len(G), bool), gene, batches, spec, dtype,
+                                               prepared=prep, keep_window=True)
+    return out[False], out[True]
+
+
+@pytest.mark.parametrize("effect", [0.0, 0.3])
+def test_kernel_same_results_as_float32_products(products, effect):
+    """Top variant, its float64 statistic and the hit count (pval_perm) are the float32 path's;
+    the permutation maxima (the beta fit's input) agree to float32-product precision."""
+    rng = np.random.default_rng(5)
+    G, res = _study(rng, v=900)
+    y = effect * G[450] + rng.standard_normal(G.shape[1])
+    f32, b16 = _kernel_runs(G, res, y)
+    assert b16["top"] == f32["top"] and b16["r"] == f32["r"]
+    r2 = f32["r"] ** 2
+    assert np.sum(b16["r2_perm"] >= r2) == np.sum(f32["r2_perm"] >= r2)
+    np.testing.assert_allclose(b16["r2_perm"], f32["r2_perm"], rtol=5e-5)
+    assert b16["w_gamma"] > f32["w_gamma"]  # its own (wider) bound for the significant pairs' screen
+    np.testing.assert_allclose(b16["w_c"], f32["w_c"], atol=b16["w_gamma"] + f32["w_gamma"])
+
+
+def test_kernel_sample_subset_and_imputed_calls(products):
+    rng = np.random.default_rng(8)
+    G, _ = _study(rng, n=160, v=500, missing=0.0005)
+    keep = np.sort(rng.choice(160, 130, replace=False))
+    res = Residualizer.from_covariates(rng.standard_normal((130, 3)))
+    y = 0.25 * G[200, keep] + rng.standard_normal(130)
+    f32, b16 = _kernel_runs(G, res, y, sample_index=keep)
+    assert b16["top"] == f32["top"] and b16["r"] == f32["r"]
+    assert np.sum(b16["r2_perm"] >= f32["r"] ** 2) == np.sum(f32["r2_perm"] >= f32["r"] ** 2)
+    np.testing.assert_allclose(b16["r2_perm"], f32["r2_perm"], rtol=5e-5)
+
+
+def test_rows_the_covariates_nearly_explain_take_float32(products):
+    """A covariate that is nearly a variant's dosage makes that row's error scale large: the gene
+    takes the float32 products (same results either way)."""
+    rng = np.random.default_rng(2)
+    G, _ = _study(rng, n=120, v=300)
+    C = np.column_stack([G[100] + 0.01 * rng.standard_normal(120), rng.standard_normal(120)])
+    res = Residualizer.from_covariates(C)
+    blk = ResidualizedBlock.build(G, np.ones(len(G), bool), res.Q, res.dof)
+    assert blk.low is not None and blk.low.ratio() > 4
+    y = rng.standard_normal(120)
+    f32, b16 = _kernel_runs(G, res, y)
+    np.testing.assert_array_equal(b16["r2_perm"], f32["r2_perm"])  # the same float32 products
+
+
+def test_dosages_that_are_not_integers_take_float32(products):
+    rng = np.random.default_rng(4)
+    G, res = _study(rng, n=100, v=200)
+    G = np.clip(G + rng.uniform(-0.2, 0.2, G.shape), 0, 2)  # imputed dosages
+    blk = ResidualizedBlock.build(G, np.ones(len(G), bool), res.Q, res.dof)
+    assert blk.low is None and blk.G32 is not None
+
+
+@pytest.mark.parametrize("missing", [0.0, 0.0003])
+def test_map_cis_permutations_same_with_and_without_bf16(monkeypatch, missing):
+    """The whole pass: the same top variants, statistics and pval_perm (float64 rechecks); the
+    beta-approximation p-values agree to the permutation maxima's float32 precision."""
+    sim = dqtl.simulate(n_samples=120, n_variants=3000, n_phenotypes=40, n_covariates=3, n_hidden=0,
+                        fraction_egenes=0.4, effect_size=0.6, missing_genotype_rate=missing, seed=9)
+    _flip(monkeypatch, True)
+    if bf16.backend() is None:
+        bf16.reset()
+        pytest.skip(f"no bfloat16 products here: {bf16.why_not()}")
+    a = map_cis_permutations(sim, sim, sim, permutations=500, seed=3)
+    _flip(monkeypatch, False)
+    b = map_cis_permutations(sim, sim, sim, permutations=500, seed=3)
+    bf16.reset()
+    for v in ("variant_id", "p_value_perm", "beta", "p_value", "n_variants"):
+        np.testing.assert_array_equal(a[v].values, b[v].values, err_msg=v)
+    np.testing.assert_allclose(a["p_value_beta"].values, b["p_value_beta"].values, rtol=1e-3, atol=1e-12)
