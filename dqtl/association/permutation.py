@@ -132,7 +132,7 @@ def _conditioned(gene: GeneInput, G: np.ndarray, b0: int) -> GeneInput:
     with dosages decoded from the store (decoding is row-local)."""
     assert gene.condition is not None
     variants, basis, where = gene.condition
-    E = np.ascontiguousarray(G[np.asarray(variants, dtype=np.int64) - b0].T)  # (samples, m)
+    E = np.ascontiguousarray(G[np.asarray(variants, dtype=np.int64) - b0].T, dtype=np.float64)  # (samples, m)
     if gene.sample_index is not None:
         E = E[gene.sample_index]
     ext = basis.extend(E, where=where)
@@ -168,7 +168,7 @@ def _task_kernel(
     ``pairs_bound``: also keep each phenotype's candidate significant pairs for a genome-wide
     threshold up to this value (:func:`dqtl.association.signif_pairs.keep_candidates`)."""
     genes: Sequence[GeneInput] = task_genes.value if isinstance(task_genes, Opaque) else task_genes
-    gb = decode_block(block, sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
+    gb = decode_block(block, sample_index, ploidy=ploidy, maf_threshold=maf_threshold, float32_calls=True)
     return genes_kernel(gb, b0, genes, batches_by_n, spec, dtype=dtype,
                         group_dof_factor=group_dof_factor, pairs_bound=pairs_bound)
 

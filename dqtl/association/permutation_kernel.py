@@ -214,7 +214,7 @@ class ResidualizedBlock:
             m = means[s:e, None] if means is not None and sample_index is None else None
             if lowp:
                 Gs = G[s:e] if sample_index is None else G[s:e][:, sample_index]
-                m = Gs.mean(axis=1, keepdims=True) if m is None else m
+                m = Gs.mean(axis=1, keepdims=True, dtype=np.float64) if m is None else m
                 Gc = _centred(Gs, None, buf[: e - s], m)
             else:
                 Gc = _centred(G[s:e], sample_index, buf[: e - s], m)
@@ -287,7 +287,9 @@ def _centred(G: np.ndarray, sample_index: np.ndarray | None, out: np.ndarray | N
     """Rows of ``G`` on ``sample_index`` minus their means (into ``out`` when given; ``means``:
     the (rows, 1) means, ``Gs.mean(axis=1)`` bit for bit, when known)."""
     Gs = G if sample_index is None else G[:, sample_index]
-    return np.subtract(Gs, Gs.mean(axis=1, keepdims=True) if means is None else means, out=out)
+    # float64 means (G may hold float32 integers: decode_block's float32_calls)
+    return np.subtract(Gs, Gs.mean(axis=1, keepdims=True, dtype=np.float64) if means is None else means,
+                       out=out, dtype=np.float64)
 
 
 @dataclass(frozen=True)
