@@ -23,6 +23,9 @@ _BUILD_ROWS = 256
 #: Largest permutation table (elements) a run holds as intp indices (256 MiB).
 _INTP_PERMS_MAX = 32 * 2**20
 
+#: Rows per block of the per-block maxima of a batch's products (permutation_gene_kernel).
+_MAX_ROWS = 64
+
 #: bfloat16 products only for rows whose error bound is at most this many times a unit row's
 #: (``||g - k|| / ||P g||``; larger for variants the covariates nearly explain, e.g. partners in
 #: LD of a conditioning variant): a gene with such a row takes the float32 products.
@@ -424,8 +427,13 @@ def permutation_gene_kernel(
     # With integer rows (IntegerRows: one bfloat16 product of round(g) - k against y split in
     # two, with the covariate term, float32 accumulation) the bound is IntegerRows.bound, per batch.
     gamma = gamma0 = (n_g + 2) * float(np.finfo(np.float32).eps) / 2.0
-    buf = _scratch("products", idx.size * max(c.shape[1] for c in batches.cols), np.float32).reshape(
-        idx.size, -1)
+    # products in a reused buffer whose rows are padded to whole blocks of _MAX_ROWS (zeros):
+    # per-block maxima give the window maxima and locate a permutation's candidate maximisers
+    # without scanning its column
+    v_w = idx.size
+    n_blk = -(-v_w // _MAX_ROWS)
+    buf = _scratch("products", n_blk * _MAX_ROWS * max(c.shape[1] for c in batches.cols), np.float32).reshape(
+        n_blk * _MAX_ROWS, -1)
     if low is not None:
         yh, yl = bf16.split(yc)
         yhl = yh.astype(np.uint32) | (yl.astype(np.uint32) << 16)  # [h_i l_i] as uint16 pairs
@@ -438,10 +446,10 @@ def permutation_gene_kernel(
         if low is None:
             assert G32 is not None
             YT = y32[cols]  # (n, b) permuted phenotypes (fancy indexing with intp: the fastest gather)
-            RT = np.matmul(G32, YT, out=buf[:, : YT.shape[1]])  # (v, b) float32 numerators
+            RT = np.matmul(G32, YT, out=buf[:v_w, : YT.shape[1]])  # (v, b) float32 numerators
             qy = (QT32 @ YT[:, off:]).astype(np.float64)  # Q^T y[pi] (BLAS runs one thread per task)
         else:
-            RT, qz = low.products(batches.rows[i_b], yhl, yc, y32, Q, buf[:, : cols.shape[1]])
+            RT, qz = low.products(batches.rows[i_b], yhl, yc, y32, Q, buf[:v_w, : cols.shape[1]])
             gamma = low.bound(np.abs(qz).max(axis=0))
             qy = qz[off:].T
         band = 4.0 * gamma  # permutations this close to the observed statistic are rechecked
@@ -457,15 +465,24 @@ def permutation_gene_kernel(
             r2_obs = r_top * r_top
             r_obs_abs = abs(r_top)
             gamma0 = gamma
-        RP = RT[:, off:]
-        amax = np.maximum(RP.max(axis=0), -RP.min(axis=0)).astype(np.float64)  # max_v |<G_v, y[pi]>|
+        b_cols = RT.shape[1]
+        full = buf[:, :b_cols]
+        full[v_w:] = 0.0
+        blocks = full.reshape(n_blk, _MAX_ROWS, b_cols)
+        bmax = np.maximum(blocks.max(axis=1), -blocks.min(axis=1))  # (blocks, b) max |.| per block
+        amax = bmax[:, off:].max(axis=0).astype(np.float64)  # max_v |<G_v, y[pi]>|
         pn2 = np.maximum(1.0 - np.einsum("ij,ij->j", qy, qy), tiny)  # ||P y[pi]||^2
         m = amax * amax / pn2
         if exact:
             near = np.nonzero(np.abs(amax - r_obs_abs * np.sqrt(pn2)) <= band)[0]
             if near.size:  # float64 statistics of the permutations near the observed one
                 Y64 = yc[cols[:, near + off].T]  # (k, n)
-                vv, jj = np.nonzero(np.abs(RP[:, near]) >= (amax[near] - margin)[None, :])
+                # the rows with |<G_v, y[pi]>| >= max - margin, from the blocks that hold one
+                thr = amax[near] - margin
+                bk, jb = np.nonzero(bmax[:, near + off] >= thr[None, :])
+                rows = bk[:, None] * _MAX_ROWS + np.arange(_MAX_ROWS)[None, :]
+                hit = (np.abs(full[rows, (near[jb] + off)[:, None]]) >= thr[jb][:, None]) & (rows < v_w)
+                vv, jj = rows[hit], np.broadcast_to(jb[:, None], rows.shape)[hit]
                 uv, inv = np.unique(vv, return_inverse=True)
                 vals = np.abs(np.einsum("ij,ij->i", prepared.res64(idx[uv])[inv], Y64[jj]))
                 a64 = np.zeros(near.size)
