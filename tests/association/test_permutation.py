@@ -102,8 +102,8 @@ def test_cis_permutation_graph__results_identical_for_any_task_grouping(small):
 
 def test_permutation_tasks_come_in_multiples_of_the_threads(small):
     """11 tasks on 2 threads leave one thread idle for the last task: the units are cut into
-    12 tasks of equal window cost instead, in order, every phenotype once; the last task of each
-    thread is cut in two (the run ends on half-size tasks)."""
+    12 tasks of equal window cost instead (10 tasks likewise: equal costs), in order, every
+    phenotype once; the last task of each thread is cut in two."""
     from dqtl.association.permutation import balanced_tasks, gene_inputs
 
     genes = gene_inputs(plan_study(small, small, small))
@@ -111,8 +111,14 @@ def test_permutation_tasks_come_in_multiples_of_the_threads(small):
     groups = [units[i:i + 6] for i in range(0, 60, 6)] + [units[60:]]  # 10 of 6 units, 1 empty
     groups = [g for g in groups if g]
     assert len(groups) == 10
-    # a multiple: unchanged but for the last two, halved
-    assert [len(t) for t in balanced_tasks(groups, 2, 64, 0)] == [6] * 8 + [3] * 4
+    # a multiple: cut to equal costs as well (groups of equal genes differ in window cost, and
+    # dask need not run the tasks in order), the last two halved
+    tasks = balanced_tasks(groups, 2, 64, 0)
+    assert len(tasks) == 12
+    assert [g.index for t in tasks for g in t] == [g.index for grp in groups for u in grp for g in u]
+    cost = np.array([sum(g.hi - g.lo for g in t) for t in tasks])
+    by_group = np.array([sum(g.hi - g.lo for u in grp for g in u) for grp in groups])
+    assert np.ptp(cost[:8]) < np.ptp(by_group) and cost[:8].max() <= 1.25 * cost[:8].mean()
     odd = groups[:9]  # 9 tasks of 6 units
     tasks = balanced_tasks(odd, 2, 64, 0)
     assert len(tasks) == 12
