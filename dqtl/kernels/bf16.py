@@ -6,13 +6,14 @@ float32 vector is a sum of two bfloat16 vectors ``hi + lo`` to within 2^-16 of e
 (:func:`split`). So ``G @ [hi; lo]`` with integer ``G`` computes ``G @ y`` with an elementwise
 representation error of 2^-16 and float32 accumulation: within a bound of the float32 product
 that :mod:`dqtl.association.permutation_kernel` widens its exact float64 rechecks by. On CPUs
-with AMX or AVX512-BF16 these products run 2.5-4.5x faster than a float32 GEMM of the same
-multiply-adds (``benchmarks/RESULTS.md``).
+with AMX the two bfloat16 products run ~2.7x faster than one float32 GEMM of the same shape
+(4,100 x 500 by 500 x 1,001, one thread; ``benchmarks/RESULTS.md``).
 
 The library is oneDNN's (the ``onednn-cpu-gomp`` wheel, a dependency on x86-64 Linux), loaded with
 ctypes when first used. :func:`backend` says whether the products are available: the library
-loads, the CPU has ``avx512_bf16`` or ``amx_bf16`` (on other CPUs oneDNN emulates them, slower
-than float32), and a probe product is exact. ``DQTL_BF16=0`` turns them off; ``DQTL_BF16=1``
+loads, the CPU has AMX tiles for bfloat16 (``amx_bf16``: with AVX512-BF16 alone two bfloat16
+products cost what one float32 product does; without either oneDNN emulates them), and a probe
+product is exact. ``DQTL_BF16=0`` turns them off; ``DQTL_BF16=1``
 uses them wherever the library loads (tests, CPUs whose flags are not in ``/proc/cpuinfo``).
 ``DQTL_DNNL_LIBRARY`` names another ``libdnnl.so.3``.
 """
@@ -83,9 +84,11 @@ def _load() -> tuple[Any, str]:
     if path is None:
         return None, "oneDNN not installed (pip install onednn-cpu-gomp)"
     flags = _cpu_flags()
-    hw = sorted(flags & {"amx_bf16", "avx512_bf16"})
+    hw = sorted(flags & {"amx_bf16"})
     if not hw and mode not in ("1", "on", "true", "yes"):
-        return None, "the CPU has no bfloat16 instructions (amx_bf16, avx512_bf16)"
+        # AVX512-BF16 alone (Cooper Lake, Zen 4) doubles float32's rate: two bfloat16 products
+        # then cost what one float32 product does, plus the splitting
+        return None, "the CPU has no AMX bfloat16 tiles (amx_bf16)"
     try:
         lib = ctypes.CDLL(path)
         i64, f32, ch, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_char, ctypes.c_void_p
