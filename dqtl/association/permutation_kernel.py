@@ -15,7 +15,7 @@ from dqtl.kernels import bf16
 if TYPE_CHECKING:
     from dqtl.association.permutation import GeneInput, PermutationSpec
 
-__all__ = ["ResidualizedBlock", "IntegerRows", "PermutationBatches", "permutation_gene_kernel"]
+__all__ = ["ResidualizedBlock", "IntegerRows", "QBasis", "PermutationBatches", "permutation_gene_kernel"]
 
 #: Rows residualized at a time when a task builds its :class:`ResidualizedBlock`.
 _BUILD_ROWS = 256
@@ -74,38 +74,76 @@ class IntegerRows:
         """The largest error scale of a row (``||g - k|| / ||P g||``, with fractional parts)."""
         return float(self.n1.max(initial=0.0))
 
-    def bound(self, qabs: np.ndarray) -> float:
+    def bound(self, qabs: np.ndarray, qerr: np.ndarray) -> float:
         """The largest error of a scaled product ``<g, P z> / ||P g||`` of these rows with the unit
-        columns ``z`` of a batch whose ``|Q^T z|`` are at most ``qabs`` (r,) elementwise: the
-        representation of ``z`` by two bfloat16 (2^-16 + 2^-24) and of ``a`` and ``q`` (three
-        products of the four: 3 x 2^-16), float32 accumulation over the K = 2n + 3r terms
-        (gamma_K = K u, u = 2^-24) and the final roundings."""
+        columns ``z`` of a batch whose computed ``Q^T z`` are at most ``qabs`` (r,) in absolute
+        value and within ``qerr`` (r,) of the exact ones: the representation of ``z`` by two
+        bfloat16 (2^-16 + 2^-24) and of ``a`` and ``q`` (three products of the four: 3 x 2^-16),
+        the error of ``q``, float32 accumulation over the K = 2n + 3r terms (gamma_K = K u,
+        u = 2^-24) and the final roundings."""
         u = 2.0**-24
         K = self.A.shape[1]
         t = self.gqa @ qabs  # sum_k |a_k| max |q_k| / ||P g||
         c_rep, c_acc = 2.0**-16 + 2.0**-23, (K + 2) * u * (1.0 + 2.0**-7)
         e = (c_rep + c_acc + 2 * u) * self.n1 + (3.1 * 2.0**-16 + c_acc * (1.0 + 2.0**-7) + 2 * u) * t
+        e += (1.0 + 2.0**-7) * (self.gqa @ qerr)
         return float(e.max(initial=0.0))
 
-    def products(self, rows: np.ndarray, yhl: np.ndarray, yc: np.ndarray, y32: np.ndarray, Q: np.ndarray,
+    def products(self, rows: np.ndarray, yhl: np.ndarray, y32: np.ndarray, qb: QBasis,
                  out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(out, q)``: ``out[v, j] = <g_v, P z_j> / ||P g_v||`` for the columns ``z_j = yc[rows[j]]``
+        """``(out, q)``: ``out[v, j] = <g_v, P z_j> / ||P g_v||`` for the columns ``z_j = y[rows[j]]``
         of a batch (``rows`` (b, n) permutations; ``yhl`` the uint32 ``h | l << 16`` bfloat16 pairs
-        of ``yc``, ``y32`` its float32 values) and ``q`` (b, r) ``Q^T z_j`` in float64."""
+        of ``y``, ``y32`` its float32 values) and ``q`` (b, r) ``Q^T z_j`` (:class:`QBasis`)."""
         b, n = rows.shape
-        r = Q.shape[1]
-        q = yc[rows] @ Q  # (b, r) float64
+        r = qb.r
+        Y32 = np.take(y32, rows, mode="wrap")  # (b, n); rows are valid indices ('wrap': unchecked)
+        q = qb.products(Y32)
         zb = np.empty((b, self.A.shape[1]), dtype=np.uint16)
-        np.take(yhl, rows, out=zb[:, : 2 * n].view(np.uint32))  # [h_1 l_1 h_2 l_2 ...] per column
+        np.take(yhl, rows, out=zb[:, : 2 * n].view(np.uint32), mode="wrap")  # [h_1 l_1 h_2 l_2 ...]
         qh, ql = bf16.split(-q)
         zb[:, 2 * n: 2 * n + r] = qh
         zb[:, 2 * n + r: 2 * n + 2 * r] = ql
         zb[:, 2 * n + 2 * r:] = qh
         bf16.gemm_nt(self.A, zb, out)
         if self.frac_rows.size:
-            out[self.frac_rows] += self.frac @ y32[rows].T
+            out[self.frac_rows] += self.frac @ Y32.T
         out *= self.inv_norm[:, None]
         return out, q
+
+
+@dataclass
+class QBasis:
+    """``Q^T z`` for the permuted phenotypes of a gene (unit, centred ``y``), and its error
+    bound: float32 products, except a constant column (the intercept, column 0 of a
+    :class:`~dqtl.kernels.linalg.Residualizer` basis), whose product ``c sum(z)`` no permutation
+    changes: computed once in float64."""
+
+    r: int
+    Q32: np.ndarray  # (n, r') float32 columns computed per batch
+    q0: float | None  # the constant column's product, or None (no constant column 0)
+    err: np.ndarray  # (r,) bound of |computed - exact| per column
+
+    @classmethod
+    def of(cls, Q: np.ndarray, y: np.ndarray) -> QBasis:
+        n, r = Q.shape
+        u = 2.0**-24
+        spread = float(np.ptp(Q[:, 0]))
+        const = spread <= 1e-9 * abs(float(Q[0, 0]))
+        err = np.full(r, (n + 4) * u)  # float32 products of unit vectors (their roundings included)
+        if const:  # sum_i (Q_i0 - c)(z_i - y_i) <= spread ||z - y||_1 <= 2 spread sqrt(n)
+            err[0] = 2.0 * spread * np.sqrt(n) + 1e-14
+        return cls(r=r, Q32=np.ascontiguousarray(Q[:, 1:] if const else Q, dtype=np.float32),
+                   q0=float(Q[:, 0] @ y) if const else None, err=err)
+
+    def products(self, Y32: np.ndarray) -> np.ndarray:
+        """(b, r) float64 ``Q^T z`` of the (b, n) float32 rows ``Y32``."""
+        q = np.empty((Y32.shape[0], self.r))
+        if self.q0 is None:
+            q[:] = Y32 @ self.Q32
+        else:
+            q[:, 0] = self.q0
+            q[:, 1:] = Y32 @ self.Q32
+        return q
 
 
 def _integer_rows(Gs: np.ndarray, mu: np.ndarray, cc: np.ndarray, GQ: np.ndarray, Q: np.ndarray,
@@ -437,6 +475,7 @@ def permutation_gene_kernel(
     if low is not None:
         yh, yl = bf16.split(yc)
         yhl = yh.astype(np.uint32) | (yl.astype(np.uint32) << 16)  # [h_i l_i] as uint16 pairs
+        qb = QBasis.of(Q, yc)
     chunks: list[np.ndarray] = []
     hits = 0
     top = -1
@@ -449,8 +488,8 @@ def permutation_gene_kernel(
             RT = np.matmul(G32, YT, out=buf[:v_w, : YT.shape[1]])  # (v, b) float32 numerators
             qy = (QT32 @ YT[:, off:]).astype(np.float64)  # Q^T y[pi] (BLAS runs one thread per task)
         else:
-            RT, qz = low.products(batches.rows[i_b], yhl, yc, y32, Q, buf[:v_w, : cols.shape[1]])
-            gamma = low.bound(np.abs(qz).max(axis=0))
+            RT, qz = low.products(batches.rows[i_b], yhl, y32, qb, buf[:v_w, : cols.shape[1]])
+            gamma = low.bound(np.abs(qz).max(axis=0), qb.err)
             qy = qz[off:].T
         band = 4.0 * gamma  # permutations this close to the observed statistic are rechecked
         margin = 8.0 * gamma  # candidate maximisers: within this of the float32 maximum
