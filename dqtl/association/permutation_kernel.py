@@ -98,7 +98,7 @@ class IntegerRows:
         r = qb.r
         Y32 = np.take(y32, rows, mode="wrap")  # (b, n); rows are valid indices ('wrap': unchecked)
         q = qb.products(Y32)
-        zb = np.empty((b, self.A.shape[1]), dtype=np.uint16)
+        zb = _scratch("phenotypes", b * self.A.shape[1], np.uint16).reshape(b, -1)
         np.take(yhl, rows, out=zb[:, : 2 * n].view(np.uint32), mode="wrap")  # [h_1 l_1 h_2 l_2 ...]
         qh, ql = bf16.split(-q)
         zb[:, 2 * n: 2 * n + r] = qh
