@@ -99,7 +99,9 @@ class IntegerRows:
         Y32 = np.take(y32, rows, mode="wrap")  # (b, n); rows are valid indices ('wrap': unchecked)
         q = qb.products(Y32)
         zb = _scratch("phenotypes", b * self.A.shape[1], np.uint16).reshape(b, -1)
-        np.take(yhl, rows, out=zb[:, : 2 * n].view(np.uint32), mode="wrap")  # [h_1 l_1 h_2 l_2 ...]
+        hl = np.take(yhl, rows, out=_scratch("pairs", b * n, np.uint32).reshape(b, n), mode="wrap")
+        zb[:, : 2 * n].view(np.uint32)[...] = hl  # [h_1 l_1 h_2 l_2 ...] (a gather into rows of
+        # zb, a strided target, is buffered: 1.4x the contiguous gather and this copy)
         qh, ql = bf16.split(-q)
         zb[:, 2 * n: 2 * n + r] = qh
         zb[:, 2 * n + r: 2 * n + 2 * r] = ql
