@@ -189,13 +189,19 @@ def genes_kernel(
     Each phenotype's results depend on its own inputs only (not on the other genes)."""
     from dqtl.multitest.beta import beta_approx_pval
 
+    # a phenotype with a basis of its own (conditioning variants in independent mapping, or its
+    # own samples) takes float32 rows whatever its task: building the integer rows for one scan
+    # costs more than the bfloat16 products save (independent signals at sequencing density:
+    # 3.12-3.34 s with them, 2.95-2.97 s without, 2 runs each); the other phenotypes take them
+    # wherever the products are available, alone in a task or not (results never depend on tasks)
+    own = [g.condition is not None or g.sample_index is not None or bool(g.dof_shift) for g in genes]
     genes = [_conditioned(g, gb.G, b0) if g.condition is not None else g for g in genes]
     # genes on all samples with the same basis share one residualized block (their windows
     # are row ranges of it); the others are residualized per gene on their window
     uses = Counter(id(g.Q) for g in genes if g.sample_index is None)
     shared: dict[int, ResidualizedBlock] = {}
     rows: list[dict[str, Any]] = []
-    for gene in genes:
+    for gene, own_basis in zip(genes, own, strict=True):
         a, b = gene.lo - b0, gene.hi - b0
         n_g = len(gene.y)
         key = id(gene.Q)
@@ -203,12 +209,14 @@ def genes_kernel(
         if gene.sample_index is None and uses[key] > 1:
             if key not in shared:
                 shared[key] = ResidualizedBlock.build(gb.G, gb.valid, gene.Q, gene.dof,
-                                                      means=gb.row_means(), integer_rows=gb.integer_rows())
+                                                      means=gb.row_means(), integer_rows=gb.integer_rows(),
+                                                      integer=not own_basis)
             prepared = shared[key].rows(a, b)
         out = permutation_gene_kernel(gb.G[a:b], gb.valid[a:b], gene, batches_by_n[n_g], spec, dtype,
                                       prepared=prepared, keep_window=pairs_bound is not None,
                                       means=None if prepared is not None else gb.row_means(a, b),
-                                      integer_rows=None if prepared is not None else gb.integer_rows(a, b))
+                                      integer_rows=None if prepared is not None else gb.integer_rows(a, b),
+                                      integer=not own_basis)
         if out is None:
             rows.append({"index": gene.index, "tag": gene.tag, "group": gene.group, "skipped": True})
             continue

@@ -28,7 +28,9 @@ _MAX_ROWS = 64
 
 #: bfloat16 products only for rows whose error bound is at most this many times a unit row's
 #: (``||g - k|| / ||P g||``; larger for variants the covariates nearly explain, e.g. partners in
-#: LD of a conditioning variant): a gene with such a row takes the float32 products.
+#: LD of a conditioning variant in independent mapping): the others take float32 products of
+#: their residualized rows (:attr:`IntegerRows.f32_rows`); a block with more than
+#: :data:`_FRACTIONAL_ROWS_MAX` of them takes float32 throughout.
 _RATIO_MAX = 4.0
 
 #: ... and only for blocks with at most this fraction of rows holding non-integer dosages
@@ -56,22 +58,20 @@ class IntegerRows:
     gqa: np.ndarray  # (v, r) |Q^T (g - k)| / ||P g|| (0 where not testable)
     frac_rows: np.ndarray  # (k,) rows with fractional dosages
     frac: np.ndarray  # (k, n) float32 their fractional parts
+    f32_rows: np.ndarray  # (h,) rows whose error scale exceeds _RATIO_MAX (n1, gqa 0 there)
+    f32: np.ndarray  # (h, n) float32 their residualized unit rows (as ResidualizedBlock.G32)
 
     def take(self, rows: np.ndarray | slice) -> IntegerRows:
         """The rows ``rows`` (a slice or increasing indices) of the block."""
-        if isinstance(rows, slice):
-            a, b = rows.start or 0, rows.stop
-            keep = (self.frac_rows >= a) & (self.frac_rows < b)
-            return IntegerRows(self.A[rows], self.inv_norm[rows], self.n1[rows], self.gqa[rows],
-                               self.frac_rows[keep] - a, self.frac[keep])
-        pos = np.searchsorted(rows, self.frac_rows)
-        keep = pos < len(rows)
-        keep[keep] = rows[pos[keep]] == self.frac_rows[keep]
-        return IntegerRows(self.A[rows], self.inv_norm[rows], self.n1[rows], self.gqa[rows], pos[keep],
-                           self.frac[keep])
+        frac_rows, frac = _sub_rows(self.frac_rows, self.frac, rows)
+        f32_rows, f32 = _sub_rows(self.f32_rows, self.f32, rows)
+        A = self.A[rows] if isinstance(rows, slice) else np.ascontiguousarray(self.A[rows])
+        return IntegerRows(A, self.inv_norm[rows], self.n1[rows], self.gqa[rows], frac_rows, frac,
+                           f32_rows, f32)
 
     def ratio(self) -> float:
-        """The largest error scale of a row (``||g - k|| / ||P g||``, with fractional parts)."""
+        """The largest error scale of a row of the bfloat16 products (``||g - k|| / ||P g||``,
+        with fractional parts)."""
         return float(self.n1.max(initial=0.0))
 
     def bound(self, qabs: np.ndarray, qerr: np.ndarray) -> float:
@@ -87,6 +87,8 @@ class IntegerRows:
         c_rep, c_acc = 2.0**-16 + 2.0**-23, (K + 2) * u * (1.0 + 2.0**-7)
         e = (c_rep + c_acc + 2 * u) * self.n1 + (3.1 * 2.0**-16 + c_acc * (1.0 + 2.0**-7) + 2 * u) * t
         e += (1.0 + 2.0**-7) * (self.gqa @ qerr)
+        if self.f32_rows.size:  # float32 products of unit rows (the float32 path's bound)
+            e = np.append(e, (self.A.shape[1] - 3 * self.gqa.shape[1] + 4) / 2 * u)
         return float(e.max(initial=0.0))
 
     def products(self, rows: np.ndarray, yhl: np.ndarray, y32: np.ndarray, qb: QBasis,
@@ -110,6 +112,8 @@ class IntegerRows:
         if self.frac_rows.size:
             out[self.frac_rows] += self.frac @ Y32.T
         out *= self.inv_norm[:, None]
+        if self.f32_rows.size:
+            out[self.f32_rows] = self.f32 @ Y32.T
         return out, q
 
 
@@ -146,6 +150,19 @@ class QBasis:
             q[:, 0] = self.q0
             q[:, 1:] = Y32 @ self.Q32
         return q
+
+
+def _sub_rows(at: np.ndarray, vals: np.ndarray, rows: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``at`` (increasing) of a block with their values ``vals``, renumbered within the
+    block's rows ``rows`` (a slice or increasing indices), those outside dropped."""
+    if isinstance(rows, slice):
+        a, b = rows.start or 0, rows.stop
+        keep = (at >= a) & (at < b)
+        return at[keep] - a, vals[keep]
+    pos = np.searchsorted(rows, at)
+    keep = pos < len(rows)
+    keep[keep] = rows[pos[keep]] == at[keep]
+    return pos[keep], vals[keep]
 
 
 def _integer_rows(Gs: np.ndarray, mu: np.ndarray, cc: np.ndarray, GQ: np.ndarray, Q: np.ndarray,
@@ -287,10 +304,19 @@ class ResidualizedBlock:
                 G32[s:e][~keep] = 0.0
         low = None
         if lowp:
+            hi = np.nonzero(n1 > _RATIO_MAX)[0]
+            if hi.size > _FRACTIONAL_ROWS_MAX * v:
+                return cls.build(G, valid, Q, dof, sample_index=sample_index, means=means, integer=False)
+            n1[hi], gqa[hi] = 0.0, 0.0
             low = IntegerRows(A=A, inv_norm=np.where(ok, 1.0 / np.where(ok, g_norm, 1.0), 0.0).astype(np.float32),
                               n1=n1, gqa=gqa, frac_rows=np.concatenate(fr_rows),
-                              frac=np.concatenate(fracs) if fracs else np.zeros((0, n), dtype=np.float32))
-        return cls(Q=Q, dof=int(dof), g_norm=g_norm, ok=ok, G32=G32, G=G, sample_index=sample_index, low=low)
+                              frac=np.concatenate(fracs) if fracs else np.zeros((0, n), dtype=np.float32),
+                              f32_rows=hi, f32=np.zeros((0, n), dtype=np.float32))
+        block = cls(Q=Q, dof=int(dof), g_norm=g_norm, ok=ok, G32=G32, G=G, sample_index=sample_index, low=low)
+        if low is not None and low.f32_rows.size:
+            # the float64 residualized unit rows rounded to float32 (the float32 path's G32 rows)
+            low.f32 = block.res64(low.f32_rows).astype(np.float32)
+        return block
 
     def rows(self, a: int, b: int) -> ResidualizedBlock:
         """Rows ``a:b`` (views, no copy)."""
@@ -381,6 +407,7 @@ def permutation_gene_kernel(
     keep_window: bool = False,
     means: np.ndarray | None = None,
     integer_rows: np.ndarray | None = None,
+    integer: bool = True,
 ) -> dict[str, Any] | None:
     """Observed best variant and permutation max-r^2 for one phenotype.
 
@@ -409,8 +436,9 @@ def permutation_gene_kernel(
         screen's ``||P y||``).
     means
         ``G.mean(axis=1)`` when the decoder knows it (see :meth:`ResidualizedBlock.build`).
-    integer_rows
-        The rows the decoder knows hold integers only (see :meth:`ResidualizedBlock.build`).
+    integer_rows, integer
+        The rows the decoder knows hold integers only, and whether the rows built here may be
+        integer rows for bfloat16 products (see :meth:`ResidualizedBlock.build`).
 
     Returns
     -------
@@ -418,17 +446,13 @@ def permutation_gene_kernel(
     """
     if prepared is None:
         prepared = ResidualizedBlock.build(G, valid, gene.Q, gene.dof, sample_index=gene.sample_index,
-                                           means=means, integer_rows=integer_rows)
+                                           means=means, integer_rows=integer_rows, integer=integer)
     idx = np.nonzero(prepared.ok)[0]
     if idx.size == 0:
         return None
     low = prepared.low
-    if low is not None:
-        low = low if idx.size == prepared.ok.size else low.take(idx)
-        if low.ratio() > _RATIO_MAX:  # a row the covariates nearly explain
-            prepared = ResidualizedBlock.build(G, valid, gene.Q, gene.dof, sample_index=gene.sample_index,
-                                               integer=False)
-            low = None
+    if low is not None and idx.size != prepared.ok.size:
+        low = low.take(idx)
     g_norm = prepared.g_norm if idx.size == prepared.ok.size else prepared.g_norm[idx]
     G32 = None
     if low is None:

@@ -76,18 +76,23 @@ def _study(rng, n=150, v=700, r=5, missing=0.0, ploidy=2):
     return G, Residualizer.from_covariates(C)
 
 
-@pytest.mark.parametrize("missing", [0.0, 0.0005])
-def test_integer_rows_products_within_the_bound(products, missing):
+@pytest.mark.parametrize(("missing", "collinear"), [(0.0, False), (0.0005, False), (0.0, True)])
+def test_integer_rows_products_within_the_bound(products, missing, collinear):
     """Every scaled product of the bfloat16 path lies within IntegerRows.bound of the float64
-    value <g, P z> / ||P g||, for hard calls and for rows with imputed (fractional) calls."""
+    value <g, P z> / ||P g||, for hard calls, rows with imputed (fractional) calls, and rows a
+    covariate nearly explains (float32 rows)."""
     rng = np.random.default_rng(3)
     G, res = _study(rng, missing=missing)
     n = G.shape[1]
+    if collinear:
+        res = Residualizer.from_covariates(np.column_stack([G[300] + 0.02 * rng.standard_normal(n),
+                                                            rng.standard_normal((n, 3))]))
     blk = ResidualizedBlock.build(G, np.ones(len(G), bool), res.Q, res.dof)
     low = blk.low
     assert low is not None and blk.G32 is None
     if missing:
         assert 0 < low.frac_rows.size < len(G)
+    assert (low.f32_rows.size > 0) == collinear
     y = rng.standard_normal(n)
     yc = (y - y.mean()) / np.linalg.norm(y - y.mean())
     rows = np.array([np.arange(n)] + [rng.permutation(n) for _ in range(199)])
@@ -153,17 +158,27 @@ def test_kernel_sample_subset_and_imputed_calls(products):
 
 
 def test_rows_the_covariates_nearly_explain_take_float32(products):
-    """A covariate that is nearly a variant's dosage makes that row's error scale large: the gene
-    takes the float32 products (same results either way)."""
+    """A covariate that is nearly a variant's dosage (as a conditioning variant in independent
+    mapping is to its LD partners) makes those rows' error scale large: they take float32
+    products of their residualized rows, the other rows bfloat16; same results."""
     rng = np.random.default_rng(2)
     G, _ = _study(rng, n=120, v=300)
     C = np.column_stack([G[100] + 0.01 * rng.standard_normal(120), rng.standard_normal(120)])
     res = Residualizer.from_covariates(C)
     blk = ResidualizedBlock.build(G, np.ones(len(G), bool), res.Q, res.dof)
-    assert blk.low is not None and blk.low.ratio() > 4
-    y = rng.standard_normal(120)
-    f32, b16 = _kernel_runs(G, res, y)
-    np.testing.assert_array_equal(b16["r2_perm"], f32["r2_perm"])  # the same float32 products
+    low = blk.low
+    assert low is not None and 100 in low.f32_rows and low.f32_rows.size < 30
+    assert low.ratio() <= 4
+    f32 = ResidualizedBlock.build(G, np.ones(len(G), bool), res.Q, res.dof, integer=False)
+    np.testing.assert_array_equal(low.f32, f32.G32[low.f32_rows])
+    y = 0.3 * G[120] + rng.standard_normal(120)
+    a, b = _kernel_runs(G, res, y)
+    assert b["top"] == a["top"] and b["r"] == a["r"]
+    assert np.sum(b["r2_perm"] >= a["r"] ** 2) == np.sum(a["r2_perm"] >= a["r"] ** 2)
+    np.testing.assert_allclose(b["r2_perm"], a["r2_perm"], rtol=5e-5)
+    # the window's own slice of a shared block keeps its float32 rows
+    part = blk.rows(90, 200).low
+    assert part is not None and 10 in part.f32_rows
 
 
 def test_dosages_that_are_not_integers_take_float32(products):
