@@ -162,15 +162,17 @@ def _task_kernel(
     dtype: Any,
     group_dof_factor: float,
     pairs_bound: float | None = None,
+    bf16_rows: bool = True,
 ) -> list[dict[str, Any]]:
     """Run all phenotypes of one task; combine grouped phenotypes; fit the beta approximation.
 
     ``pairs_bound``: also keep each phenotype's candidate significant pairs for a genome-wide
-    threshold up to this value (:func:`dqtl.association.signif_pairs.keep_candidates`)."""
+    threshold up to this value (:func:`dqtl.association.signif_pairs.keep_candidates`).
+    ``bf16_rows``: the run's choice of :func:`use_bf16_rows`."""
     genes: Sequence[GeneInput] = task_genes.value if isinstance(task_genes, Opaque) else task_genes
     gb = decode_block(block, sample_index, ploidy=ploidy, maf_threshold=maf_threshold, float32_calls=True)
     return genes_kernel(gb, b0, genes, batches_by_n, spec, dtype=dtype,
-                        group_dof_factor=group_dof_factor, pairs_bound=pairs_bound)
+                        group_dof_factor=group_dof_factor, pairs_bound=pairs_bound, bf16_rows=bf16_rows)
 
 
 def genes_kernel(
@@ -183,6 +185,7 @@ def genes_kernel(
     dtype: Any,
     group_dof_factor: float,
     pairs_bound: float | None = None,
+    bf16_rows: bool = True,
 ) -> list[dict[str, Any]]:
     """:func:`_task_kernel` on a decoded block ``gb`` (starting at variant ``b0``) that spans
     the ``genes``' windows and conditioning variants: one result row per phenotype or group.
@@ -193,15 +196,17 @@ def genes_kernel(
     # own samples) takes float32 rows whatever its task: building the integer rows for one scan
     # costs more than the bfloat16 products save (independent signals at sequencing density:
     # 3.12-3.34 s with them, 2.95-2.97 s without, 2 runs each); the other phenotypes take them
-    # wherever the products are available, alone in a task or not (results never depend on tasks)
-    own = [g.condition is not None or g.sample_index is not None or bool(g.dof_shift) for g in genes]
+    # when the run does (bf16_rows: use_bf16_rows), alone in a task or not (results never depend
+    # on the tasks)
+    f32_only = [not bf16_rows or g.condition is not None or g.sample_index is not None or bool(g.dof_shift)
+                for g in genes]
     genes = [_conditioned(g, gb.G, b0) if g.condition is not None else g for g in genes]
     # genes on all samples with the same basis share one residualized block (their windows
     # are row ranges of it); the others are residualized per gene on their window
     uses = Counter(id(g.Q) for g in genes if g.sample_index is None)
     shared: dict[int, ResidualizedBlock] = {}
     rows: list[dict[str, Any]] = []
-    for gene, own_basis in zip(genes, own, strict=True):
+    for gene, f32 in zip(genes, f32_only, strict=True):
         a, b = gene.lo - b0, gene.hi - b0
         n_g = len(gene.y)
         key = id(gene.Q)
@@ -210,13 +215,13 @@ def genes_kernel(
             if key not in shared:
                 shared[key] = ResidualizedBlock.build(gb.G, gb.valid, gene.Q, gene.dof,
                                                       means=gb.row_means(), integer_rows=gb.integer_rows(),
-                                                      integer=not own_basis)
+                                                      integer=not f32)
             prepared = shared[key].rows(a, b)
         out = permutation_gene_kernel(gb.G[a:b], gb.valid[a:b], gene, batches_by_n[n_g], spec, dtype,
                                       prepared=prepared, keep_window=pairs_bound is not None,
                                       means=None if prepared is not None else gb.row_means(a, b),
                                       integer_rows=None if prepared is not None else gb.integer_rows(a, b),
-                                      integer=not own_basis)
+                                      integer=not f32)
         if out is None:
             rows.append({"index": gene.index, "tag": gene.tag, "group": gene.group, "skipped": True})
             continue
@@ -357,7 +362,35 @@ def cis_permutation_graph(
             by_group_key[key].append(g)
     return block_tasks(plan, _task_kernel, units, spec, variants_per_task=variants_per_task,
                        genes_per_task=genes_per_task, dtype=dtype, group_dof_factor=0.25,
-                       pairs_bound=pairs_bound)
+                       pairs_bound=pairs_bound, bf16_rows=use_bf16_rows(genes))
+
+
+#: Mean window (variants) from which a run's permutation products are bfloat16 products of
+#: integer rows where available (``dqtl.kernels.bf16``). At array density (~410 variants per
+#: window, 2,000 genes, 1,000 permutations) they took 3-6% more task time than float32 (the
+#: integer rows' build and the per-batch phenotype splits outweigh products of 410 rows: 13.1-13.8
+#: against 12.7-13.0 thread-seconds, 2 runs each); at ~1,000 variants the kernel is 0.7x float32's,
+#: at ~4,000 0.55-0.6x.
+BF16_MIN_WINDOW = 1000
+
+
+def use_bf16_rows(genes: Sequence[GeneInput]) -> bool:
+    """Whether a run's phenotypes (with their windows) take bfloat16 products of integer rows:
+    the products are available here and the mean window has :data:`BF16_MIN_WINDOW`
+    variants or more (one choice per run, so results never depend on the tasks). Logged."""
+    from dqtl.kernels import bf16
+
+    line = bf16.backend()
+    mean = float(np.mean([g.hi - g.lo for g in genes])) if len(genes) else 0.0
+    use = line is not None and mean >= BF16_MIN_WINDOW
+    if use:
+        log.info("permutation products: %s, with float64 rechecks", line)
+    elif line is None:
+        log.info("permutation products: float32 (no bfloat16 products: %s)", bf16.why_not())
+    else:
+        log.info("permutation products: float32 (windows of %.0f variants on average, below the %d "
+                 "from which bfloat16 products pay)", mean, BF16_MIN_WINDOW)
+    return use
 
 
 def block_tasks(plan: StudyPlan, kernel: Any, units: list[list[GeneInput]], spec: PermutationSpec, *,
@@ -620,12 +653,8 @@ def permutation_pass(plan: StudyPlan, spec: PermutationSpec, *, dtype: Any, fdr:
     """The permutation tasks of ``plan`` (groups attached), then significance: the gene-level
     Dataset of :func:`map_cis_permutations` and the tasks' result rows (with the candidate
     significant pairs when ``pairs_bound`` is given)."""
-    from dqtl.kernels import bf16
     from dqtl.multitest.significance import add_significance
 
-    line = bf16.backend()
-    log.info("permutation products: %s", f"{line}, with float64 rechecks" if line else
-             f"float32 (no bfloat16 products: {bf16.why_not()})")
     parts = compute(cis_permutation_graph(plan, spec, dtype=dtype, pairs_bound=pairs_bound),
                     label="cis permutation tasks", imports=("scipy.interpolate", "dqtl.plot", "dqtl.report"))
     rows = [r for part in parts for r in part]

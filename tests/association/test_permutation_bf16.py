@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 import dqtl
-from dqtl.association.permutation import GeneInput, PermutationSpec, map_cis_permutations
+from dqtl.association import permutation
+from dqtl.association.permutation import (
+    GeneInput,
+    PermutationSpec,
+    map_cis_permutations,
+    use_bf16_rows,
+)
 from dqtl.association.permutation_kernel import (
     PermutationBatches,
     QBasis,
@@ -196,6 +202,7 @@ def test_map_cis_permutations_same_with_and_without_bf16(monkeypatch, missing, p
     permutation maxima's float32 precision."""
     sim = dqtl.simulate(n_samples=120, n_variants=3000, n_phenotypes=40, n_covariates=3, n_hidden=0,
                         fraction_egenes=0.4, effect_size=0.6, missing_genotype_rate=missing, seed=9)
+    monkeypatch.setattr(permutation, "BF16_MIN_WINDOW", 0)  # these windows are small
     _flip(monkeypatch, True)
     if bf16.backend() is None:
         bf16.reset()
@@ -207,3 +214,26 @@ def test_map_cis_permutations_same_with_and_without_bf16(monkeypatch, missing, p
     for v in ("variant_id", "p_value_perm", "beta", "p_value", "n_variants", "n_permutations"):
         np.testing.assert_array_equal(a[v].values, b[v].values, err_msg=v)
     np.testing.assert_allclose(a["p_value_beta"].values, b["p_value_beta"].values, rtol=1e-3, atol=1e-12)
+
+
+def test_run_takes_bf16_rows_from_a_mean_window(products, caplog):
+    """One choice per run (results never depend on tasks): bfloat16 products from a mean window
+    of BF16_MIN_WINDOW variants, float32 below, each logged with its reason."""
+    def gene(lo, hi):
+        return GeneInput(index=0, group=-1, y=np.zeros(3), sample_index=None, Q=np.zeros((3, 1)), dof=1,
+                         lo=lo, hi=hi)
+
+    wide = [gene(0, permutation.BF16_MIN_WINDOW), gene(5, 5 + permutation.BF16_MIN_WINDOW)]
+    narrow = [gene(0, 410), gene(10, 420)]
+    with caplog.at_level("INFO", logger="dqtl.association.permutation"):
+        assert use_bf16_rows(wide)
+        assert not use_bf16_rows(narrow)
+    assert "bfloat16 products" in caplog.records[0].getMessage()
+    assert "windows of 410 variants on average" in caplog.records[1].getMessage()
+
+
+def test_run_logs_float32_without_products(no_products, caplog):
+    with caplog.at_level("INFO", logger="dqtl.association.permutation"):
+        assert not use_bf16_rows([GeneInput(index=0, group=-1, y=np.zeros(3), sample_index=None,
+                                            Q=np.zeros((3, 1)), dof=1, lo=0, hi=5000)])
+    assert "float32 (no bfloat16 products: off (DQTL_BF16=0))" in caplog.text
