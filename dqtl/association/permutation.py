@@ -380,17 +380,17 @@ def use_bf16_rows(genes: Sequence[GeneInput]) -> bool:
     variants or more (one choice per run, so results never depend on the tasks). Logged."""
     from dqtl.kernels import bf16
 
-    line = bf16.backend()
     mean = float(np.mean([g.hi - g.lo for g in genes])) if len(genes) else 0.0
-    use = line is not None and mean >= BF16_MIN_WINDOW
-    if use:
-        log.info("permutation products: %s, with float64 rechecks", line)
-    elif line is None:
-        log.info("permutation products: float32 (no bfloat16 products: %s)", bf16.why_not())
-    else:
+    if mean < BF16_MIN_WINDOW:  # decided without loading the library (~50 MiB of a process)
         log.info("permutation products: float32 (windows of %.0f variants on average, below the %d "
                  "from which bfloat16 products pay)", mean, BF16_MIN_WINDOW)
-    return use
+        return False
+    line = bf16.backend()
+    if line is None:
+        log.info("permutation products: float32 (no bfloat16 products: %s)", bf16.why_not())
+        return False
+    log.info("permutation products: %s, with float64 rechecks", line)
+    return True
 
 
 def block_tasks(plan: StudyPlan, kernel: Any, units: list[list[GeneInput]], spec: PermutationSpec, *,
