@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ENV", "backend", "why_not", "reset", "to_bf16", "split", "gemm", "gemm_nt"]
+__all__ = ["ENV", "backend", "why_not", "reset", "to_bf16", "split", "gemm_nt"]
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,8 @@ def _load() -> tuple[Any, str]:
     b = rng.standard_normal((21, 13))
     out = np.empty((37, 13), dtype=np.float32)
     try:
-        gemm(to_bf16(np.concatenate([a, a], axis=1)), np.concatenate(split(b), axis=0), out)
+        gemm_nt(to_bf16(np.concatenate([a, a], axis=1)), np.ascontiguousarray(np.concatenate(split(b), axis=0).T),
+                out)
     except RuntimeError as e:
         _STATE.clear()
         return None, f"oneDNN's bfloat16 product failed its probe: {e}"
@@ -191,22 +192,6 @@ def _ld(x: np.ndarray, dtype: Any, rows: int, cols: int, name: str) -> int:
         raise ValueError(f"{name}: expected a row-major {np.dtype(dtype).name} ({rows}, {cols}) matrix, "
                          f"got {x.dtype} {x.shape} strides {x.strides}")
     return max(x.strides[0] // x.itemsize, cols, 1)
-
-
-def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, beta: float = 0.0) -> np.ndarray:
-    """``out = a @ b + beta * out`` for row-major bfloat16 bit patterns ``a`` (m, k) and
-    ``b`` (k, n) into row-major float32 ``out`` (m, n) (rows of views allowed), accumulated in
-    float32."""
-    m, k = a.shape
-    n = b.shape[1]
-    lda, ldb = _ld(a, np.uint16, m, k, "a"), _ld(b, np.uint16, k, n, "b")
-    ldc = _ld(out, np.float32, m, n, "out")
-    _one_thread()
-    st = _STATE["lib"].dnnl_gemm_bf16bf16f32(b"N", b"N", m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data,
-                                             ldb, float(beta), out.ctypes.data, ldc)
-    if st != 0:
-        raise RuntimeError(f"dnnl_gemm_bf16bf16f32 returned status {st}")
-    return out
 
 
 def gemm_nt(a: np.ndarray, bt: np.ndarray, out: np.ndarray) -> np.ndarray:
