@@ -70,11 +70,6 @@ class IntegerRows:
         return IntegerRows(A, self.inv_norm[rows], self.n1[rows], self.gqa[rows], frac_rows, frac,
                            f32_rows, f32)
 
-    def ratio(self) -> float:
-        """The largest error scale of a row of the bfloat16 products (``||g - k|| / ||P g||``,
-        with fractional parts)."""
-        return float(self.n1.max(initial=0.0))
-
     def bound(self, qabs: np.ndarray, qerr: np.ndarray) -> float:
         """The largest error of a scaled product ``<g, P z> / ||P g||`` of these rows with the unit
         columns ``z`` of a batch whose computed ``Q^T z`` are at most ``qabs`` (r,) in absolute
@@ -83,13 +78,13 @@ class IntegerRows:
         the error of ``q``, float32 accumulation over the K = 2n + 3r terms (gamma_K = K u,
         u = 2^-24) and the final roundings."""
         u = 2.0**-24
-        K = self.A.shape[1]
+        K, r = self.A.shape[1], self.gqa.shape[1]
         t = self.gqa @ qabs  # sum_k |a_k| max |q_k| / ||P g||
         c_rep, c_acc = 2.0**-16 + 2.0**-23, (K + 2) * u * (1.0 + 2.0**-7)
         e = (c_rep + c_acc + 2 * u) * self.n1 + (3.1 * 2.0**-16 + c_acc * (1.0 + 2.0**-7) + 2 * u) * t
         e += (1.0 + 2.0**-7) * (self.gqa @ qerr)
-        if self.f32_rows.size:  # float32 products of unit rows (the float32 path's bound)
-            e = np.append(e, (self.A.shape[1] - 3 * self.gqa.shape[1] + 4) / 2 * u)
+        if self.f32_rows.size:  # float32 products of unit rows: the float32 path's (n + 2) u
+            e = np.append(e, ((K - 3 * r) // 2 + 2) * u)
         return float(e.max(initial=0.0))
 
     def products(self, rows: np.ndarray, yhl: np.ndarray, y32: np.ndarray, qb: QBasis,
@@ -99,7 +94,8 @@ class IntegerRows:
         of ``y``, ``y32`` its float32 values) and ``q`` (b, r) ``Q^T z_j`` (:class:`QBasis`)."""
         b, n = rows.shape
         r = qb.r
-        Y32 = np.take(y32, rows, mode="wrap")  # (b, n); rows are valid indices ('wrap': unchecked)
+        # (b, n); rows are valid indices ('wrap': unchecked)
+        Y32 = np.take(y32, rows, out=_scratch("phenotypes32", b * n, np.float32).reshape(b, n), mode="wrap")
         q = qb.products(Y32)
         zb = _scratch("phenotypes", b * self.A.shape[1], np.uint16).reshape(b, -1)
         hl = np.take(yhl, rows, out=_scratch("pairs", b * n, np.uint32).reshape(b, n), mode="wrap")
@@ -167,11 +163,11 @@ def _sub_rows(at: np.ndarray, vals: np.ndarray, rows: np.ndarray | slice) -> tup
 
 
 def _integer_rows(Gs: np.ndarray, mu: np.ndarray, cc: np.ndarray, GQ: np.ndarray, Q: np.ndarray,
-                  g_norm: np.ndarray, ok: np.ndarray, known: np.ndarray | None,
+                  inv: np.ndarray, known: np.ndarray | None,
                   A: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """Rows of :class:`IntegerRows` for the (v, n) dosages ``Gs`` (row means ``mu``, ``cc`` the
-    squared norms of the centred rows, ``GQ`` their products with ``Q``), written into ``A``
-    (v, 2n + 3r); returns ``(frac_rows, frac, n1, gqa)``, or None when the dosages are not
+    squared norms of the centred rows, ``GQ`` their products with ``Q``, ``inv`` 1 / ||P g``, 0
+    where not testable), written into ``A`` (v, 2n + 3r); returns ``(frac_rows, frac, n1, gqa)``, or None when the dosages are not
     (mostly) small integers. ``known``: (v,) rows the decoder knows hold integers only (hard
     calls without a missing call); the other rows are checked."""
     v, n = Gs.shape
@@ -207,7 +203,6 @@ def _integer_rows(Gs: np.ndarray, mu: np.ndarray, cc: np.ndarray, GQ: np.ndarray
     norm_f = np.zeros(v)
     norm_f[frac_rows] = np.sqrt(np.einsum("ij,ij->i", frac, frac, dtype=np.float64))
     norm_gk = np.sqrt(cc + n * (mu - k) ** 2) * (1.0 + 1e-12)
-    inv = np.where(ok, 1.0 / np.where(ok, g_norm, 1.0), 0.0)
     return frac_rows, frac, (norm_gk + 2.0 * norm_f) * inv, np.abs(GQk) * inv[:, None]
 
 
@@ -266,19 +261,17 @@ class ResidualizedBlock:
         r = Q.shape[1]
         if lowp:
             A = np.empty((v, 2 * n + 3 * r), dtype=np.uint16)
-            n1, gqa = np.empty(v), np.empty((v, r))
+            n1, gqa, inv_norm = np.empty(v), np.empty((v, r)), np.empty(v)
             fr_rows: list[np.ndarray] = []
             fracs: list[np.ndarray] = []
         buf = np.empty((min(_BUILD_ROWS, v), n))
         for s in range(0, v, _BUILD_ROWS):
             e = min(s + _BUILD_ROWS, v)
             m = means[s:e, None] if means is not None and sample_index is None else None
-            if lowp:
-                Gs = G[s:e] if sample_index is None else G[s:e][:, sample_index]
-                m = Gs.mean(axis=1, keepdims=True, dtype=np.float64) if m is None else m
-                Gc = _centred(Gs, None, buf[: e - s], m)
-            else:
-                Gc = _centred(G[s:e], sample_index, buf[: e - s], m)
+            Gs = G[s:e] if sample_index is None else G[s:e][:, sample_index]
+            if lowp and m is None:  # the integer rows need the means themselves
+                m = Gs.mean(axis=1, keepdims=True, dtype=np.float64)
+            Gc = _centred(Gs, None, buf[: e - s], m)
             GQ = Gc @ Q
             # ||P g||^2 = ||g||^2 - ||Q^T g||^2 (as residual_norm2), with the product the
             # residual needs anyway
@@ -288,7 +281,8 @@ class ResidualizedBlock:
             g_norm[s:e], ok[s:e] = gn, keep
             if lowp:
                 assert m is not None
-                part = _integer_rows(Gs, m[:, 0], cc, GQ, Q, gn, keep,
+                inv_norm[s:e] = np.where(keep, 1.0 / np.where(keep, gn, 1.0), 0.0)
+                part = _integer_rows(Gs, m[:, 0], cc, GQ, Q, inv_norm[s:e],
                                      None if integer_rows is None else integer_rows[s:e], A[s:e])
                 if part is None or sum(map(len, fr_rows)) + len(part[0]) > _FRACTIONAL_ROWS_MAX * v:
                     # not integers: the float32 rows after all
@@ -309,7 +303,7 @@ class ResidualizedBlock:
             if hi.size > _FRACTIONAL_ROWS_MAX * v:
                 return cls.build(G, valid, Q, dof, sample_index=sample_index, means=means, integer=False)
             n1[hi], gqa[hi] = 0.0, 0.0
-            low = IntegerRows(A=A, inv_norm=np.where(ok, 1.0 / np.where(ok, g_norm, 1.0), 0.0).astype(np.float32),
+            low = IntegerRows(A=A, inv_norm=inv_norm.astype(np.float32),
                               n1=n1, gqa=gqa, frac_rows=np.concatenate(fr_rows),
                               frac=np.concatenate(fracs) if fracs else np.zeros((0, n), dtype=np.float32),
                               f32_rows=hi, f32=np.zeros((0, n), dtype=np.float32))

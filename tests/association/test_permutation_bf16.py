@@ -174,7 +174,7 @@ def test_rows_the_covariates_nearly_explain_take_float32(products):
     blk = ResidualizedBlock.build(G, np.ones(len(G), bool), res.Q, res.dof)
     low = blk.low
     assert low is not None and 100 in low.f32_rows and low.f32_rows.size < 30
-    assert low.ratio() <= 4
+    assert low.n1.max() <= 4  # the bfloat16 rows' error scale
     f32 = ResidualizedBlock.build(G, np.ones(len(G), bool), res.Q, res.dof, integer=False)
     np.testing.assert_array_equal(low.f32, f32.G32[low.f32_rows])
     y = 0.3 * G[120] + rng.standard_normal(120)
