@@ -237,3 +237,17 @@ def test_run_logs_float32_without_products(no_products, caplog):
         assert not use_bf16_rows([GeneInput(index=0, group=-1, y=np.zeros(3), sample_index=None,
                                             Q=np.zeros((3, 1)), dof=1, lo=0, hi=5000)])
     assert "float32 (no bfloat16 products: off (DQTL_BF16=0))" in caplog.text
+
+
+def test_a_library_that_does_not_load_means_float32(monkeypatch, tmp_path):
+    """DQTL_DNNL_LIBRARY naming a missing file or a file that is not oneDNN: no products, the
+    reason in why_not (logged by the run), no exception."""
+    bad = tmp_path / "libdnnl.so.3"
+    bad.write_text("not a library")
+    for path in (str(tmp_path / "missing.so"), str(bad)):
+        monkeypatch.setenv(bf16.ENV, "1")
+        monkeypatch.setenv("DQTL_DNNL_LIBRARY", path)
+        bf16.reset()
+        assert bf16.backend() is None
+        assert f"oneDNN did not load from {path}" in bf16.why_not()
+    bf16.reset()
