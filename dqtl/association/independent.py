@@ -33,6 +33,7 @@ from dqtl.association.permutation import (
     genes_kernel,
     results_table,
     rows_spanned,
+    use_bf16_rows,
     with_groups,
 )
 from dqtl.association.permutation_kernel import PermutationBatches
@@ -56,22 +57,24 @@ def _conditioned_on(gene: GeneInput, variants: list[int], tag: Any) -> GeneInput
 
 def _units_task(block: np.ndarray, b0: int, sample_index: np.ndarray, task_genes: Opaque,
                 batches_by_n: dict[int, PermutationBatches], spec: PermutationSpec, *, ploidy: int,
-                maf_threshold: float, dtype: Any, threshold: float, max_signals: int) -> dict[str, Any]:
+                maf_threshold: float, dtype: Any, threshold: float, max_signals: int,
+                bf16_rows: bool = False) -> dict[str, Any]:
     """Forward-backward selection of a task's significant units (phenotypes or groups; a gene's
     ``tag`` is its unit, its conditioning variant the unit's top variant) on its block, decoded
     once for all their scans: forward, condition each unit on its selected variants and rescan
     while its new top variant passes ``threshold``; backward, rescan each selected variant's
     signal conditioned on the others. Each round scans the task's active units in one
     :func:`genes_kernel` call (the statistics of a permutation pass task; one phenotype's
-    results do not depend on the others)."""
+    results do not depend on the others). ``bf16_rows``: the run's :func:`use_bf16_rows`."""
     members: dict[Any, list[GeneInput]] = {}
     for g in task_genes.value:
         members.setdefault(g.tag, []).append(g)
-    gb = decode_block(block, sample_index, ploidy=ploidy, maf_threshold=maf_threshold)
+    gb = decode_block(block, sample_index, ploidy=ploidy, maf_threshold=maf_threshold, float32_calls=True)
 
     def scan(jobs: list[tuple[list[int], Any, Any]]) -> dict[Any, dict[str, Any]]:
         run = [_conditioned_on(g, sel, tag) for sel, u, tag in jobs for g in members[u]]
-        rows = genes_kernel(gb, b0, run, batches_by_n, spec, dtype=dtype, group_dof_factor=0.25)
+        rows = genes_kernel(gb, b0, run, batches_by_n, spec, dtype=dtype, group_dof_factor=0.25,
+                            bf16_rows=bf16_rows)
         return {r["tag"]: r for r in rows if not r.get("skipped")}
 
     selected = {u: [int(gs[0].condition[0][0])] for u, gs in members.items()}  # type: ignore[index]
@@ -111,7 +114,7 @@ def _selection_graph(plan: StudyPlan, spec: PermutationSpec, units: dict[str, li
     ordered = sorted(by_unit.values(), key=lambda gs: rows_spanned(gs)[0])
     return block_tasks(plan, _units_task, ordered, spec, variants_per_task=None,
                        genes_per_task=UNITS_PER_TASK, dtype=dtype, threshold=threshold,
-                       max_signals=max_signals)
+                       max_signals=max_signals, bf16_rows=use_bf16_rows([g for u in ordered for g in u]))
 
 
 def map_cis_independent(

@@ -178,8 +178,9 @@ def _integer_rows(Gs: np.ndarray, mu: np.ndarray, cc: np.ndarray, GQ: np.ndarray
         return None  # too many rows with imputed calls
     if known is None and v and float(np.ptp(Gs)) > 256:
         return None  # integers beyond 256 are not exact in bfloat16
-    G32 = Gs.astype(np.float32)  # exact for the integer rows (small integers)
-    G32 -= k[:, None].astype(np.float32)
+    # round(g) - k in float32, exact for the integer rows (small integers); in a reused buffer
+    G32 = np.subtract(Gs, k[:, None].astype(np.float32), dtype=np.float32,
+                      out=_scratch("integer_rows", v * n, np.float32).reshape(v, n))
     frac_rows = np.zeros(0, dtype=np.intp)
     frac = np.zeros((0, n), dtype=np.float32)
     if check.size:
@@ -191,9 +192,13 @@ def _integer_rows(Gs: np.ndarray, mu: np.ndarray, cc: np.ndarray, GQ: np.ndarray
         frac_rows = check[is_frac]
         frac = (Gc[is_frac] - Gi[is_frac]).astype(np.float32)
         G32[check] = Gi - k[check, None]
+    # each small integer's float32 bits are its bfloat16 bits followed by 16 zero bits, so the
+    # pair [d d] of uint16 (little-endian) is the uint32 u | u >> 16: two contiguous passes
+    # (strided uint16 writes of each copy took 2.5x as long)
     bits = G32.view(np.uint32)
-    np.right_shift(bits, 16, out=A[:, 0: 2 * n: 2], casting="unsafe")  # bfloat16 bits, exact
-    A[:, 1: 2 * n: 2] = A[:, 0: 2 * n: 2]
+    pairs = A[:, : 2 * n].view(np.uint32)
+    np.right_shift(bits, 16, out=pairs)
+    np.bitwise_or(pairs, bits, out=pairs)
     GQk = GQ + (mu - k)[:, None] * Q.sum(axis=0)[None, :]  # Q^T (g - k) = Q^T (g - mu) + (mu - k) Q^T 1
     ah, al = bf16.split(GQk)
     A[:, 2 * n: 2 * n + r] = ah
@@ -352,8 +357,12 @@ def _centred(G: np.ndarray, sample_index: np.ndarray | None, out: np.ndarray | N
     the (rows, 1) means, ``Gs.mean(axis=1)`` bit for bit, when known)."""
     Gs = G if sample_index is None else G[:, sample_index]
     # float64 means (G may hold float32 integers: decode_block's float32_calls)
-    return np.subtract(Gs, Gs.mean(axis=1, keepdims=True, dtype=np.float64) if means is None else means,
-                       out=out, dtype=np.float64)
+    m = Gs.mean(axis=1, keepdims=True, dtype=np.float64) if means is None else means
+    if out is None:
+        return np.subtract(Gs, m, dtype=np.float64)
+    # the same numbers as one mixed-type subtract, whose buffered casts are ~1.3x slower
+    np.copyto(out, Gs)
+    return np.subtract(out, m, out=out)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@ same permutation results as the float32 products (top variants, statistics, empi
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -251,3 +253,53 @@ def test_a_library_that_does_not_load_means_float32(monkeypatch, tmp_path):
         assert bf16.backend() is None
         assert f"oneDNN did not load from {path}" in bf16.why_not()
     bf16.reset()
+
+
+def _two_signal_sim() -> Any:
+    """A simulation whose eGenes carry a second causal variant 60 variants (~400 kb) from the first."""
+    sim = dqtl.simulate(n_samples=150, n_variants=3000, n_phenotypes=24, n_covariates=3, n_hidden=0,
+                        fraction_egenes=0.5, effect_size=0.8, seed=4).compute()
+    G = sim["call_genotype"].values.sum(axis=-1).astype(float)  # (variants, samples)
+    Y = sim["phenotype_values"].values.copy()
+    causal = sim["phenotype_causal_variant"].values
+    for p in np.nonzero(causal >= 0)[0]:
+        second = causal[p] + (60 if causal[p] + 60 < G.shape[0] else -60)
+        g = G[second] - G[second].mean()
+        Y[p] += 0.7 * np.sign(np.sum(g)) * g / g.std()
+    sim["phenotype_values"] = (sim["phenotype_values"].dims, Y)
+    return sim
+
+
+def test_map_cis_independent_same_with_and_without_bf16(monkeypatch):
+    """Forward-backward selection: the conditioned scans (a basis of their own per phenotype) take
+    integer rows when the run does, and select the same signals with the same statistics and
+    pval_perm as float32 rows; pval_beta to the permutation maxima's float32 precision."""
+    from dqtl.association import permutation_kernel
+    from dqtl.association.independent import map_cis_independent
+
+    sim = _two_signal_sim()
+    monkeypatch.setattr(permutation, "BF16_MIN_WINDOW", 0)  # these windows are small
+    _flip(monkeypatch, True)
+    if bf16.backend() is None:
+        bf16.reset()
+        pytest.skip(f"no bfloat16 products here: {bf16.why_not()}")
+    cis = map_cis_permutations(sim, sim, sim, permutations=400, seed=2)
+    built: list[tuple[int, bool]] = []  # (basis columns, integer rows) of every block built
+    real_build = permutation_kernel.ResidualizedBlock.build.__func__
+
+    def spy(cls, G, valid, Q, dof, **kw):
+        blk = real_build(cls, G, valid, Q, dof, **kw)
+        built.append((Q.shape[1], blk.low is not None))
+        return blk
+
+    monkeypatch.setattr(permutation_kernel.ResidualizedBlock, "build", classmethod(spy))
+    a = map_cis_independent(sim, sim, sim, cis, permutations=400, seed=2).to_dataframe()
+    conditioned = [low for r, low in built if r > 4]  # intercept + 3 covariates + conditioning
+    assert conditioned and all(conditioned)
+    _flip(monkeypatch, False)
+    b = map_cis_independent(sim, sim, sim, cis, permutations=400, seed=2).to_dataframe()
+    bf16.reset()
+    assert (a["rank"] > 1).sum() >= 5  # second signals found
+    for v in ("phenotype_id", "variant_id", "rank", "p_value_perm", "beta", "p_value", "n_variants"):
+        np.testing.assert_array_equal(a[v].values, b[v].values, err_msg=v)
+    np.testing.assert_allclose(a["p_value_beta"].values, b["p_value_beta"].values, rtol=1e-3, atol=1e-12)
