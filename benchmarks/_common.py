@@ -137,6 +137,31 @@ def add_data_args(p: Any) -> None:
                    help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE (default: unset both, this run only)")
     p.add_argument("--out", type=Path, default=None,
                    help="write the JSON record here (default: <cache-dir>/<benchmark>.json)")
+    p.add_argument("--settle-mib", type=int, default=SETTLE_MIB,
+                   help="MiB a throwaway process touches right before each timed process "
+                   "(see settle(); 0: none)")
+
+
+#: MiB the settle process touches before each timed process (:func:`settle`); 0: none
+SETTLE_MIB = 1536
+
+
+def settle(mib: int | None = None) -> float:
+    """Touch and free ``mib`` MiB in a throwaway process right before a timed one; its wall seconds.
+
+    On a VM that hands freed guest memory back to its host (free page reporting), the first
+    process to touch fresh pages after another process freed them pays for the host to back them
+    again: ~7 s per GiB of system time here (a dqtl run of 2.5 s took 3.8-4.0 s right after
+    tensorQTL, 2.5-2.6 s after this step; sleeping 8 s instead did not help). Pages freed less
+    than ~2 s earlier are reused without that cost, so each timed process, of either tool, starts
+    just after this step and none pays for the one before it.
+    """
+    mib = SETTLE_MIB if mib is None else mib
+    if mib <= 0:
+        return 0.0
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", f"import numpy as np; np.ones({mib} * 2**17).sum()"], check=True)
+    return time.perf_counter() - t
 
 
 def ensure_simulation(params: dict[str, Any], cache_dir: Path) -> dict[str, Path]:

@@ -14,7 +14,11 @@ linkage (runs of copied haplotypes), one phenotype. For each window size, in thi
   near it), with its ``ResidualizedBlock`` built beforehand.
 
 Printed as milliseconds (best of ``--repeats``) and ratios to ``sgemm``; the two kernels' results
-are checked equal (top variant, r, hit count) and their permutation maxima within 5e-5.
+are checked equal (top variant, r, hit count) and their permutation maxima within 5e-5. Also the
+build of each path's rows (``ResidualizedBlock.build``, float32 residuals or integer rows), and how
+each product scales over the machine's threads (``--threads``, default the cores this process
+may use): one product per thread at once, as dqtl's task threads run them, against one alone (a
+CPU whose threads share one AMX unit runs the bfloat16 products one at a time).
 """
 
 from __future__ import annotations
@@ -78,6 +82,12 @@ def run(v: int, n: int, nperm: int, repeats: int) -> dict[str, Any]:
         B32 = rng.standard_normal((n, b)).astype(np.float32)
         C = np.empty((v, b), np.float32)
         out["sgemm_ms"] = 1e3 * _best(lambda: np.matmul(A32, B32, out=C), repeats)
+        G32 = G.astype(np.float32)  # the task threads' float32 hard calls
+        means = G.mean(axis=1)
+        out["build_float32_ms"] = 1e3 * _best(lambda: ResidualizedBlock.build(
+            G32, ok, res.Q, res.dof, integer=False, means=means), repeats)
+        out["build_integer_ms"] = 1e3 * _best(lambda: ResidualizedBlock.build(
+            G32, ok, res.Q, res.dof, integer_rows=ok, means=means), repeats)
         f32 = ResidualizedBlock.build(G, ok, res.Q, res.dof, integer=False)
         low = ResidualizedBlock.build(G, ok, res.Q, res.dof, integer_rows=ok)
         runs = {"float32": f32}
@@ -107,15 +117,62 @@ def run(v: int, n: int, nperm: int, repeats: int) -> dict[str, Any]:
     return out
 
 
+def scaling(v: int, n: int, nperm: int, threads: int, repeats: int) -> dict[str, Any]:
+    """Milliseconds per product of ``sgemm`` and ``bf16 pair`` (as :func:`run`'s) alone and with
+    one product per thread on ``threads`` threads at once (best of ``repeats`` rounds of 5 each),
+    and the scaling: products per second on all threads over one thread's."""
+    import threading
+
+    from threadpoolctl import threadpool_limits
+
+    from dqtl.kernels import bf16
+
+    rng = np.random.default_rng(0)
+    k = 2 * n + 27
+    A32, B32 = rng.standard_normal((v, n)).astype(np.float32), rng.standard_normal((n, nperm + 1)).astype(np.float32)
+    jobs: dict[str, Any] = {"sgemm": lambda C: np.matmul(A32, B32, out=C)}
+    if bf16.backend() is not None:
+        A = bf16.to_bf16(rng.integers(-2, 3, (v, k)).astype(np.float32))
+        Bt = bf16.to_bf16(rng.standard_normal((nperm + 1, k)))
+        jobs["bf16 pair"] = lambda C: bf16.gemm_nt(A, Bt, C)
+    out: dict[str, Any] = {"variants": v, "threads": threads}
+    with threadpool_limits(1, user_api="blas"):
+        for name, job in jobs.items():
+            bufs = [np.empty((v, nperm + 1), np.float32) for _ in range(threads)]
+
+            def rounds(i: int, job: Any = job, bufs: list[np.ndarray] = bufs) -> None:
+                for _ in range(5):
+                    job(bufs[i])
+
+            one = _best(lambda: rounds(0), repeats) / 5
+
+            def together(rounds: Any = rounds) -> None:
+                ts = [threading.Thread(target=rounds, args=(i,)) for i in range(threads)]
+                for t in ts:
+                    t.start()
+                for t in ts:
+                    t.join()
+
+            many = _best(together, repeats) / 5
+            out[name] = {"alone_ms": 1e3 * one, "together_ms": 1e3 * many, "scaling": threads * one / many}
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--windows", default="410,4100,10000")
     p.add_argument("--samples", type=int, default=500)
     p.add_argument("--permutations", type=int, default=1000)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=0,
+                   help="threads of the scaling check (default: the cores this process may use; 1: none)")
     p.add_argument("--json", default=None, help="also write the rows here")
     args = p.parse_args()
+    import os
+
     from dqtl.kernels import bf16
+
+    threads = args.threads or len(os.sched_getaffinity(0))
 
     print(f"# bfloat16 products: {bf16.why_not()}")
     rows = [run(int(v), args.samples, args.permutations, args.repeats) for v in args.windows.split(",")]
@@ -127,8 +184,24 @@ def main() -> int:
         pair, kb, kf = r.get("bf16_pair_ms", float("nan")), r.get("kernel_bf16_ms", float("nan")), r["kernel_float32_ms"]
         print(f"| {r['variants']:,} | {g:.1f} | {pair:.1f} | {pair / g:.2f} | {kf:.1f} | {kf / g:.2f} | {kb:.1f} "
               f"| {kb / g:.2f} | {kb / kf:.2f} | {r.get('same', '')} |")
+    print("\n| variants | build float32 rows ms | build integer rows ms | integer / float32 |")
+    print("| ---: | ---: | ---: | ---: |")
+    for r in rows:
+        bf, bi = r["build_float32_ms"], r["build_integer_ms"]
+        print(f"| {r['variants']:,} | {bf:.1f} | {bi:.1f} | {bi / bf:.2f} |")
+    scale = None
+    if threads > 1:
+        v = max(int(w) for w in args.windows.split(","))
+        scale = scaling(v, args.samples, args.permutations, threads, args.repeats)
+        print(f"\n| product ({v:,} variants) | alone ms | {threads} at once, ms each | scaling over {threads} threads |")
+        print("| --- | ---: | ---: | ---: |")
+        for name in ("sgemm", "bf16 pair"):
+            if name in scale:
+                x = scale[name]
+                print(f"| {name} | {x['alone_ms']:.1f} | {x['together_ms']:.1f} | {x['scaling']:.2f}x |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"bf16": bf16.why_not(), "rows": rows}, indent=1) + "\n")
+        Path(args.json).write_text(json.dumps({"bf16": bf16.why_not(), "rows": rows, "scaling": scale},
+                                              indent=1) + "\n")
     return 0
 
 

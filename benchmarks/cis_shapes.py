@@ -13,7 +13,10 @@ Data: ``dqtl.simulate`` of 500 samples x 100,000 variants x 2,000 genes with 8 c
 
 For each shape, every command is a fresh process started as users start it (``dqtl ...`` from
 this checkout, ``python -m tensorqtl ...`` from ``--tensorqtl-python``), timed from start to exit
-(interpreter start, imports, reading, writing included), with the peak RSS of its process tree:
+(interpreter start, imports, reading, writing included), with the peak RSS of its process tree,
+each right after a throwaway process that touches and frees ``--settle-mib`` of memory (untimed;
+``_common.settle``: on this VM the first process to touch memory another one freed pays ~7 s per
+GiB for the host to back it again, which fell on whichever tool ran next):
 
 - cis permutations, 1,000 and 10,000 (same seed: the same permutations in both tools), and
   dqtl's adaptive ``1000,10000``;
@@ -54,17 +57,20 @@ REPEATS = 1
 
 def run_process(argv: list[str], *, env: dict[str, str] | None = None, cwd: Path) -> dict[str, Any]:
     """Median wall seconds and largest peak tree RSS of :data:`REPEATS` runs of one command, one
-    after another (an error if one fails). The first run after another tool's often pays for
-    the memory that tool left to reclaim (a 2.4 s dqtl run took 3.1 s right after tensorQTL)."""
+    after another (an error if one fails), each right after :func:`_common.settle` (without it
+    the first run after another tool's paid for the memory that tool freed: a 2.5 s dqtl run
+    took 3.8-4.0 s right after tensorQTL)."""
     import statistics
 
     runs = [_run_once(argv, env=env, cwd=cwd) for _ in range(REPEATS)]
     return {"wall_s": statistics.median(r["wall_s"] for r in runs),
             "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
-            "walls_s": [round(r["wall_s"], 3) for r in runs]}
+            "walls_s": [round(r["wall_s"], 3) for r in runs],
+            "settle_s": [round(r["settle_s"], 2) for r in runs]}
 
 
 def _run_once(argv: list[str], *, env: dict[str, str] | None, cwd: Path) -> dict[str, Any]:
+    settled = C.settle()  # the memory the previous process freed backed again (not timed)
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})}, cwd=cwd)
@@ -73,7 +79,7 @@ def _run_once(argv: list[str], *, env: dict[str, str] | None, cwd: Path) -> dict
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}):\n{err[-4000:]}")
-    return {"wall_s": wall, "peak_rss_mib": sampler.peak / 2**20}
+    return {"wall_s": wall, "peak_rss_mib": sampler.peak / 2**20, "settle_s": settled}
 
 
 class Runs:
@@ -88,7 +94,7 @@ class Runs:
         out.mkdir(parents=True, exist_ok=True)
         r = run_process([self.tq, "-m", "tensorqtl", self.pgen, self.bed, "tq", "--covariates", self.cov,
                          "--mode", mode, "--window", str(self.window), "-o", str(out), *extra], cwd=self.tmp)
-        log.info("%s | tensorQTL %s: %.1f s %s, %.0f MiB", self.shape, label, r["wall_s"], r["walls_s"],
+        log.info("%s | tensorQTL %s: %.1f s %s (settle %s s), %.0f MiB", self.shape, label, r["wall_s"], r["walls_s"], r["settle_s"],
                  r["peak_rss_mib"])
         return r
 
@@ -97,7 +103,7 @@ class Runs:
         out.mkdir(parents=True, exist_ok=True)
         r = run_process([*argv0, "-q", "cis", self.zarr, self.bed, str(out / "dq"), "--covariates", self.cov,
                          "--window", str(self.window), "--no-progress", *extra], env=env, cwd=self.tmp)
-        log.info("%s | %s %s: %.1f s %s, %.0f MiB", self.shape, name, label, r["wall_s"], r["walls_s"],
+        log.info("%s | %s %s: %.1f s %s (settle %s s), %.0f MiB", self.shape, name, label, r["wall_s"], r["walls_s"], r["settle_s"],
                  r["peak_rss_mib"])
         return r
 
@@ -182,6 +188,7 @@ def main() -> int:
     args = p.parse_args()
     global REPEATS
     REPEATS = max(1, args.repeats)
+    C.SETTLE_MIB = args.settle_mib
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     C.prepare_blas_env(keep=args.keep_blas_env)
     paths = C.ensure_simulation(C.simulation_params(args), args.cache_dir)
@@ -227,7 +234,7 @@ def main() -> int:
                               tmp / f"tq{nperm}")
                 ref = read_cis(tmp / f"tq{nperm}" / "tq.cis_qtl.txt.gz")
                 rows.append({"shape": shape, "command": f"cis permutations {nperm:,}", "tool": "tensorQTL",
-                             "wall_s": base["wall_s"], "walls_s": base["walls_s"], "peak_rss_mib": base["peak_rss_mib"], "/ tensorQTL": 1.0,
+                             "wall_s": base["wall_s"], "walls_s": base["walls_s"], "settle_s": base["settle_s"], "peak_rss_mib": base["peak_rss_mib"], "/ tensorQTL": 1.0,
                              "/ GEMM": base["wall_s"] / gemm["seconds"], "gemm_s": gemm["seconds"]})
                 for name, argv0, env in versions:
                     out = tmp / f"{name.replace(' ', '_')}{nperm}"
@@ -235,7 +242,7 @@ def main() -> int:
                                str(nperm), "--seed", "1"], out)
                     ours = read_cis(out / "dq.cis_qtl.txt.gz")
                     rows.append({"shape": shape, "command": f"cis permutations {nperm:,}", "tool": name,
-                                 "wall_s": r["wall_s"], "walls_s": r["walls_s"], "peak_rss_mib": r["peak_rss_mib"],
+                                 "wall_s": r["wall_s"], "walls_s": r["walls_s"], "settle_s": r["settle_s"], "peak_rss_mib": r["peak_rss_mib"],
                                  "/ tensorQTL": r["wall_s"] / base["wall_s"], "/ GEMM": r["wall_s"] / gemm["seconds"],
                                  "gemm_s": gemm["seconds"], **agreement(ours, ref, nperm)})
                 if nperm == 1000 and wanted("independent"):
@@ -243,14 +250,14 @@ def main() -> int:
                     b = tq_run("independent", "cis_independent", ["--cis_output", str(tq_cis), "--permutations",
                                "1000", "--seed", "1"], tmp / "tqind")
                     rows.append({"shape": shape, "command": "independent (1,000 permutations)", "tool": "tensorQTL",
-                                 "wall_s": b["wall_s"], "walls_s": b["walls_s"], "peak_rss_mib": b["peak_rss_mib"], "/ tensorQTL": 1.0})
+                                 "wall_s": b["wall_s"], "walls_s": b["walls_s"], "settle_s": b["settle_s"], "peak_rss_mib": b["peak_rss_mib"], "/ tensorQTL": 1.0})
                     for name, argv0, env in versions:
                         cis_file = tmp / f"{name.replace(' ', '_')}1000" / "dq.cis_qtl.txt.gz"
                         r = dq_run(name, argv0, env, "independent", [
                             "--mode", "independent", "--cis-results", str(cis_file), "--permutations", "1000",
                             "--seed", "1"], tmp / f"{name.replace(' ', '_')}ind")
                         rows.append({"shape": shape, "command": "independent (1,000 permutations)", "tool": name,
-                                     "wall_s": r["wall_s"], "walls_s": r["walls_s"], "peak_rss_mib": r["peak_rss_mib"],
+                                     "wall_s": r["wall_s"], "walls_s": r["walls_s"], "settle_s": r["settle_s"], "peak_rss_mib": r["peak_rss_mib"],
                                      "/ tensorQTL": r["wall_s"] / b["wall_s"]})
             if not args.quick and wanted("adaptive"):
                 for name, argv0, env in versions:
@@ -259,16 +266,16 @@ def main() -> int:
                     ten = [x for x in rows if x["shape"] == shape and x["tool"] == "tensorQTL"
                            and x["command"] == "cis permutations 10,000"]
                     rows.append({"shape": shape, "command": "cis permutations adaptive 1,000-10,000",
-                                 "tool": name, "wall_s": r["wall_s"], "walls_s": r["walls_s"], "peak_rss_mib": r["peak_rss_mib"],
+                                 "tool": name, "wall_s": r["wall_s"], "walls_s": r["walls_s"], "settle_s": r["settle_s"], "peak_rss_mib": r["peak_rss_mib"],
                                  "/ tensorQTL": r["wall_s"] / ten[0]["wall_s"] if ten else float("nan")})
             if wanted("nominal"):
                 b = tq_run("nominal", "cis_nominal", [], tmp / "tqnom")
-                rows.append({"shape": shape, "command": "cis nominal", "tool": "tensorQTL", "wall_s": b["wall_s"], "walls_s": b["walls_s"],
+                rows.append({"shape": shape, "command": "cis nominal", "tool": "tensorQTL", "wall_s": b["wall_s"], "walls_s": b["walls_s"], "settle_s": b["settle_s"],
                              "peak_rss_mib": b["peak_rss_mib"], "/ tensorQTL": 1.0})
                 for name, argv0, env in versions:
                     r = dq_run(name, argv0, env, "nominal", ["--mode", "nominal"],
                                tmp / f"{name.replace(' ', '_')}nom")
-                    rows.append({"shape": shape, "command": "cis nominal", "tool": name, "wall_s": r["wall_s"], "walls_s": r["walls_s"],
+                    rows.append({"shape": shape, "command": "cis nominal", "tool": name, "wall_s": r["wall_s"], "walls_s": r["walls_s"], "settle_s": r["settle_s"],
                                  "peak_rss_mib": r["peak_rss_mib"], "/ tensorQTL": r["wall_s"] / b["wall_s"],
                                  "rss / tensorQTL": r["peak_rss_mib"] / b["peak_rss_mib"]})
         record["rows"] = rows
