@@ -196,14 +196,13 @@ def genes_kernel(
     # a task or not, with a basis of its own (conditioning variants, own samples) or not: results
     # never depend on the tasks. Built per gene they cost what float32 rows cost (a conditioned
     # gene's 4,100-variant window: 11.3 against 11.8 ms, kernel 31 against 36-41 ms)
-    f32_only = [not bf16_rows] * len(genes)
     genes = [_conditioned(g, gb.G, b0) if g.condition is not None else g for g in genes]
     # genes on all samples with the same basis share one residualized block (their windows
     # are row ranges of it); the others are residualized per gene on their window
     uses = Counter(id(g.Q) for g in genes if g.sample_index is None)
     shared: dict[int, ResidualizedBlock] = {}
     rows: list[dict[str, Any]] = []
-    for gene, f32 in zip(genes, f32_only, strict=True):
+    for gene in genes:
         a, b = gene.lo - b0, gene.hi - b0
         n_g = len(gene.y)
         key = id(gene.Q)
@@ -212,13 +211,13 @@ def genes_kernel(
             if key not in shared:
                 shared[key] = ResidualizedBlock.build(gb.G, gb.valid, gene.Q, gene.dof,
                                                       means=gb.row_means(), integer_rows=gb.integer_rows(),
-                                                      integer=not f32)
+                                                      integer=bf16_rows)
             prepared = shared[key].rows(a, b)
         out = permutation_gene_kernel(gb.G[a:b], gb.valid[a:b], gene, batches_by_n[n_g], spec, dtype,
                                       prepared=prepared, keep_window=pairs_bound is not None,
                                       means=None if prepared is not None else gb.row_means(a, b),
                                       integer_rows=None if prepared is not None else gb.integer_rows(a, b),
-                                      integer=not f32)
+                                      integer=bf16_rows)
         if out is None:
             rows.append({"index": gene.index, "tag": gene.tag, "group": gene.group, "skipped": True})
             continue
