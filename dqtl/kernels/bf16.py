@@ -1,4 +1,4 @@
-"""bfloat16 products with float32 accumulation (oneDNN's ``gemm_bf16bf16f32``), for the
+"""bfloat16 products with float32 accumulation (oneDNN's matmul primitive), for the
 permutation products of hard-call genotypes.
 
 Small integers (genotype calls minus an integer, -ploidy..ploidy) are exact in bfloat16, and a
@@ -16,6 +16,11 @@ products cost what one float32 product does; without either oneDNN emulates them
 product is exact. ``DQTL_BF16=0`` turns them off; ``DQTL_BF16=1``
 uses them wherever the library loads (tests, CPUs whose flags are not in ``/proc/cpuinfo``).
 ``DQTL_DNNL_LIBRARY`` names another ``libdnnl.so.3``.
+
+The products run as oneDNN matmul primitives (through its C API), one per thread and operand
+layout with the row count given at each call, so that a run makes a few (:func:`gemm_nt`); where
+oneDNN cannot make one, or with ``DQTL_BF16_PRIMITIVE=0``, as its BLAS-like
+``dnnl_gemm_bf16bf16f32``. :func:`backend`'s line names which.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ log = logging.getLogger(__name__)
 #: Environment variable: ``0`` off, ``1`` on wherever the library loads, else automatic.
 ENV = "DQTL_BF16"
 
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()  # re-entered: the probe's product makes the engine
+_GENERATION = [0]  # bumped by reset(): threads drop their primitives
 _STATE: dict[str, Any] = {}
 _THREADS = threading.local()
 
@@ -114,7 +120,9 @@ def _load() -> tuple[Any, str]:
         _STATE.clear()
         return None, f"oneDNN's bfloat16 product failed its probe (error {err:.2e})"
     how = "+".join(hw) if hw else "emulated (forced)"
-    return lib, f"oneDNN bfloat16 products ({how}; {Path(path).name})"
+    mm = _matmul(13, 42, 42, 42, 13)  # the probe's primitive (None: the BLAS-like call ran)
+    impl = f"matmul {mm.impl}" if mm is not None else "dnnl_gemm_bf16bf16f32"
+    return lib, f"oneDNN bfloat16 products ({how}; {Path(path).name}; {impl})"
 
 
 def backend() -> str | None:
@@ -139,6 +147,7 @@ def reset() -> None:
     """Forget the decision (after changing ``DQTL_BF16`` in this process, e.g. in tests)."""
     with _LOCK:
         _STATE.clear()
+        _GENERATION[0] += 1
 
 
 def to_bf16(x: np.ndarray) -> np.ndarray:
@@ -186,6 +195,8 @@ def _one_thread() -> None:
 def _ld(x: np.ndarray, dtype: Any, rows: int, cols: int, name: str) -> int:
     """The leading dimension of a row-major matrix (rows, cols) of ``dtype`` whose rows may be
     a view's (unit column stride)."""
+    if x.dtype == dtype and x.shape == (rows, cols) and x.size == 0:
+        return max(cols, 1)  # an empty operand: nothing is read or written
     if not (x.dtype == dtype and x.shape == (rows, cols) and x.ndim == 2
             and (x.strides[1] == x.itemsize or cols <= 1)
             and (x.strides[0] % x.itemsize == 0) and x.strides[0] // x.itemsize >= cols):
@@ -196,14 +207,145 @@ def _ld(x: np.ndarray, dtype: Any, rows: int, cols: int, name: str) -> int:
 
 def gemm_nt(a: np.ndarray, bt: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``out = a @ bt.T`` for row-major bfloat16 bit patterns ``a`` (m, k) and ``bt`` (n, k)
-    into row-major float32 ``out`` (m, n) (rows of views allowed), accumulated in float32."""
+    into row-major float32 ``out`` (m, n) (rows of views allowed), accumulated in float32.
+
+    Runs oneDNN's matmul primitive (on AMX: ``brg:avx512_core_amx``), one per calling thread and
+    operand layout, its row count ``m`` given at each call (:class:`_Matmul`); where the primitive
+    cannot be made, oneDNN's BLAS-like ``dnnl_gemm_bf16bf16f32``. Interleaved with the kernel's
+    other work, the primitive's 4,100 x 1,027 x 1,001 product took 13.8-14.2 ms against the
+    BLAS-like call's 14.3-17.5 ms (which packs both operands into fresh buffers at each call),
+    with the same bits (``benchmarks/product_paths.py``)."""
     m, k = a.shape
     n = bt.shape[0]
     lda, ldb = _ld(a, np.uint16, m, k, "a"), _ld(bt, np.uint16, n, k, "bt")
     ldc = _ld(out, np.float32, m, n, "out")
     _one_thread()
+    if m == 0 or n == 0:
+        return out
+    if k == 0:
+        out[...] = 0.0
+        return out
+    mm = _matmul(n, k, lda, ldb, ldc)
+    if mm is not None:
+        mm.run(a, bt, out, m)
+        return out
     st = _STATE["lib"].dnnl_gemm_bf16bf16f32(b"N", b"T", m, n, k, 1.0, a.ctypes.data, lda, bt.ctypes.data,
                                              ldb, 0.0, out.ctypes.data, ldc)
     if st != 0:
         raise RuntimeError(f"dnnl_gemm_bf16bf16f32 returned status {st}")
     return out
+
+
+#: oneDNN 3.x C API values
+_DT_BF16, _DT_F32 = 2, 3
+_ARG_SRC, _ARG_WEIGHTS, _ARG_DST = 1, 33, 17
+_RUNTIME_DIM = -(2**63)  # DNNL_RUNTIME_DIM_VAL
+_QUERY_IMPL_INFO_STR = 8
+
+
+class _ExecArg(ctypes.Structure):
+    _fields_ = [("arg", ctypes.c_int), ("memory", ctypes.c_void_p)]
+
+
+def _check(status: int, what: str) -> None:
+    if status != 0:
+        raise RuntimeError(f"oneDNN {what} returned status {status}")
+
+
+def _desc(lib: Any, rows: int, cols: int, dtype: int, row_stride: int, col_stride: int) -> ctypes.c_void_p:
+    d = ctypes.c_void_p()
+    dims = (ctypes.c_int64 * 12)(rows, cols)
+    strides = (ctypes.c_int64 * 12)(row_stride, col_stride)
+    _check(lib.dnnl_memory_desc_create_with_strides(ctypes.byref(d), 2, dims, dtype, strides), "memory desc")
+    return d
+
+
+class _Matmul:
+    """One oneDNN matmul primitive ``(m, k) x (k, n) -> (m, n)`` for bfloat16 rows of stride
+    ``lda``, columns given as bfloat16 rows of stride ``ldb`` and float32 output rows of stride
+    ``ldc``, with ``m`` a runtime dimension (one primitive serves every window of a run), and the
+    calling thread's stream. Made and run by one thread only (its scratchpad is the thread's)."""
+
+    def __init__(self, lib: Any, engine: ctypes.c_void_p, n: int, k: int, lda: int, ldb: int, ldc: int) -> None:
+        self.lib, self.engine = lib, engine
+        self.n, self.k, self.lda, self.ldb, self.ldc = n, k, lda, ldb, ldc
+        descs = [_desc(lib, _RUNTIME_DIM, k, _DT_BF16, lda, 1), _desc(lib, k, n, _DT_BF16, 1, ldb),
+                 _desc(lib, _RUNTIME_DIM, n, _DT_F32, ldc, 1)]
+        pd = ctypes.c_void_p()
+        self.prim = ctypes.c_void_p()
+        try:
+            _check(lib.dnnl_matmul_primitive_desc_create(ctypes.byref(pd), engine, descs[0], descs[1], None,
+                                                         descs[2], None), "matmul primitive desc")
+            info = ctypes.c_char_p()
+            if lib.dnnl_primitive_desc_query(pd, _QUERY_IMPL_INFO_STR, 0, ctypes.byref(info)) == 0 and info.value:
+                self.impl = info.value.decode(errors="replace")
+            else:
+                self.impl = "matmul"
+            _check(lib.dnnl_primitive_create(ctypes.byref(self.prim), pd), "matmul primitive")
+        finally:
+            if pd:
+                lib.dnnl_primitive_desc_destroy(pd)
+            for d in descs:
+                lib.dnnl_memory_desc_destroy(d)
+        self.stream = ctypes.c_void_p()
+        _check(lib.dnnl_stream_create(ctypes.byref(self.stream), engine, 1), "stream")  # in order
+
+    def run(self, a: np.ndarray, bt: np.ndarray, out: np.ndarray, m: int) -> None:
+        lib, k, n = self.lib, self.k, self.n
+        descs = [_desc(lib, m, k, _DT_BF16, self.lda, 1), _desc(lib, k, n, _DT_BF16, 1, self.ldb),
+                 _desc(lib, m, n, _DT_F32, self.ldc, 1)]
+        mems = [ctypes.c_void_p() for _ in range(3)]
+        try:
+            for mem, d, x in zip(mems, descs, (a, bt, out), strict=True):
+                _check(lib.dnnl_memory_create(ctypes.byref(mem), d, self.engine, ctypes.c_void_p(x.ctypes.data)),
+                       "memory")
+            args = (_ExecArg * 3)(_ExecArg(_ARG_SRC, mems[0]), _ExecArg(_ARG_WEIGHTS, mems[1]),
+                                  _ExecArg(_ARG_DST, mems[2]))
+            _check(lib.dnnl_primitive_execute(self.prim, self.stream, 3, args), "matmul")
+            _check(lib.dnnl_stream_wait(self.stream), "stream wait")
+        finally:
+            for mem in mems:
+                if mem:
+                    lib.dnnl_memory_destroy(mem)
+            for d in descs:
+                lib.dnnl_memory_desc_destroy(d)
+
+
+def _matmul(n: int, k: int, lda: int, ldb: int, ldc: int) -> _Matmul | None:
+    """The calling thread's primitive for this layout (made on first use), or None where oneDNN
+    cannot make one (then the BLAS-like call runs; ``DQTL_BF16_PRIMITIVE=0`` forces that)."""
+    if getattr(_THREADS, "generation", None) != _GENERATION[0]:
+        _THREADS.matmuls, _THREADS.generation = {}, _GENERATION[0]
+    cache = _THREADS.matmuls
+    key = (n, k, lda, ldb, ldc)
+    if key in cache:
+        return cache[key]
+    mm = None
+    engine = _engine()
+    if engine is not None:
+        try:
+            mm = _Matmul(_STATE["lib"], engine, n, k, lda, ldb, ldc)
+        except (RuntimeError, AttributeError) as e:
+            log.debug("oneDNN matmul primitive unavailable (%s); BLAS-like products", e)
+            with _LOCK:
+                _STATE["engine"] = None  # not again in this process
+    cache[key] = mm
+    return mm
+
+
+def _engine() -> ctypes.c_void_p | None:
+    """The process's oneDNN CPU engine, or None (no primitives: off by ``DQTL_BF16_PRIMITIVE=0``,
+    or oneDNN could not make one)."""
+    with _LOCK:
+        if "engine" not in _STATE:
+            engine: ctypes.c_void_p | None = None
+            if os.environ.get("DQTL_BF16_PRIMITIVE", "").strip().lower() not in ("0", "off", "false", "no"):
+                e = ctypes.c_void_p()
+                try:
+                    _check(_STATE["lib"].dnnl_engine_create(ctypes.byref(e), 1, 0), "engine")  # dnnl_cpu
+                    engine = e
+                except (RuntimeError, AttributeError) as exc:
+                    log.debug("oneDNN engine unavailable (%s)", exc)
+            _STATE["engine"] = engine
+        return _STATE["engine"]
+

@@ -68,6 +68,85 @@ def test_backend_off_by_environment(no_products):
     assert "DQTL_BF16=0" in bf16.why_not()
 
 
+def _bits_to_f64(b: np.ndarray) -> np.ndarray:
+    return (b.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+
+
+def _gemm_cases(rng):
+    """(a, bt, out) triples: contiguous, row views of wider blocks, empty, a zero inner dimension."""
+    def ints(m, k):
+        return bf16.to_bf16(rng.integers(-2, 3, (m, k)).astype(np.float32))
+
+    wide_a, wide_out = ints(300, 90), np.full((260, 40), 7.0, np.float32)
+    return [
+        (ints(211, 67), bf16.to_bf16(rng.standard_normal((31, 67))), np.empty((211, 31), np.float32)),
+        (wide_a[20:250, :61], bf16.to_bf16(rng.standard_normal((25, 61))), wide_out[10:240, :25]),
+        (ints(0, 12), bf16.to_bf16(rng.standard_normal((5, 12))), np.empty((0, 5), np.float32)),
+        (ints(4, 0), bf16.to_bf16(rng.standard_normal((3, 0))), np.full((4, 3), np.nan, np.float32)),
+    ]
+
+
+@pytest.mark.parametrize("primitive", ["1", "0"])
+def test_gemm_nt__products_accumulated_in_float32(products, monkeypatch, primitive):
+    """Both oneDNN paths (the matmul primitive, the BLAS-like call) compute a @ bt.T with float32
+    accumulation: within K u (sum |a b|) of the float64 product, on views, empty and K = 0 operands,
+    without touching the output's other elements."""
+    monkeypatch.setenv("DQTL_BF16_PRIMITIVE", primitive)
+    bf16.reset()
+    assert bf16.backend() is not None
+    if primitive == "0":
+        assert "dnnl_gemm_bf16bf16f32" in bf16.backend()
+    rng = np.random.default_rng(11)
+    for a, bt, out in _gemm_cases(rng):
+        base = out.base.copy() if out.base is not None else None
+        got = bf16.gemm_nt(a, bt, out)
+        assert got is out
+        A, B = _bits_to_f64(a), _bits_to_f64(bt)
+        exact = A @ B.T
+        tol = (a.shape[1] + 2) * 2.0**-24 * (np.abs(A) @ np.abs(B).T)
+        assert np.all(np.abs(out - exact) <= tol)
+        if base is not None:  # the rest of the wider buffer is untouched
+            mask = np.ones(base.shape, bool)
+            mask[10:240, :25] = False
+            assert np.array_equal(out.base[mask], base[mask])
+
+
+def test_gemm_nt__threads_and_row_counts_share_a_primitive(products, monkeypatch):
+    """The matmul primitive takes its row count at each call (one per thread and layout) and gives
+    the BLAS-like call's products on every thread."""
+    import threading
+
+    monkeypatch.delenv("DQTL_BF16_PRIMITIVE", raising=False)
+    bf16.reset()
+    if "matmul" not in (bf16.backend() or ""):
+        pytest.skip(f"no oneDNN matmul primitive here: {bf16.why_not()}")
+    rng = np.random.default_rng(5)
+    a = bf16.to_bf16(rng.integers(-2, 3, (400, 80)).astype(np.float32))
+    bt = bf16.to_bf16(rng.standard_normal((33, 80)))
+    results: dict[tuple[int, int], np.ndarray] = {}
+
+    def work(t: int) -> None:
+        for m in (400, 123, 1, 64):
+            out = np.empty((m, 33), np.float32)
+            bf16.gemm_nt(a[:m], bt, out)
+            results[(t, m)] = out
+        results[(t, -1)] = np.array(len(bf16._THREADS.matmuls))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    monkeypatch.setenv("DQTL_BF16_PRIMITIVE", "0")
+    bf16.reset()
+    bf16.backend()
+    for t in range(3):
+        assert int(results[(t, -1)]) == 1  # one primitive for the four row counts
+        for m in (400, 123, 1, 64):
+            ref = bf16.gemm_nt(a[:m], bt, np.empty((m, 33), np.float32))
+            np.testing.assert_allclose(results[(t, m)], ref, rtol=0, atol=1e-4)
+
+
 def _study(rng, n=150, v=700, r=5, missing=0.0, ploidy=2):
     f = rng.uniform(0.02, 0.5, v)
     H = rng.random((v, ploidy * n)) < f[:, None]
