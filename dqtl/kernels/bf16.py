@@ -247,6 +247,28 @@ class _ExecArg(ctypes.Structure):
     _fields_ = [("arg", ctypes.c_int), ("memory", ctypes.c_void_p)]
 
 
+def _declare(lib: Any) -> None:
+    """The C signatures of the oneDNN 3.x calls :class:`_Matmul` makes (handles as pointers,
+    dimensions int64, enums int, the engine index size_t)."""
+    ptr, pp, i32, i64p = ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.POINTER(ctypes.c_int64)
+    for name, args in (
+        ("dnnl_engine_create", [pp, i32, ctypes.c_size_t]),
+        ("dnnl_stream_create", [pp, ptr, ctypes.c_uint]),
+        ("dnnl_memory_desc_create_with_strides", [pp, i32, i64p, i32, i64p]),
+        ("dnnl_memory_desc_destroy", [ptr]),
+        ("dnnl_memory_create", [pp, ptr, ptr, ptr]),
+        ("dnnl_memory_destroy", [ptr]),
+        ("dnnl_matmul_primitive_desc_create", [pp, ptr, ptr, ptr, ptr, ptr, ptr]),
+        ("dnnl_primitive_desc_query", [ptr, i32, i32, ptr]),
+        ("dnnl_primitive_desc_destroy", [ptr]),
+        ("dnnl_primitive_create", [pp, ptr]),
+        ("dnnl_primitive_execute", [ptr, ptr, i32, ptr]),
+        ("dnnl_stream_wait", [ptr]),
+    ):
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = args, ctypes.c_int
+
+
 def _check(status: int, what: str) -> None:
     if status != 0:
         raise RuntimeError(f"oneDNN {what} returned status {status}")
@@ -342,6 +364,7 @@ def _engine() -> ctypes.c_void_p | None:
             if os.environ.get("DQTL_BF16_PRIMITIVE", "").strip().lower() not in ("0", "off", "false", "no"):
                 e = ctypes.c_void_p()
                 try:
+                    _declare(_STATE["lib"])
                     _check(_STATE["lib"].dnnl_engine_create(ctypes.byref(e), 1, 0), "engine")  # dnnl_cpu
                     engine = e
                 except (RuntimeError, AttributeError) as exc:
