@@ -211,10 +211,11 @@ def gemm_nt(a: np.ndarray, bt: np.ndarray, out: np.ndarray) -> np.ndarray:
 
     Runs oneDNN's matmul primitive (on AMX: ``brg:avx512_core_amx``), one per calling thread and
     operand layout, its row count ``m`` given at each call (:class:`_Matmul`); where the primitive
-    cannot be made, oneDNN's BLAS-like ``dnnl_gemm_bf16bf16f32``. Interleaved with the kernel's
-    other work, the primitive's 4,100 x 1,027 x 1,001 product took 13.8-14.2 ms against the
-    BLAS-like call's 14.3-17.5 ms (which packs both operands into fresh buffers at each call),
-    with the same bits (``benchmarks/product_paths.py``)."""
+    cannot be made, oneDNN's BLAS-like ``dnnl_gemm_bf16bf16f32``. A 4,100 x 1,027 x 1,001 product
+    took 13.8-14.2 ms as the primitive against 14.3-17.5 ms as the BLAS-like call (which packs
+    both operands into fresh buffers at each call) alternating back to back, and 20.4 against
+    26.2 ms with the kernel's scaling and maxima passes between calls, with the same bits
+    (``benchmarks/product_paths.py``, ``benchmarks/RESULTS.md``)."""
     m, k = a.shape
     n = bt.shape[0]
     lda, ldb = _ld(a, np.uint16, m, k, "a"), _ld(bt, np.uint16, n, k, "bt")
