@@ -109,9 +109,9 @@ def _load() -> tuple[Any, str]:
     a = rng.integers(-2, 3, size=(37, 21)).astype(np.float32)
     b = rng.standard_normal((21, 13))
     out = np.empty((37, 13), dtype=np.float32)
+    ab, bt = to_bf16(np.concatenate([a, a], axis=1)), np.ascontiguousarray(np.concatenate(split(b), axis=0).T)
     try:
-        gemm_nt(to_bf16(np.concatenate([a, a], axis=1)), np.ascontiguousarray(np.concatenate(split(b), axis=0).T),
-                out)
+        gemm_nt(ab, bt, out)
     except RuntimeError as e:
         _STATE.clear()
         return None, f"oneDNN's bfloat16 product failed its probe: {e}"
@@ -120,7 +120,7 @@ def _load() -> tuple[Any, str]:
         _STATE.clear()
         return None, f"oneDNN's bfloat16 product failed its probe (error {err:.2e})"
     how = "+".join(hw) if hw else "emulated (forced)"
-    mm = _matmul(13, 42, 42, 42, 13)  # the probe's primitive (None: the BLAS-like call ran)
+    mm = _matmul(*_layout(ab, bt, out)[1:])  # the probe's primitive (None: the BLAS-like call ran)
     impl = f"matmul {mm.impl}" if mm is not None else "dnnl_gemm_bf16bf16f32"
     return lib, f"oneDNN bfloat16 products ({how}; {Path(path).name}; {impl})"
 
@@ -205,6 +205,14 @@ def _ld(x: np.ndarray, dtype: Any, rows: int, cols: int, name: str) -> int:
     return max(x.strides[0] // x.itemsize, cols, 1)
 
 
+def _layout(a: np.ndarray, bt: np.ndarray, out: np.ndarray) -> tuple[int, int, int, int, int, int]:
+    """``(m, n, k, lda, ldb, ldc)`` of :func:`gemm_nt`'s operands (checked)."""
+    m, k = a.shape
+    n = bt.shape[0]
+    lda, ldb = _ld(a, np.uint16, m, k, "a"), _ld(bt, np.uint16, n, k, "bt")
+    return m, n, k, lda, ldb, _ld(out, np.float32, m, n, "out")
+
+
 def gemm_nt(a: np.ndarray, bt: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``out = a @ bt.T`` for row-major bfloat16 bit patterns ``a`` (m, k) and ``bt`` (n, k)
     into row-major float32 ``out`` (m, n) (rows of views allowed), accumulated in float32.
@@ -216,10 +224,7 @@ def gemm_nt(a: np.ndarray, bt: np.ndarray, out: np.ndarray) -> np.ndarray:
     both operands into fresh buffers at each call) alternating back to back, and 20.4 against
     26.2 ms with the kernel's scaling and maxima passes between calls, with the same bits
     (``benchmarks/product_paths.py``, ``benchmarks/RESULTS.md``)."""
-    m, k = a.shape
-    n = bt.shape[0]
-    lda, ldb = _ld(a, np.uint16, m, k, "a"), _ld(bt, np.uint16, n, k, "bt")
-    ldc = _ld(out, np.float32, m, n, "out")
+    m, n, k, lda, ldb, ldc = _layout(a, bt, out)
     _one_thread()
     if m == 0 or n == 0:
         return out
