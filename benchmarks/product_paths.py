@@ -9,8 +9,8 @@ writes the (variants x permutations) products, then numpy scales each variant's 
 on one thread, on random integer rows and split phenotypes of the kernel's shape (K = 2 x 500 + 27):
 
 - ``gemm_api``: that path (the product, the scaling pass, the block maxima);
-- ``primitive``: oneDNN's matmul primitive (``brg:avx512_core_amx``), created once for the shape,
-  on the same operands, then the same numpy passes;
+- ``primitive``: what dqtl runs, ``dqtl.kernels.bf16.gemm_nt`` (oneDNN's matmul primitive,
+  ``brg:avx512_core_amx`` here, its row count given per call), then the same numpy passes;
 - ``fused``: the matmul primitive in the transposed layout (permutations x variants), the
   per-variant scale and ``|.|`` fused as post-ops (a binary multiply broadcast over columns, an
   eltwise abs: brgemm does not fuse a per-row broadcast), then one row maximum per permutation.
@@ -36,71 +36,51 @@ from typing import Any
 
 import numpy as np
 
-_BF16, _F32 = 2, 3  # dnnl_data_type_t
-_ARG_SRC, _ARG_WEIGHTS, _ARG_DST = 1, 33, 17
 _ARG_POST_OP0_SRC1 = 32768 | 2  # DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1
 _BINARY_MUL, _ELTWISE_ABS = 0x1FFF1, 0x24
 
 
-class _Arg(ctypes.Structure):
-    _fields_ = [("arg", ctypes.c_int), ("memory", ctypes.c_void_p)]
+class _Fused:
+    """The transposed product (permutations x variants) with the per-variant scale and ``|.|`` as
+    post-ops: a oneDNN matmul primitive for fixed operands, made with dqtl's own descriptors
+    (``dqtl.kernels.bf16``: ``_desc``, ``_check``, its engine)."""
 
-
-class _Dnnl:
-    """The few oneDNN C API calls a matmul primitive needs."""
-
-    def __init__(self) -> None:
+    def __init__(self, A: np.ndarray, Z: np.ndarray, s: np.ndarray, D: np.ndarray) -> None:
         from dqtl.kernels import bf16
 
-        if bf16.backend() is None:
-            raise SystemExit(f"no bfloat16 products here: {bf16.why_not()}")
-        self.lib = bf16._STATE["lib"]
-        self.engine = ctypes.c_void_p()
-        self._ok(self.lib.dnnl_engine_create(ctypes.byref(self.engine), 1, 0), "engine")  # dnnl_cpu
-        self.stream = ctypes.c_void_p()
-        self._ok(self.lib.dnnl_stream_create(ctypes.byref(self.stream), self.engine, 1), "stream")
-        self.keep: list[Any] = []
+        engine = bf16._engine()
+        if engine is None:
+            raise SystemExit("no oneDNN matmul primitive here (DQTL_BF16_PRIMITIVE=0?)")
+        lib, v, k, b = bf16._STATE["lib"], A.shape[0], A.shape[1], Z.shape[0]
+        src, wei = bf16._desc(lib, b, k, bf16._DT_BF16, k, 1), bf16._desc(lib, k, v, bf16._DT_BF16, 1, k)
+        dst, scale = bf16._desc(lib, b, v, bf16._DT_F32, v, 1), bf16._desc(lib, 1, v, bf16._DT_F32, v, 1)
+        attr, po, pd = ctypes.c_void_p(), ctypes.c_void_p(), ctypes.c_void_p()
+        bf16._check(lib.dnnl_primitive_attr_create(ctypes.byref(attr)), "attr")
+        bf16._check(lib.dnnl_post_ops_create(ctypes.byref(po)), "post-ops")
+        bf16._check(lib.dnnl_post_ops_append_binary(po, _BINARY_MUL, scale), "binary post-op")
+        bf16._check(lib.dnnl_post_ops_append_eltwise(po, _ELTWISE_ABS, ctypes.c_float(0.0), ctypes.c_float(0.0)),
+                    "eltwise post-op")
+        bf16._check(lib.dnnl_primitive_attr_set_post_ops(attr, po), "set post-ops")
+        bf16._check(lib.dnnl_matmul_primitive_desc_create(ctypes.byref(pd), engine, src, wei, None, dst, attr),
+                    "matmul desc")
+        self.prim, self.stream = ctypes.c_void_p(), ctypes.c_void_p()
+        bf16._check(lib.dnnl_primitive_create(ctypes.byref(self.prim), pd), "primitive")
+        bf16._check(lib.dnnl_stream_create(ctypes.byref(self.stream), engine, 1), "stream")
+        mems = []
+        for d, x in ((src, Z), (wei, A), (dst, D), (scale, s)):
+            m = ctypes.c_void_p()
+            bf16._check(lib.dnnl_memory_create(ctypes.byref(m), d, engine, ctypes.c_void_p(x.ctypes.data)), "memory")
+            mems.append(m)
+        Arg = bf16._ExecArg
+        self.args = (Arg * 4)(Arg(bf16._ARG_SRC, mems[0]), Arg(bf16._ARG_WEIGHTS, mems[1]),
+                              Arg(bf16._ARG_DST, mems[2]), Arg(_ARG_POST_OP0_SRC1, mems[3]))
+        self.lib, self.keep = lib, (A, Z, s, D)
 
-    @staticmethod
-    def _ok(status: int, what: str) -> None:
-        if status != 0:
-            raise RuntimeError(f"oneDNN {what}: status {status}")
+    def run(self) -> None:
+        from dqtl.kernels import bf16
 
-    def desc(self, dims: tuple[int, ...], dtype: int, strides: tuple[int, ...]) -> ctypes.c_void_p:
-        d = ctypes.c_void_p()
-        arr = ctypes.c_int64 * 12
-        self._ok(self.lib.dnnl_memory_desc_create_with_strides(ctypes.byref(d), len(dims), arr(*dims), dtype,
-                                                               arr(*strides)), "memory desc")
-        return d
-
-    def memory(self, desc: ctypes.c_void_p, array: np.ndarray) -> ctypes.c_void_p:
-        m = ctypes.c_void_p()
-        self._ok(self.lib.dnnl_memory_create(ctypes.byref(m), desc, self.engine, ctypes.c_void_p(array.ctypes.data)),
-                 "memory")
-        self.keep.append(array)
-        return m
-
-    def matmul(self, src: Any, wei: Any, dst: Any, scale: Any = None) -> ctypes.c_void_p:
-        attr = ctypes.c_void_p(None)
-        if scale is not None:
-            attr = ctypes.c_void_p()
-            self._ok(self.lib.dnnl_primitive_attr_create(ctypes.byref(attr)), "attr")
-            po = ctypes.c_void_p()
-            self._ok(self.lib.dnnl_post_ops_create(ctypes.byref(po)), "post-ops")
-            self._ok(self.lib.dnnl_post_ops_append_binary(po, _BINARY_MUL, scale), "binary post-op")
-            self._ok(self.lib.dnnl_post_ops_append_eltwise(po, _ELTWISE_ABS, ctypes.c_float(0.0), ctypes.c_float(0.0)),
-                     "eltwise post-op")
-            self._ok(self.lib.dnnl_primitive_attr_set_post_ops(attr, po), "set post-ops")
-        pd = ctypes.c_void_p()
-        self._ok(self.lib.dnnl_matmul_primitive_desc_create(ctypes.byref(pd), self.engine, src, wei, None, dst, attr),
-                 "matmul desc")
-        p = ctypes.c_void_p()
-        self._ok(self.lib.dnnl_primitive_create(ctypes.byref(p), pd), "primitive")
-        return p
-
-    def run(self, prim: ctypes.c_void_p, args: Any) -> None:
-        self._ok(self.lib.dnnl_primitive_execute(prim, self.stream, len(args), args), "execute")
-        self._ok(self.lib.dnnl_stream_wait(self.stream), "wait")
+        bf16._check(self.lib.dnnl_primitive_execute(self.prim, self.stream, 4, self.args), "execute")
+        bf16._check(self.lib.dnnl_stream_wait(self.stream), "wait")
 
 
 def _operands(rng: np.random.Generator, v: int, k: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -116,7 +96,8 @@ def _operands(rng: np.random.Generator, v: int, k: int, b: int) -> tuple[np.ndar
 def paths(v: int, k: int, b: int, rounds: int) -> dict[str, Any]:
     from dqtl.kernels import bf16
 
-    dn = _Dnnl()
+    if bf16.backend() is None:
+        raise SystemExit(f"no bfloat16 products here: {bf16.why_not()}")
     rng = np.random.default_rng(v)
     A, Z, s = _operands(rng, v, k, b)
     nb = -(-v // 64)
@@ -129,27 +110,21 @@ def paths(v: int, k: int, b: int, rounds: int) -> dict[str, Any]:
         return np.maximum(blocks.max(axis=1), -blocks.min(axis=1)).max(axis=0)
 
     def gemm_api() -> np.ndarray:
+        st = bf16._STATE["lib"].dnnl_gemm_bf16bf16f32(b"N", b"T", v, b, k, 1.0, A.ctypes.data, k, Z.ctypes.data,
+                                                       k, 0.0, C.ctypes.data, b)
+        if st != 0:
+            raise RuntimeError(f"dnnl_gemm_bf16bf16f32 returned status {st}")
+        return maxima()
+
+    def primitive() -> np.ndarray:  # what dqtl runs
         bf16.gemm_nt(A, Z, C[:v])
         return maxima()
 
-    src, wei, dst = dn.desc((v, k), _BF16, (k, 1)), dn.desc((k, b), _BF16, (1, k)), dn.desc((v, b), _F32, (b, 1))
-    p1 = dn.matmul(src, wei, dst)
-    a1 = (_Arg * 3)(_Arg(_ARG_SRC, dn.memory(src, A)), _Arg(_ARG_WEIGHTS, dn.memory(wei, Z)),
-                    _Arg(_ARG_DST, dn.memory(dst, C)))
-
-    def primitive() -> np.ndarray:
-        dn.run(p1, a1)
-        return maxima()
-
     D = np.empty((b, v), np.float32)
-    srcT, weiT, dstT = dn.desc((b, k), _BF16, (k, 1)), dn.desc((k, v), _BF16, (1, k)), dn.desc((b, v), _F32, (v, 1))
-    sdesc = dn.desc((1, v), _F32, (v, 1))
-    p2 = dn.matmul(srcT, weiT, dstT, scale=sdesc)
-    a2 = (_Arg * 4)(_Arg(_ARG_SRC, dn.memory(srcT, Z)), _Arg(_ARG_WEIGHTS, dn.memory(weiT, A)),
-                    _Arg(_ARG_DST, dn.memory(dstT, D)), _Arg(_ARG_POST_OP0_SRC1, dn.memory(sdesc, s)))
+    fused_product = _Fused(A, Z, s, D)
 
     def fused() -> np.ndarray:
-        dn.run(p2, a2)
+        fused_product.run()
         return D.max(axis=1)
 
     fns = {"gemm_api": gemm_api, "primitive": primitive, "fused": fused}
@@ -161,7 +136,8 @@ def paths(v: int, k: int, b: int, rounds: int) -> dict[str, Any]:
             t = time.perf_counter()
             f()
             times[k_].append(time.perf_counter() - t)
-    row: dict[str, Any] = {"variants": v, "K": k, "permutations": b, "rounds": rounds, "maxima_equal": equal}
+    row: dict[str, Any] = {"variants": v, "K": k, "permutations": b, "rounds": rounds, "maxima_equal": equal,
+                           "products": bf16.why_not()}
     for k_, ts in times.items():
         row[f"{k_}_ms_median"] = round(1e3 * float(np.median(ts)), 3)
         row[f"{k_}_ms_p10"] = round(1e3 * float(np.percentile(ts, 10)), 3)
