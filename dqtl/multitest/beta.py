@@ -11,7 +11,9 @@ following tensorQTL 1.0.10 (``core.fit_beta_parameters`` / ``calculate_beta_appr
    iteration from ``log(dof)`` with ``tol = 1e-4``; we run the secant iteration from ``log(dof)``
    until its error estimate is ~1e-10 (about five evaluations; on p-values interpolated in r2,
    within 1e-12 of the exact ones, when the interpolant passes its checks, see
-   :class:`_LogPInterpolant`), and where it fails (an iterate out of range or
+   :class:`_LogPInterpolant`; the phenotypes of one call iterate together, each on its own
+   values, so a task's genes cost a few dozen array operations, not a few hundred per gene,
+   while their results equal those of each gene fitted alone), and where it fails (an iterate out of range or
    not finite) bracket the root around ``log(dof)`` (expanding up to a factor ``1e4`` either way)
    and solve it with Brent's method to ``1e-8``; so our ``true_df`` is the root to ~1e-8
    (tensorQTL's is within its ``1e-4`` tolerance). No root in range: ``df`` minimising
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 import numpy as np
 from scipy import special
@@ -97,16 +100,17 @@ def _shape1_mom(pvals: np.ndarray) -> np.ndarray:
         return mean * (mean * (1.0 - mean) / var - 1.0)
 
 
-def _shape1_mom_1d(p: np.ndarray) -> float:
-    """:func:`_shape1_mom` of a 1-D array without NaN, bit for bit (``np.mean`` and ``np.var``'s
-    own operations, the mean computed once, no NaN masks: the secant's ~6 evaluations per gene)."""
-    n = p.size
-    mean = p.sum() / n
-    dev = p - mean
+def _shape1_mom_rows(p: np.ndarray) -> np.ndarray:
+    """:func:`_shape1_mom` of each row of a 2-D array without NaN, bit for bit (``np.mean`` and
+    ``np.var``'s own operations, the means computed once, no NaN masks: the secant's ~6
+    evaluations per gene). Each row's value depends on that row alone."""
+    n = p.shape[1]
+    mean = p.sum(axis=1) / n
+    dev = p - mean[:, None]
     dev *= dev
-    var = dev.sum() / n
+    var = dev.sum(axis=1) / n
     with np.errstate(divide="ignore", invalid="ignore"):
-        return float(mean * (mean * (1.0 - mean) / var - 1.0))
+        return mean * (mean * (1.0 - mean) / var - 1.0)
 
 
 def fit_beta_mle(
@@ -271,124 +275,171 @@ _INTERP_ROOT_G = 1e-9
 
 
 class _LogPInterpolant:
-    """The p-values ``pval_from_r2(r2, df)`` of one phenotype's permutation ``r2`` for any df,
-    from ``log p`` at :data:`_INTERP_NODES` Chebyshev points (second kind) of
-    ``[log min r2, log max r2]`` by barycentric interpolation in ``log r2``: 32 incomplete beta
-    functions and a (nperm x 32) product per evaluation instead of ``nperm`` incomplete beta
-    functions (~165 us per 1,000 on this machine; they were 70% of the true_df fit, ~15% of a
-    permutation run at array density).
+    """The p-values ``pval_from_r2(r2, df)`` of phenotypes' permutation ``r2`` (one row each)
+    for any df, from ``log p`` at :data:`_INTERP_NODES` Chebyshev points (second kind) of each
+    row's ``[log min r2, log max r2]`` by barycentric interpolation in ``log r2``: 32 incomplete
+    beta functions and a (nperm x 32) product per row and evaluation instead of ``nperm``
+    incomplete beta functions (~165 us per 1,000 on this machine; they were 70% of the true_df
+    fit, ~15% of a permutation run at array density). The rows are evaluated together, each
+    from its own values only (a row's p-values do not depend on the other rows).
 
     ``log p`` is analytic in ``log r2`` (near ``r2 = 0``, ``1 - p ~ sqrt(r2)``, a singularity in
     ``r2`` itself); on permutation maxima of 2-20,000 variants at 30-1,000 samples the interpolant
     is within 1e-13 (relative) of the exact p-values, 2e-10 to 1e-8 with 1-2 variants (wide
-    ranges of r2 down to 1e-10). :meth:`build` checks it at 17 of the r2 (the smallest and 16 at
-    evenly spaced ranks) at the starting df and returns None above :data:`_INTERP_MAX_ERROR`;
-    the caller also checks the root it leads to with exact p-values.
+    ranges of r2 down to 1e-10). :meth:`build` checks each row at 17 of its r2 (the smallest and
+    16 at evenly spaced ranks) at the starting df against :data:`_INTERP_MAX_ERROR`; the caller
+    also checks the root it leads to with exact p-values.
     """
 
     def __init__(self, r2: np.ndarray) -> None:
+        """``r2``: (rows, nperm), every value in (0, 1)."""
         u = np.log(r2)
-        lo, hi = float(u.min()), float(u.max())
+        lo, hi = u.min(axis=1, keepdims=True), u.max(axis=1, keepdims=True)
         j = np.arange(_INTERP_NODES)
-        nodes = lo + (hi - lo) * (np.cos(np.pi * j / (_INTERP_NODES - 1)) + 1.0) / 2.0
-        self.nodes = np.exp(nodes)  # the r2 of the nodes
+        nodes = lo + (hi - lo) * ((np.cos(np.pi * j / (_INTERP_NODES - 1)) + 1.0) / 2.0)
+        self.nodes = np.exp(nodes)  # (rows, 32) the r2 of the nodes
         w = np.where(j % 2 == 0, 1.0, -1.0)
         w[0] *= 0.5
         w[-1] *= 0.5
-        c = np.subtract.outer(u, nodes)  # in place from here: no (nperm, 32) temporaries
+        c = u[:, :, None] - nodes[:, None, :]  # in place from here: no more (rows, nperm, 32) temporaries
         with np.errstate(divide="ignore", invalid="ignore"):
             np.divide(w, c, out=c)
-            total = c @ np.ones(_INTERP_NODES)
-            c /= total[:, None]
-        rows = np.flatnonzero(~np.isfinite(total))  # an r2 at a node: that node's value
-        c[rows] = u[rows, None] == nodes[None, :]
-        self.weights = c
+            total = c.sum(axis=2)
+            c /= total[:, :, None]
+        gi, mi = np.nonzero(~np.isfinite(total))  # an r2 at a node: that node's value
+        c[gi, mi] = u[gi, mi, None] == nodes[gi]
+        self.weights = c  # (rows, nperm, 32)
+
+    @staticmethod
+    def usable(r2: np.ndarray) -> np.ndarray:
+        """(rows,) the rows an interpolant may serve: more r2 than twice the nodes (else as cheap
+        to evaluate exactly), all in (0, 1) (log r2 and log p finite)."""
+        if r2.shape[1] <= 2 * _INTERP_NODES:
+            return np.zeros(r2.shape[0], dtype=bool)
+        return (r2.min(axis=1) > 0) & (r2.max(axis=1) < 1)
 
     @classmethod
-    def build(cls, r2: np.ndarray, dof: float) -> _LogPInterpolant | None:
-        """The interpolant of ``r2``, or None where it is not within :data:`_INTERP_MAX_ERROR`
-        of the exact p-values at ``dof`` (checked at 17 of the r2)."""
-        if r2.size <= 2 * _INTERP_NODES or not r2.min() > 0 or not r2.max() < 1:
-            return None  # as cheap to evaluate exactly, or log r2 / log p not finite
+    def build(cls, r2: np.ndarray, dof: np.ndarray) -> tuple[_LogPInterpolant, np.ndarray]:
+        """The interpolant of the rows of ``r2`` (all :meth:`usable`) and (rows,) whether each
+        row is within :data:`_INTERP_MAX_ERROR` of the exact p-values at its ``dof``."""
         interp = cls(r2)
-        check = np.unique(np.concatenate([[int(np.argmin(r2))],
-                                          np.argsort(r2)[np.linspace(0, r2.size - 1, 16).astype(int)]]))
+        m = r2.shape[1]
+        check = np.concatenate([np.argmin(r2, axis=1)[:, None],
+                                np.argsort(r2, axis=1)[:, np.linspace(0, m - 1, 16).astype(int)]], axis=1)
+        rows = np.arange(r2.shape[0])[:, None]
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            approx = np.exp(interp.weights[check] @ np.log(pval_from_r2(interp.nodes, dof)))
-            err = np.abs(approx / pval_from_r2(r2[check], dof) - 1.0)
-        return interp if bool(np.all(err <= _INTERP_MAX_ERROR)) else None
+            logp = np.log(pval_from_r2(interp.nodes, dof[:, None]))
+            approx = np.exp(np.matmul(interp.weights[rows, check], logp[:, :, None])[:, :, 0])
+            err = np.abs(approx / pval_from_r2(r2[rows, check], dof[:, None]) - 1.0)
+        return interp, np.all(err <= _INTERP_MAX_ERROR, axis=1)
 
-    def __call__(self, df: float) -> np.ndarray:
+    def __call__(self, df: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), nperm) p-values of ``rows`` at ``df`` (one per row)."""
+        every = rows.size == self.weights.shape[0]  # the rows are always increasing
+        nodes = self.nodes if every else self.nodes[rows]
+        weights = self.weights if every else self.weights[rows]
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            return np.exp(self.weights @ np.log(pval_from_r2(self.nodes, df)))
+            logp = np.log(pval_from_r2(nodes, df[:, None]))
+            return np.exp(np.matmul(weights, logp[:, :, None])[:, :, 0])
 
 
-def _secant_true_df(r2: np.ndarray, dof: float,
-                    evaluate: _LogPInterpolant | None = None) -> tuple[float, np.ndarray] | None:
-    """The root of ``g(x) = log a_mom(exp x)`` by the secant method from ``x0 = log(dof)``.
+def _secant_true_df(r2: np.ndarray, dof: np.ndarray,
+                    evaluate: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The roots of ``g(x) = log a_mom(exp x)`` by the secant method from ``x0 = log(dof)``,
+    for each row of ``r2`` (rows, nperm) with its own ``dof`` (rows,), all rows in lockstep.
 
     ``g`` is smooth and monotone in ``x`` and the root is usually within a few percent of
     ``log(dof)``. The second point is a Newton step from ``x0`` with the typical slope
     (:data:`_FIRST_SLOPE`); the secant steps then converge superlinearly, the error of a new
     iterate ``x_c`` being ``~ C |x_c - x_b| |x_c - x_a|`` with ``C = g'' / (2 g')`` (0.11-0.24
-    on 2,000 simulated genes): the iteration stops when that product is below ``1e-10`` or a
-    step is below ``1e-8``, so the root is found to ~1e-10 in log(df) (about 4.7 evaluations of
-    the ``nperm`` p-values per gene; 5.9 with a fixed first step of 0.05 and the step rule
-    alone). Returns ``(true_df, p-values at true_df)`` (the last evaluation, reused by the
-    caller), or None when an iterate leaves the search range, is not finite, or 16 steps do not
-    converge (the caller then brackets and uses Brent's method). ``evaluate``: the p-values at a
-    df from an interpolant (:class:`_LogPInterpolant`) instead of exactly.
+    on 2,000 simulated genes): a row stops when that product is below ``1e-10`` or a step is
+    below ``1e-8``, so the root is found to ~1e-10 in log(df) (about 4.7 evaluations of the
+    ``nperm`` p-values per gene; 5.9 with a fixed first step of 0.05 and the step rule alone).
+    A row fails (the caller then brackets and uses Brent's method) when an iterate leaves the
+    search range or is not finite, or 16 steps do not converge. Each row's iterates depend on
+    its own values only.
+
+    ``evaluate(df, rows)``: the (len(rows), nperm) p-values of ``rows`` at ``df`` (default
+    exact; an interpolant, :class:`_LogPInterpolant`). Returns ``(true_df, p-values at
+    true_df, found)``, (rows,), (rows, nperm) (the last evaluation, reused by the caller) and
+    (rows,) bool; ``true_df`` and the p-values hold only where ``found``.
     """
-    x0 = math.log(dof)
+    if evaluate is None:
+        def evaluate(df: np.ndarray, rows: np.ndarray) -> np.ndarray:
+            return pval_from_r2(r2[rows], df[:, None])
 
-    def g(x: float) -> tuple[float, np.ndarray]:
-        p = pval_from_r2(r2, math.exp(x)) if evaluate is None else evaluate(math.exp(x))
-        a = _shape1_mom_1d(p)  # r2 has no NaN here
-        return (math.log(a) if a > 0 else math.nan), p
+    def g(x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p = evaluate(np.exp(x), rows)
+        a = _shape1_mom_rows(p)  # r2 has no NaN here
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(a > 0, np.log(np.where(a > 0, a, 1.0)), np.nan), p
 
-    xa, (ga, pa) = x0, g(x0)
-    if not math.isfinite(ga):
-        return None
-    if ga == 0:
-        return dof, pa
-    step = min(max(-ga / _FIRST_SLOPE, -_FIRST_STEP_MAX), _FIRST_STEP_MAX)
-    if abs(step) < 1e-4:  # x0 all but the root: a step the secant can still resolve
-        step = math.copysign(1e-4, step)
-    xb = x0 + step
-    gb, pb = g(xb)
+    dof = np.asarray(dof, dtype=np.float64)
+    k = dof.size
+    true_df, found = np.full(k, np.nan), np.zeros(k, dtype=bool)
+    x0 = np.log(dof)
+    ga, pvals = g(x0, np.arange(k))
+    zero = ga == 0
+    true_df[zero], found[zero] = dof[zero], True
+    act = np.nonzero(np.isfinite(ga) & ~zero)[0]
+    xa, ga = x0[act], ga[act]
+    step = np.clip(-ga / _FIRST_SLOPE, -_FIRST_STEP_MAX, _FIRST_STEP_MAX)
+    # x0 all but the root: a step the secant can still resolve
+    step = np.where(np.abs(step) < 1e-4, np.copysign(1e-4, step), step)
+    xb = x0[act] + step
+    gb, pb = g(xb, act)
     for _ in range(16):
-        if not math.isfinite(gb) or gb == ga:
-            return None
-        if gb == 0:
-            return math.exp(xb), pb
-        xc = xb - gb * (xb - xa) / (gb - ga)
-        if not math.isfinite(xc) or abs(xc - x0) > _LOG_RANGE:
-            return None
-        gc, pc = g(xc)
-        if abs(xc - xb) <= 1e-8 or abs(xc - xb) * abs(xc - xa) <= 1e-10:
-            return (math.exp(xc), pc) if math.isfinite(gc) else None
-        xa, ga, xb, gb, pb = xb, gb, xc, gc, pc
-    return None
+        if act.size == 0:
+            break
+        keep = np.isfinite(gb) & (gb != ga)
+        zero = keep & (gb == 0)
+        true_df[act[zero]], pvals[act[zero]], found[act[zero]] = np.exp(xb[zero]), pb[zero], True
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            xc = xb - gb * (xb - xa) / (gb - ga)
+        keep &= ~zero & np.isfinite(xc) & (np.abs(xc - x0[act]) <= _LOG_RANGE)
+        act, xa, ga, xb, gb, xc = act[keep], xa[keep], ga[keep], xb[keep], gb[keep], xc[keep]
+        if act.size == 0:
+            break
+        gc, pc = g(xc, act)
+        stop = (np.abs(xc - xb) <= 1e-8) | (np.abs(xc - xb) * np.abs(xc - xa) <= 1e-10)
+        done = stop & np.isfinite(gc)
+        true_df[act[done]], pvals[act[done]], found[act[done]] = np.exp(xc[done]), pc[done], True
+        go = ~stop
+        act, xa, ga, xb, gb, pb = act[go], xb[go], gb[go], xc[go], gc[go], pc[go]
+    return true_df, pvals, found
 
 
-def _fit_true_df_pvals(r2: np.ndarray, dof: float) -> tuple[float, bool, np.ndarray | None]:
-    """Effective dof for one phenotype: ``(true_df, converged, p-values at true_df)``, the
-    p-values when the fit computed them (secant path on NaN-free input), else None."""
-    if not np.isnan(r2).any() and r2.size >= 2 and r2.min() != r2.max() and dof > 0 \
-            and math.isfinite(dof):
-        interp = _LogPInterpolant.build(r2, dof)
-        if interp is not None:  # iterates on interpolated p-values; the root checked exactly
-            found = _secant_true_df(r2, dof, interp)
-            if found is not None:
-                p = pval_from_r2(r2, found[0])
-                a = _shape1_mom_1d(p)
-                if a > 0 and abs(math.log(a)) <= _INTERP_ROOT_G:
-                    return found[0], True, p
-        found = _secant_true_df(r2, dof)
-        if found is not None:
-            return found[0], True, found[1]
-    df, conv = _fit_true_df_brent(r2, dof)
-    return df, conv, None
+#: the most (rows x nperm x nodes) float64 weights of one interpolant (8 MiB): genes in chunks
+_INTERP_VALUES = 1 << 20
+
+
+def _fit_true_df_interpolated(r2: np.ndarray, dof: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The interpolated secant (:class:`_LogPInterpolant`) on rows of ``r2`` with ``dof``
+    (rows NaN-free, usable by an interpolant), in chunks of genes: ``(true_df, p-values at
+    true_df, found)``; a row is found where its interpolant passed its check, the secant
+    converged and the exact p-values at the root satisfy ``|g| <= _INTERP_ROOT_G``."""
+    k, m = r2.shape
+    true_df, pvals, found = np.full(k, np.nan), np.empty((k, m)), np.zeros(k, dtype=bool)
+    step = max(1, _INTERP_VALUES // (m * _INTERP_NODES))
+    for s in range(0, k, step):
+        e = min(s + step, k)
+        interp, ok = _LogPInterpolant.build(r2[s:e], dof[s:e])
+        sub = np.nonzero(ok)[0]  # iterates on interpolated p-values; the roots checked exactly
+        if not sub.size:
+            continue
+        def evaluate(d: np.ndarray, rows: np.ndarray, sub: np.ndarray = sub,
+                     interp: _LogPInterpolant = interp) -> np.ndarray:
+            return interp(d, sub[rows])
+
+        df, _, hit = _secant_true_df(r2[s:e][sub], dof[s:e][sub], evaluate)
+        rows = s + sub[hit]
+        p = pval_from_r2(r2[rows], df[hit][:, None])
+        a = _shape1_mom_rows(p)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            good = (a > 0) & (np.abs(np.log(np.where(a > 0, a, 1.0))) <= _INTERP_ROOT_G)
+        true_df[rows[good]], pvals[rows[good]], found[rows[good]] = df[hit][good], p[good], True
+    return true_df, pvals, found
 
 
 def _fit_true_df_brent(r2: np.ndarray, dof: float) -> tuple[float, bool]:
@@ -466,16 +517,33 @@ def _broadcast_dof(dof: np.ndarray | float, g: int) -> np.ndarray:
 def _fit_true_df_many(
     r2_perm: np.ndarray, dof: np.ndarray | float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(true_df, converged, p-values at true_df)`` per row of ``r2_perm``."""
+    """``(true_df, converged, p-values at true_df)`` per row of ``r2_perm``: the interpolated
+    secant on the rows it serves, the exact secant on the others and where that fails (both
+    over all such rows at once), Brent's method gene by gene. A row's results depend on that
+    row (and its dof) alone."""
     r2 = np.asarray(r2_perm, dtype=np.float64)
     r2 = r2.reshape(-1, r2.shape[-1])
-    d = _broadcast_dof(dof, r2.shape[0])
-    out = np.empty(r2.shape[0])
-    conv = np.zeros(r2.shape[0], dtype=bool)
+    g, m = r2.shape
+    d = _broadcast_dof(dof, g)
+    out = np.empty(g)
+    conv = np.zeros(g, dtype=bool)
     pvals = np.empty(r2.shape)
-    for i in range(r2.shape[0]):
-        out[i], conv[i], p = _fit_true_df_pvals(r2[i], float(d[i]))
-        pvals[i] = pval_from_r2(r2[i], out[i]) if p is None else p
+    todo = np.ones(g, dtype=bool)
+    if m >= 2:
+        with np.errstate(invalid="ignore"):
+            lo, hi = r2.min(axis=1), r2.max(axis=1)
+        secant = ~np.isnan(lo) & (lo != hi) & (d > 0) & np.isfinite(d)  # (NaN min: a NaN row)
+        rows = np.nonzero(secant & _LogPInterpolant.usable(r2))[0]
+        for exact in (False, True):
+            if rows.size:
+                df, p, hit = (_secant_true_df(r2[rows], d[rows]) if exact
+                              else _fit_true_df_interpolated(r2[rows], d[rows]))
+                done = rows[hit]
+                out[done], conv[done], pvals[done], todo[done] = df[hit], True, p[hit], False
+            rows = np.nonzero(secant & todo)[0]
+    for i in np.nonzero(todo)[0]:
+        out[i], conv[i] = _fit_true_df_brent(r2[i], float(d[i]))
+        pvals[i] = pval_from_r2(r2[i], out[i])
     return out, conv, pvals
 
 

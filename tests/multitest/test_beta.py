@@ -217,14 +217,36 @@ def test_fit_true_df__secant_root_equals_brent_root():
 
     rng = np.random.default_rng(5)
     r2_perm, _ = _null_permutations(rng, n_genes=6, n=80, m=40, nperm=500)
-    for row in r2_perm:
-        found = _secant_true_df(row, 77.0)
-        assert found is not None
-        df_secant, pvals = found
+    df_secant, pvals, found = _secant_true_df(r2_perm, np.full(len(r2_perm), 77.0))
+    assert found.all()
+    for row, df, p in zip(r2_perm, df_secant, pvals, strict=True):
         df_brent, converged = _fit_true_df_brent(row, 77.0)
         assert converged
-        assert df_secant == pytest.approx(df_brent, rel=1e-7)
-        np.testing.assert_array_equal(pvals, pval_from_r2(row, df_secant))
+        assert df == pytest.approx(df_brent, rel=1e-7)
+        np.testing.assert_array_equal(p, pval_from_r2(row, df))
+
+
+def _one(row, dof):
+    """``_fit_true_df_many`` of one row: (true_df, converged, p-values)."""
+    from dqtl.multitest.beta import _fit_true_df_many
+
+    df, conv, p = _fit_true_df_many(row[None], dof)
+    return float(df[0]), bool(conv[0]), p[0]
+
+
+def _exact(row, dof):
+    """The exact secant's root for one row (None where it fails)."""
+    from dqtl.multitest.beta import _secant_true_df
+
+    df, _, found = _secant_true_df(row[None], np.array([dof]))
+    return float(df[0]) if found[0] else None
+
+
+def _interpolates(row, dof):
+    from dqtl.multitest.beta import _LogPInterpolant
+
+    r2 = row[None]
+    return bool(_LogPInterpolant.usable(r2)[0]) and bool(_LogPInterpolant.build(r2, np.array([dof]))[1][0])
 
 
 @pytest.mark.parametrize("n,m", [(500, 400), (500, 4000), (90, 3000), (90, 50), (30, 5000), (1000, 20000),
@@ -233,18 +255,16 @@ def test_fit_true_df__interpolated_secant_equals_exact_secant(n, m):
     """The secant on p-values interpolated in r2 (32 Chebyshev points) finds the exact secant's
     root to 1e-12 and returns the exact p-values at it; the interpolant is used for these
     windows (it passes its checks)."""
-    from dqtl.multitest.beta import _fit_true_df_pvals, _LogPInterpolant, _secant_true_df
-
     rng = np.random.default_rng(n + m)
     dof = float(n - 10)
     for _ in range(4):
         row = rng.beta(0.5, dof / 2, size=(1000, m)).max(axis=1) if m <= 4000 else np.array(
             [rng.beta(0.5, dof / 2, size=m).max() for _ in range(1000)])
-        assert _LogPInterpolant.build(row, dof) is not None
-        df, converged, pvals = _fit_true_df_pvals(row, dof)
-        exact = _secant_true_df(row, dof)
+        assert _interpolates(row, dof)
+        df, converged, pvals = _one(row, dof)
+        exact = _exact(row, dof)
         assert converged and exact is not None
-        assert df == pytest.approx(exact[0], rel=1e-12)
+        assert df == pytest.approx(exact, rel=1e-12)
         np.testing.assert_array_equal(pvals, pval_from_r2(row, df))
 
 
@@ -253,34 +273,63 @@ def test_fit_true_df__interpolant_refused_or_rejected_falls_back_to_exact(monkey
     ~1e-10) it fails its check and the exact secant runs; an interpolant that passed its
     check but leads to a root the exact p-values do not satisfy is rejected the same way."""
     from dqtl.multitest import beta
-    from dqtl.multitest.beta import _fit_true_df_pvals, _LogPInterpolant, _secant_true_df
 
     rng = np.random.default_rng(11)
     single = rng.beta(0.5, 245.0, size=1000)  # one variant per window: r2 down to ~1e-7
-    assert _LogPInterpolant.build(single, 490.0) is None
-    assert _fit_true_df_pvals(single, 490.0)[0] == _secant_true_df(single, 490.0)[0]
+    assert not _interpolates(single, 490.0)
+    assert _one(single, 490.0)[0] == _exact(single, 490.0)
 
     row = rng.beta(0.5, 245.0, size=(1000, 400)).max(axis=1)
-    exact = _secant_true_df(row, 490.0)[0]
+    exact = _exact(row, 490.0)
     calls = []
-    good = _LogPInterpolant.__call__
+    good = beta._LogPInterpolant.__call__
 
-    def off(self, df):  # 1e-6 relative off: passes the start check (done before), root wrong
+    def off(self, df, rows):  # 1e-6 relative off: passes the start check (done before), root wrong
         calls.append(df)
-        return good(self, df) * (1 + 1e-6 * np.linspace(-1, 1, 1000))
+        return good(self, df, rows) * (1 + 1e-6 * np.linspace(-1, 1, 1000))
 
     monkeypatch.setattr(beta._LogPInterpolant, "__call__", off)
-    df, converged, pvals = _fit_true_df_pvals(row, 490.0)
+    df, converged, pvals = _one(row, 490.0)
     assert calls and converged and df == exact
     np.testing.assert_array_equal(pvals, pval_from_r2(row, df))
 
 
-def test_shape1_mom_1d__equals_shape1_mom_bit_for_bit():
-    """The secant's method-of-moments shape (mean computed once, no NaN masks) is
-    ``_shape1_mom``'s value bit for bit on NaN-free 1-D input."""
-    from dqtl.multitest.beta import _shape1_mom, _shape1_mom_1d
+def test_fit_true_df__rows_fitted_together_equal_rows_fitted_alone():
+    """A phenotype's fit depends on its own permutations alone: rows fitted in one call (the
+    interpolated secant, the exact secant, Brent's method and the degenerate rows mixed, in
+    chunks of genes) give bit for bit what each row gives alone."""
+    from dqtl.multitest import beta
+    from dqtl.multitest.beta import _fit_true_df_many
+
+    rng = np.random.default_rng(21)
+    rows = [rng.beta(0.5, 245.0, size=(1000, m)).max(axis=1) for m in (400, 3000, 40, 1, 1, 700)]
+    rows[4] = np.full(1000, 0.01)  # constant: no fit
+    rows.append(rng.beta(0.5, 245.0, size=(1000, 50)).max(axis=1))
+    rows[-1][3] = np.nan  # a NaN: Brent's method on the others
+    r2 = np.stack(rows)
+    dof = np.array([490.0, 490.0, 490.0, 490.0, 490.0, 77.0, 490.0])
+    monkeypatch_chunk = beta._INTERP_VALUES
+    try:
+        beta._INTERP_VALUES = 3 * 1000 * beta._INTERP_NODES  # chunks of 3 genes
+        together = _fit_true_df_many(r2, dof)
+    finally:
+        beta._INTERP_VALUES = monkeypatch_chunk
+    for i in range(len(r2)):
+        alone = _fit_true_df_many(r2[i:i + 1], dof[i])
+        for a, b in zip(together, alone, strict=True):
+            np.testing.assert_array_equal(a[i], b[0])
+
+
+def test_shape1_mom_rows__equals_shape1_mom_bit_for_bit():
+    """The secant's method-of-moments shape (means computed once, no NaN masks, row by row) is
+    ``_shape1_mom``'s value bit for bit on NaN-free rows."""
+    from dqtl.multitest.beta import _shape1_mom, _shape1_mom_rows
 
     rng = np.random.default_rng(9)
     for size in (2, 3, 17, 1000, 10_001):
-        p = rng.beta(1.1, 30.0, size=size)
-        assert _shape1_mom_1d(p) == float(_shape1_mom(p))
+        p = rng.beta(1.1, 30.0, size=(3, size))
+        got = _shape1_mom_rows(p)
+        for i in range(3):
+            assert got[i] == float(_shape1_mom(p[i]))
+
+
