@@ -26,7 +26,9 @@ GiB for the host to back it again, which fell on whichever tool ran next):
 Baselines printed as ratios: tensorQTL's wall time, and a same-run float32 GEMM of the same
 multiply-adds as the permutation products (sum over genes of 2 x samples x window variants x
 permutations), timed here on (1,000 x samples) @ (samples x mean window) blocks with one
-single-threaded BLAS per core (the way dqtl runs) and scaled. Agreement: the same eGenes (q <=
+single-threaded BLAS per core (the way dqtl runs) and scaled; the GEMM is timed right before each
+timed permutation process, and a tool's "/ GEMM" is the median over its runs of the run's wall
+time over the GEMM timed just before it. Agreement: the same eGenes (q <=
 0.05), the same top variants, pval_perm equal (in units of 1 / (N + 1)).
 """
 
@@ -55,22 +57,35 @@ SHAPES = {"array": (None, 1_000_000), "sequencing": (300, 10_000_000)}
 REPEATS = 1
 
 
-def run_process(argv: list[str], *, env: dict[str, str] | None = None, cwd: Path) -> dict[str, Any]:
+def run_process(argv: list[str], *, env: dict[str, str] | None = None, cwd: Path,
+                gemm: Any = None) -> dict[str, Any]:
     """Median wall seconds and largest peak tree RSS of :data:`REPEATS` runs of one command, one
     after another (an error if one fails), each right after :func:`_common.settle` (without it
     the first run after another tool's paid for the memory that tool freed: a 2.5 s dqtl run
-    took 3.8-4.0 s right after tensorQTL)."""
+    took 3.8-4.0 s right after tensorQTL).
+
+    ``gemm``: a function timing the GEMM baseline (seconds), called right before each run (after
+    the settle): the run's ratio to the GEMM is then taken against the machine as it was during
+    that run (this VM's speed drifts by 10-40% within minutes; one GEMM timed before all the
+    runs of a shape put that drift into the ratios). ``gemm_s``: the median of those timings,
+    ``/ GEMM`` the median of the runs' ratios."""
     import statistics
 
-    runs = [_run_once(argv, env=env, cwd=cwd) for _ in range(REPEATS)]
-    return {"wall_s": statistics.median(r["wall_s"] for r in runs),
-            "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
-            "walls_s": [round(r["wall_s"], 3) for r in runs],
-            "settle_s": [round(r["settle_s"], 2) for r in runs]}
+    runs = [_run_once(argv, env=env, cwd=cwd, gemm=gemm) for _ in range(REPEATS)]
+    out = {"wall_s": statistics.median(r["wall_s"] for r in runs),
+           "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+           "walls_s": [round(r["wall_s"], 3) for r in runs],
+           "settle_s": [round(r["settle_s"], 2) for r in runs]}
+    if gemm is not None:
+        out["gemm_s"] = statistics.median(r["gemm_s"] for r in runs)
+        out["gemms_s"] = [round(r["gemm_s"], 3) for r in runs]
+        out["/ GEMM"] = statistics.median(r["wall_s"] / r["gemm_s"] for r in runs)
+    return out
 
 
-def _run_once(argv: list[str], *, env: dict[str, str] | None, cwd: Path) -> dict[str, Any]:
+def _run_once(argv: list[str], *, env: dict[str, str] | None, cwd: Path, gemm: Any = None) -> dict[str, Any]:
     settled = C.settle()  # the memory the previous process freed backed again (not timed)
+    g = gemm() if gemm is not None else None  # the baseline timed after the settle, before the run
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})}, cwd=cwd)
@@ -79,7 +94,7 @@ def _run_once(argv: list[str], *, env: dict[str, str] | None, cwd: Path) -> dict
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}):\n{err[-4000:]}")
-    return {"wall_s": wall, "peak_rss_mib": sampler.peak / 2**20, "settle_s": settled}
+    return {"wall_s": wall, "peak_rss_mib": sampler.peak / 2**20, "settle_s": settled, "gemm_s": g}
 
 
 class Runs:
@@ -90,19 +105,21 @@ class Runs:
         self.shape, self.tq, self.pgen, self.zarr, self.bed = shape, tq, pgen, zarr, bed
         self.cov, self.window, self.tmp = cov, window, tmp
 
-    def tq_run(self, label: str, mode: str, extra: list[str], out: Path) -> dict[str, Any]:
+    def tq_run(self, label: str, mode: str, extra: list[str], out: Path, gemm: Any = None) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         r = run_process([self.tq, "-m", "tensorqtl", self.pgen, self.bed, "tq", "--covariates", self.cov,
-                         "--mode", mode, "--window", str(self.window), "-o", str(out), *extra], cwd=self.tmp)
+                         "--mode", mode, "--window", str(self.window), "-o", str(out), *extra], cwd=self.tmp,
+                        gemm=gemm)
         log.info("%s | tensorQTL %s: %.1f s %s (settle %s s), %.0f MiB", self.shape, label, r["wall_s"], r["walls_s"], r["settle_s"],
                  r["peak_rss_mib"])
         return r
 
     def dq_run(self, name: str, argv0: list[str], env: dict[str, str], label: str, extra: list[str],
-               out: Path) -> dict[str, Any]:
+               out: Path, gemm: Any = None) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         r = run_process([*argv0, "-q", "cis", self.zarr, self.bed, str(out / "dq"), "--covariates", self.cov,
-                         "--window", str(self.window), "--no-progress", *extra], env=env, cwd=self.tmp)
+                         "--window", str(self.window), "--no-progress", *extra], env=env, cwd=self.tmp,
+                        gemm=gemm)
         log.info("%s | %s %s: %.1f s %s (settle %s s), %.0f MiB", self.shape, name, label, r["wall_s"], r["walls_s"], r["settle_s"],
                  r["peak_rss_mib"])
         return r
@@ -229,22 +246,27 @@ def main() -> int:
                 if not wanted(f"permute{nperm}"):
                     continue
                 flop = 2.0 * n * float(sizes.sum()) * nperm
-                gemm = gemm_seconds(n, v_mean, flop)
+
+                def gemm(flop: float = flop, n: int = n, v_mean: float = v_mean, shape: str = shape) -> float:
+                    g = gemm_seconds(n, v_mean, flop)
+                    log.info("%s | GEMM baseline %.2f s (%.0f GFLOP/s)", shape, g["seconds"], g["gflops"])
+                    return g["seconds"]
+
                 base = tq_run(f"cis {nperm}", "cis", ["--permutations", str(nperm), "--seed", "1"],
-                              tmp / f"tq{nperm}")
+                              tmp / f"tq{nperm}", gemm=gemm)
                 ref = read_cis(tmp / f"tq{nperm}" / "tq.cis_qtl.txt.gz")
                 rows.append({"shape": shape, "command": f"cis permutations {nperm:,}", "tool": "tensorQTL",
                              "wall_s": base["wall_s"], "walls_s": base["walls_s"], "settle_s": base["settle_s"], "peak_rss_mib": base["peak_rss_mib"], "/ tensorQTL": 1.0,
-                             "/ GEMM": base["wall_s"] / gemm["seconds"], "gemm_s": gemm["seconds"]})
+                             "/ GEMM": base["/ GEMM"], "gemm_s": base["gemm_s"], "gemms_s": base["gemms_s"]})
                 for name, argv0, env in versions:
                     out = tmp / f"{name.replace(' ', '_')}{nperm}"
                     r = dq_run(name, argv0, env, f"permute {nperm}", ["--mode", "permute", "--permutations",
-                               str(nperm), "--seed", "1"], out)
+                               str(nperm), "--seed", "1"], out, gemm=gemm)
                     ours = read_cis(out / "dq.cis_qtl.txt.gz")
                     rows.append({"shape": shape, "command": f"cis permutations {nperm:,}", "tool": name,
                                  "wall_s": r["wall_s"], "walls_s": r["walls_s"], "settle_s": r["settle_s"], "peak_rss_mib": r["peak_rss_mib"],
-                                 "/ tensorQTL": r["wall_s"] / base["wall_s"], "/ GEMM": r["wall_s"] / gemm["seconds"],
-                                 "gemm_s": gemm["seconds"], **agreement(ours, ref, nperm)})
+                                 "/ tensorQTL": r["wall_s"] / base["wall_s"], "/ GEMM": r["/ GEMM"],
+                                 "gemm_s": r["gemm_s"], "gemms_s": r["gemms_s"], **agreement(ours, ref, nperm)})
                 if nperm == 1000 and wanted("independent"):
                     tq_cis = tmp / "tq1000" / "tq.cis_qtl.txt.gz"
                     b = tq_run("independent", "cis_independent", ["--cis_output", str(tq_cis), "--permutations",
