@@ -113,6 +113,14 @@ def _shape1_mom_rows(p: np.ndarray) -> np.ndarray:
         return mean * (mean * (1.0 - mean) / var - 1.0)
 
 
+def _log_shape1_rows(p: np.ndarray) -> np.ndarray:
+    """``log`` of :func:`_shape1_mom_rows` (NaN where the shape is not positive): the secant's
+    ``g`` and the exact check of its roots."""
+    a = _shape1_mom_rows(p)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(a > 0, np.log(np.where(a > 0, a, 1.0)), np.nan)
+
+
 def fit_beta_mle(
     x: np.ndarray, *, maxiter: int = 100, tol: float = 1e-10
 ) -> tuple[float | np.ndarray, float | np.ndarray, bool | np.ndarray]:
@@ -371,9 +379,7 @@ def _secant_true_df(r2: np.ndarray, dof: np.ndarray,
 
     def g(x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         p = evaluate(np.exp(x), rows)
-        a = _shape1_mom_rows(p)  # r2 has no NaN here
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(a > 0, np.log(np.where(a > 0, a, 1.0)), np.nan), p
+        return _log_shape1_rows(p), p  # r2 has no NaN here
 
     dof = np.asarray(dof, dtype=np.float64)
     k = dof.size
@@ -435,9 +441,8 @@ def _fit_true_df_interpolated(r2: np.ndarray, dof: np.ndarray) -> tuple[np.ndarr
         df, _, hit = _secant_true_df(r2[s:e][sub], dof[s:e][sub], evaluate)
         rows = s + sub[hit]
         p = pval_from_r2(r2[rows], df[hit][:, None])
-        a = _shape1_mom_rows(p)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            good = (a > 0) & (np.abs(np.log(np.where(a > 0, a, 1.0))) <= _INTERP_ROOT_G)
+        with np.errstate(invalid="ignore"):
+            good = np.abs(_log_shape1_rows(p)) <= _INTERP_ROOT_G  # (NaN: not good)
         true_df[rows[good]], pvals[rows[good]], found[rows[good]] = df[hit][good], p[good], True
     return true_df, pvals, found
 
