@@ -109,11 +109,10 @@ def paths(v: int, k: int, b: int, rounds: int) -> dict[str, Any]:
         blocks = C.reshape(nb, 64, b)
         return np.maximum(blocks.max(axis=1), -blocks.min(axis=1)).max(axis=0)
 
-    def gemm_api() -> np.ndarray:
-        st = bf16._STATE["lib"].dnnl_gemm_bf16bf16f32(b"N", b"T", v, b, k, 1.0, A.ctypes.data, k, Z.ctypes.data,
-                                                       k, 0.0, C.ctypes.data, b)
-        if st != 0:
-            raise RuntimeError(f"dnnl_gemm_bf16bf16f32 returned status {st}")
+    layout = bf16._layout(A, Z, C[:v])
+
+    def gemm_api() -> np.ndarray:  # gemm_nt's fallback, the BLAS-like call
+        bf16._gemm_blas_like(A, Z, C[:v], *layout)
         return maxima()
 
     def primitive() -> np.ndarray:  # what dqtl runs

@@ -235,6 +235,13 @@ def gemm_nt(a: np.ndarray, bt: np.ndarray, out: np.ndarray) -> np.ndarray:
     if mm is not None:
         mm.run(a, bt, out, m)
         return out
+    return _gemm_blas_like(a, bt, out, m, n, k, lda, ldb, ldc)
+
+
+def _gemm_blas_like(a: np.ndarray, bt: np.ndarray, out: np.ndarray, m: int, n: int, k: int, lda: int,
+                    ldb: int, ldc: int) -> np.ndarray:
+    """:func:`gemm_nt`'s fallback: oneDNN's BLAS-like ``dnnl_gemm_bf16bf16f32`` on the checked
+    layout (:func:`_layout`)."""
     st = _STATE["lib"].dnnl_gemm_bf16bf16f32(b"N", b"T", m, n, k, 1.0, a.ctypes.data, lda, bt.ctypes.data,
                                              ldb, 0.0, out.ctypes.data, ldc)
     if st != 0:
