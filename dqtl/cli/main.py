@@ -13,6 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from importlib import import_module
+from typing import Any
 
 from dqtl import __version__
 
@@ -199,6 +200,48 @@ def tune_malloc() -> bool:
         (m_arena_max, 1), (m_mmap_threshold, 64 << 20), (m_trim_threshold, (1 << 31) - 1)))
 
 
+#: numpy sub-packages nothing in a command uses that scipy imports anyway: its array-API layer
+#: copies numpy's namespace (``scipy._lib.array_api_compat.numpy``: every name of ``dir(numpy)``,
+#: which loads numpy's lazy sub-packages), and numpy.f2py brings its Fortran parser and
+#: charset_normalizer, numpy.testing brings unittest
+DEFERRED_IMPORTS = ("numpy.f2py", "numpy.testing")
+
+
+class _DeferredImports:
+    """Meta-path finder: the modules ``names``, when imported, are lazy modules
+    (:class:`importlib.util.LazyLoader`): executed on the first access to one of their
+    attributes, not when another library merely imports them."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = frozenset(names)
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name not in self.names:
+            return None
+        import importlib.machinery
+        import importlib.util
+
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        spec.loader = importlib.util.LazyLoader(spec.loader)
+        return spec
+
+
+def defer_unused_imports(names: Sequence[str] = DEFERRED_IMPORTS) -> bool:
+    """Import ``names`` lazily from now on in this process (:class:`_DeferredImports`; a name
+    already imported stays as it is). Returns whether the finder was installed (once).
+
+    Measured: importing what ``dqtl cis`` needs took 1.08 s against 1.19 s (10 alternating runs
+    each; numpy.f2py and numpy.testing otherwise run when scipy is first imported). The
+    command's process only (``console``); ``DQTL_LAZY_IMPORTS=0`` imports them as usual.
+    """
+    if any(isinstance(f, _DeferredImports) for f in sys.meta_path):
+        return False
+    sys.meta_path.insert(0, _DeferredImports(names))
+    return True
+
+
 def console() -> None:
     """The ``dqtl`` command: :func:`main`, then a quick exit.
 
@@ -212,6 +255,8 @@ def console() -> None:
 
     if os.environ.get("DQTL_MALLOC", "") != "system":
         tune_malloc()
+    if os.environ.get("DQTL_LAZY_IMPORTS", "") != "0":
+        defer_unused_imports()
     rc = main()
     if os.environ.get("DQTL_FULL_EXIT", "") not in ("", "0"):
         raise SystemExit(rc)

@@ -172,3 +172,35 @@ def test_command_allocator_settings_change_no_number(files, tmp_path):
         tables.append([pq.read_table(f) for f in sorted((tmp_path / setting).glob("run.cis_qtl_pairs.*.parquet"))])
     assert tables[0] and len(tables[0]) == len(tables[1])
     assert all(a.equals(b) for a, b in zip(*tables, strict=True))
+
+
+def test_command_defers_unused_numpy_subpackages(files, tmp_path):
+    """The ``dqtl`` process imports numpy.f2py and numpy.testing lazily (scipy's array-API layer
+    imports every numpy sub-package; nothing in a command uses these two): a command runs without
+    executing them, a later attribute access still gets the real module (an ``import numpy.f2py`` statement
+    after the first import reads the module's ``__spec__``, which loads it too), and the permutation
+    table is the same with ``DQTL_LAZY_IMPORTS=0``."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy; from dqtl.cli.main import defer_unused_imports; "
+            "print(defer_unused_imports(), defer_unused_imports()); import scipy.linalg; "
+            "print(type(sys.modules['numpy.f2py']).__name__, 'numpy.f2py.crackfortran' in sys.modules); "
+            "print(numpy.testing.assert_allclose.__name__, callable(numpy.f2py.run_main), "
+            "'numpy.f2py.crackfortran' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split("\n")[:3] == ["True False", "_LazyModule False", "assert_allclose True True"]
+    # a command's own process: the run's cis table equal with and without the deferral
+    tables = []
+    for setting in ("1", "0"):
+        out = tmp_path / setting / "run"
+        res = subprocess.run(
+            [sys.executable, "-m", "dqtl", "-q", "cis", files["zarr"], files["bed"], str(out),
+             "--covariates", files["covariates"], "--mode", "permute", "--permutations", "50",
+             "--no-progress"],
+            capture_output=True, text=True, env={**os.environ, "DQTL_LAZY_IMPORTS": setting})
+        assert res.returncode == 0, res.stderr
+        tables.append(pd.read_csv(f"{out}.cis_qtl.txt.gz", sep="\t"))
+    pd.testing.assert_frame_equal(tables[0], tables[1])
