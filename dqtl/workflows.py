@@ -371,18 +371,25 @@ def run_cis_permute(
                           allow_sample_intersection=allow_sample_intersection)
     spec = permutations if isinstance(permutations, PermutationSpec) else PermutationSpec.parse(permutations, seed=seed)
     grouped = plan if phenotype_groups is None else with_groups(plan, phenotype_groups)
-    # the tasks keep each phenotype's candidate significant pairs (association/signif_pairs.py)
-    res, rows = permutation_pass(grouped, spec, dtype=dtype, fdr=fdr, qvalue_lambda=qvalue_lambda,
-                                 pairs_bound=signif_pairs.BOUND)
-    cis_df = to_tensorqtl_cis(res)  # the file's columns
-    sig = cis_df[cis_df["qval"] <= fdr]
-    from dqtl.plot import plot_permutation_pvalues
-
     pub = publication or Publication()
-    try:  # the figures are drawn (beside the run) while the significant pairs are computed
-        figures.submit(pub, f"{output_prefix}.cis_qtl.png", plot_permutation_pvalues, cis_df, fdr=fdr,
-                       title=f"{len(cis_df)} phenotypes, {len(sig)} significant at FDR {fdr:g}")
-        _stage_gene_plots(pub, cis_df, plan, output_prefix, fdr)
+
+    def draw(table: Any) -> None:
+        """The figures, drawn (beside the run) while the top variants' IDs and the significant
+        pairs are read: they need the p- and q-values only."""
+        from dqtl.plot import plot_permutation_pvalues
+
+        genes = to_tensorqtl_cis(table)
+        n_sig = int((genes["qval"] <= fdr).sum())
+        figures.submit(pub, f"{output_prefix}.cis_qtl.png", plot_permutation_pvalues, genes, fdr=fdr,
+                       title=f"{len(genes)} phenotypes, {n_sig} significant at FDR {fdr:g}")
+        _stage_gene_plots(pub, genes, plan, output_prefix, fdr)
+
+    try:
+        # the tasks keep each phenotype's candidate significant pairs (association/signif_pairs.py)
+        res, rows = permutation_pass(grouped, spec, dtype=dtype, fdr=fdr, qvalue_lambda=qvalue_lambda,
+                                     pairs_bound=signif_pairs.BOUND, before_ids=draw)
+        cis_df = to_tensorqtl_cis(res)  # the file's columns
+        sig = cis_df[cis_df["qval"] <= fdr]
         pdf = signif_pairs.significant_pairs(grouped, cis_df, rows, fdr, signif_pairs.BOUND)
         if pdf is None:  # p_t above the tasks' bound: a nominal pass over the significant phenotypes
             if len(sig):  # (none significant: the empty table, no pass)

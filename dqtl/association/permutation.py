@@ -548,14 +548,13 @@ def rows_spanned(genes: Sequence[GeneInput]) -> tuple[int, int]:
     return min(a for a, _ in spans), max(b for _, b in spans)
 
 
-def results_table(plan: StudyPlan, rows: Sequence[dict[str, Any]]) -> Any:
+def results_table(plan: StudyPlan, rows: Sequence[dict[str, Any]], *, ids: bool = True) -> Any:
     """pandas DataFrame of gene-level results, one row per phenotype (or group), before
-    q-values; dqtl's names in the order of tensorQTL's ``cis_qtl.txt.gz`` columns."""
+    q-values; dqtl's names in the order of tensorQTL's ``cis_qtl.txt.gz`` columns. ``ids``
+    False: without the ``variant_id`` column (read from the store: :func:`add_variant_ids`)."""
     import pandas as pd
 
-    rows = sorted((r for r in rows if not r.get("skipped")), key=lambda r: r["index"])
-    if not rows:
-        raise InputError("no phenotype had a testable cis variant")
+    rows = _result_rows(rows)
     idx = np.array([r["index"] for r in rows])
     vi = np.array([r["variant_index"] for r in rows])
     pos = plan.variant_position[vi]
@@ -566,7 +565,6 @@ def results_table(plan: StudyPlan, rows: Sequence[dict[str, Any]]) -> Any:
         "beta_shape2": [r["beta_shape2"] for r in rows],
         "true_df": [r["true_df"] for r in rows],
         "p_value_true_df": [r["pval_true_df"] for r in rows],
-        "variant_id": ids_at(plan.genotypes, vi),
         "start_distance": pos - (plan.phenotype_start[idx] + 1),
         "end_distance": pos - plan.phenotype_end[idx],
         "ma_samples": [r["ma_samples"] for r in rows],
@@ -583,6 +581,22 @@ def results_table(plan: StudyPlan, rows: Sequence[dict[str, Any]]) -> Any:
     if plan.phenotype_group_index is not None and plan.group_id is not None:
         df.insert(1, "group_id", plan.group_id[plan.phenotype_group_index[idx]])
         df.insert(2, "group_size", [r.get("group_size", 1) for r in rows])
+    return add_variant_ids(df, plan, rows) if ids else df
+
+
+def _result_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tasks' result rows of the tested phenotypes, in plan order (one per table row)."""
+    out = sorted((r for r in rows if not r.get("skipped")), key=lambda r: r["index"])
+    if not out:
+        raise InputError("no phenotype had a testable cis variant")
+    return out
+
+
+def add_variant_ids(df: Any, plan: StudyPlan, rows: Sequence[dict[str, Any]]) -> Any:
+    """``df`` (:func:`results_table` of ``rows`` with ``ids=False``, rows in the same order) with
+    the top variants' ``variant_id`` column in its place (before ``start_distance``)."""
+    vi = np.array([r["variant_index"] for r in _result_rows(rows)])
+    df.insert(int(df.columns.get_loc("start_distance")), "variant_id", ids_at(plan.genotypes, vi))
     return df
 
 
@@ -644,18 +658,22 @@ def map_cis_permutations(
 
 
 def permutation_pass(plan: StudyPlan, spec: PermutationSpec, *, dtype: Any, fdr: float,
-                     qvalue_lambda: float | None,
-                     pairs_bound: float | None = None) -> tuple[xr.Dataset, list[dict[str, Any]]]:
+                     qvalue_lambda: float | None, pairs_bound: float | None = None,
+                     before_ids: Any = None) -> tuple[xr.Dataset, list[dict[str, Any]]]:
     """The permutation tasks of ``plan`` (groups attached), then significance: the gene-level
     Dataset of :func:`map_cis_permutations` and the tasks' result rows (with the candidate
-    significant pairs when ``pairs_bound`` is given)."""
+    significant pairs when ``pairs_bound`` is given). ``before_ids``: called with the gene-level
+    table (a DataFrame, q-values included) before its ``variant_id`` column is read from the
+    store (the figures of a run start then: the IDs are 0.07-0.08 s of its tail)."""
     from dqtl.multitest.significance import add_significance
 
     parts = compute(cis_permutation_graph(plan, spec, dtype=dtype, pairs_bound=pairs_bound),
                     label="cis permutation tasks", imports=("scipy.interpolate", "dqtl.plot", "dqtl.report"))
     rows = [r for part in parts for r in part]
-    df = results_table(plan, rows)
-    return frame_to_dataset(add_significance(df, fdr=fdr, qvalue_lambda=qvalue_lambda)), rows
+    df = add_significance(results_table(plan, rows, ids=False), fdr=fdr, qvalue_lambda=qvalue_lambda)
+    if before_ids is not None:
+        before_ids(df)
+    return frame_to_dataset(add_variant_ids(df, plan, rows)), rows
 
 
 def frame_to_dataset(df: Any) -> xr.Dataset:
