@@ -177,7 +177,7 @@ def write_table_gz(df: Any, path: str) -> None:
     """A tab-separated, gzip-compressed table at a local path or URL."""
     import gzip
 
-    with open_file(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+    with open_file(path, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz:
         df.to_csv(gz, sep="\t", index=False, float_format="%.6g")
 
 

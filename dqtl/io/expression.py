@@ -22,8 +22,10 @@ Also here: :func:`read_sample_participant_lookup` (GTEx sample -> participant id
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
+import io
 import logging
 import os
 from pathlib import Path
@@ -406,8 +408,13 @@ def write_gct(
     out.insert(0, "Description", desc.to_numpy())
     out.index = pd.Index(df.index.astype(str), name="Name")
     with atomic_path(path) as tmp:
-        opener = gzip.open(tmp, "wt") if path.name.endswith(".gz") else open(tmp, "w")  # noqa: SIM115
-        with opener as fh:
+        with contextlib.ExitStack() as stack:
+            if path.name.endswith(".gz"):  # no name or time in the gzip header: the same bytes every run
+                raw = stack.enter_context(open(tmp, "wb"))
+                gz = stack.enter_context(gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0))
+                fh = stack.enter_context(io.TextIOWrapper(gz))
+            else:
+                fh = stack.enter_context(open(tmp, "w"))
             fh.write(f"#1.2\n{df.shape[0]}\t{df.shape[1]}\n")
             out.to_csv(fh, sep="\t", float_format=float_format)
     return path

@@ -510,7 +510,7 @@ def write_phenotype_bed(
             bed.to_parquet(tmp, index=False)
         elif kind == "gz":
             with (open(tmp, "wb") as raw,
-                  gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=6) as gz,
+                  gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0, compresslevel=6) as gz,
                   io.TextIOWrapper(gz, encoding="utf-8", newline="") as fh):
                 bed.to_csv(fh, sep="\t", index=False, float_format=float_format, na_rep="NA")
         else:

@@ -161,3 +161,33 @@ def test_read_expression_matrix__r_row_names_and_quoted_csv(tmp_path: Path) -> N
     pd.testing.assert_frame_equal(read_expression_matrix(tmp_path / "r.tsv"), want)
     (tmp_path / "q.csv").write_text('"gene","S1","S2"\n"g1",1,3\n"g2",2,4\n')
     pd.testing.assert_frame_equal(read_expression_matrix(tmp_path / "q.csv"), want)
+
+
+def test_gzip_outputs__no_file_name_or_time_in_the_header(tmp_path: Path) -> None:
+    """The gzip tables dqtl writes (GCT, phenotype BED, the cis tables) carry neither the staged
+    temporary file's name nor a time in their gzip header: the same bytes from every run, and
+    ``gunzip -N`` cannot restore a temporary name."""
+    import gzip
+    import time
+
+    from dqtl.preprocess.expression import write_phenotype_bed
+    from dqtl.workflows import write_table_gz
+
+    df = pd.DataFrame([[0.1, 1 / 3], [2.0, 1e-20]], index=pd.Index(["g1", "g2"], name="gene_id"),
+                      columns=["a", "b"])
+    bed = pd.DataFrame({"#chr": ["1", "1"], "start": [10, 20], "end": [11, 21], "phenotype_id": ["g1", "g2"],
+                        "a": [0.1, 2.0], "b": [1 / 3, 1e-20]})
+    writers = {"x.gct.gz": lambda p: write_gct(df, p), "x.bed.gz": lambda p: write_phenotype_bed(bed, p),
+               "x.txt.gz": lambda p: write_table_gz(bed, str(p))}
+    for name, write in writers.items():
+        blobs = []
+        for i in range(2):
+            (tmp_path / str(i)).mkdir(exist_ok=True)
+            write(tmp_path / str(i) / name)
+            blobs.append((tmp_path / str(i) / name).read_bytes())
+            time.sleep(1.1 * (i == 0))  # a second apart: a header time would differ
+        assert blobs[0] == blobs[1], name
+        head = blobs[0]
+        assert head[:2] == b"\x1f\x8b" and head[3] & 0x08 == 0, name  # FNAME flag unset
+        assert head[4:8] == b"\x00\x00\x00\x00", name  # MTIME 0
+        assert gzip.decompress(head), name
