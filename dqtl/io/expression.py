@@ -29,7 +29,7 @@ import io
 import logging
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -412,7 +412,7 @@ def write_gct(
             if path.name.endswith(".gz"):  # no name or time in the gzip header: the same bytes every run
                 raw = stack.enter_context(open(tmp, "wb"))
                 gz = stack.enter_context(gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0))
-                fh = stack.enter_context(io.TextIOWrapper(gz))
+                fh: Any = stack.enter_context(io.TextIOWrapper(gz))
             else:
                 fh = stack.enter_context(open(tmp, "w"))
             fh.write(f"#1.2\n{df.shape[0]}\t{df.shape[1]}\n")
