@@ -118,8 +118,8 @@ def compute(
         ``key -> result`` of tasks already computed (filled in).
     imports
         Modules the caller needs once the tasks are done: imported in a background thread
-        while they run (the calling thread only waits then; scipy.interpolate, for the
-        q-values after permutations, is 0.1 s of a run's tail).
+        while they run (the calling thread only waits then; e.g. the report's modules after
+        permutations).
     """
     cache = {} if cache is None else cache
     uniq = [t for t in {_key(t): t for t in tasks}.values() if _key(t) not in cache]

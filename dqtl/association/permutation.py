@@ -668,7 +668,7 @@ def permutation_pass(plan: StudyPlan, spec: PermutationSpec, *, dtype: Any, fdr:
     from dqtl.multitest.significance import add_significance
 
     parts = compute(cis_permutation_graph(plan, spec, dtype=dtype, pairs_bound=pairs_bound),
-                    label="cis permutation tasks", imports=("scipy.interpolate", "dqtl.plot", "dqtl.report"))
+                    label="cis permutation tasks", imports=("dqtl.plot", "dqtl.report"))
     rows = [r for part in parts for r in part]
     df = add_significance(results_table(plan, rows, ids=False), fdr=fdr, qvalue_lambda=qvalue_lambda)
     if before_ids is not None:

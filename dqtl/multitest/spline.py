@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from scipy import linalg
@@ -151,7 +150,7 @@ class SmoothSplineFit:
         """
         x = np.asarray(x, dtype=np.float64)
         xs = (x - self.xmin) / self.xrange
-        spl = _bspline()(self.knots, self.coef, 3, extrapolate=False)
+        spl = _BSpline(self.knots, self.coef, 3)
         out = np.empty_like(xs)
         left = xs < 0
         right = xs > 1
@@ -177,18 +176,92 @@ class SmoothSplineFit:
         return out
 
 
-def _bspline() -> Any:
-    """scipy's ``BSpline``, imported on first use: scipy.interpolate imports scipy.optimize (0.15 s),
-    which importing ``dqtl.multitest`` (the beta approximation, inside permutation tasks) does
-    not need."""
-    from scipy.interpolate import BSpline
+class _BSpline:
+    """The cubic splines this module needs, evaluated as scipy's ``BSpline(t, c, k,
+    extrapolate=False)`` evaluates them, by the same floating-point operations in the same order
+    (de Boor's recurrence of scipy's ``_deBoor_D``, its interval search, its coefficient sums and
+    ``splder``'s derivative coefficients): the same numbers, bit for bit (tested), without
+    importing scipy.interpolate, which imports scipy.optimize (0.15-0.17 s of CPU inside a
+    permutation run, beside its task threads)."""
 
-    return BSpline
+    def __init__(self, t: np.ndarray, c: np.ndarray, k: int) -> None:
+        self.t = np.asarray(t, dtype=np.float64)
+        self.c = np.asarray(c, dtype=np.float64)
+        self.k = int(k)
+
+    def derivative(self, nu: int = 1) -> _BSpline:
+        """The spline of derivative ``nu`` (scipy's ``splder``: padded coefficients, then
+        ``(c[1:-1-k] - c[:-2-k]) * k / dt`` per order)."""
+        t, c, k = self.t, self.c, self.k
+        if len(t) > len(c):
+            c = np.concatenate([c, np.zeros((len(t) - len(c),) + c.shape[1:])])
+        for _ in range(nu):
+            dt = (t[k + 1:-1] - t[1:-k - 1]).reshape((-1,) + (1,) * (c.ndim - 1))
+            c = (c[1:-1 - k] - c[:-2 - k]) * k / dt
+            c = np.concatenate([c, np.zeros((k,) + c.shape[1:])])
+            t = t[1:-1]
+            k -= 1
+        return _BSpline(t, c, k)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        xs = x.ravel()
+        ell, inside = _intervals(self.t, self.k, xs)
+        h = _basis(self.t, self.k, xs, ell)
+        c = self.c.reshape(len(self.c), -1)
+        out = np.zeros((xs.size, c.shape[1]))
+        for a in range(self.k + 1):
+            out = out + c[ell + a - self.k] * h[:, a, None]
+        out[~inside] = np.nan
+        return out.reshape(x.shape + self.c.shape[1:])
+
+
+def _intervals(t: np.ndarray, k: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(ell, inside)``: the knot interval ``t[ell] <= x < t[ell + 1]`` of each ``x`` (the last
+    one for ``x = t[n]``), as scipy's ``find_interval``, and whether ``x`` lies in the base
+    interval ``[t[k], t[n]]`` (else ``ell`` is ``k``, a placeholder)."""
+    n = t.size - k - 1
+    inside = (x >= t[k]) & (x <= t[n])
+    ell = np.minimum(np.searchsorted(t, x, side="right"), n) - 1
+    return np.where(inside, ell, k), inside
+
+
+def _basis(t: np.ndarray, k: int, x: np.ndarray, ell: np.ndarray) -> np.ndarray:
+    """(len(x), k + 1) values of the B-splines ``ell - k .. ell`` of degree ``k`` at ``x``: de
+    Boor's recurrence as scipy's ``_deBoor_D`` runs it (a zero-length knot span sets its term
+    to 0 and leaves the previous one)."""
+    h = np.zeros((x.size, k + 1))
+    h[:, 0] = 1.0
+    for j in range(1, k + 1):
+        hh = h[:, :j].copy()
+        h[:, 0] = 0.0
+        for n in range(1, j + 1):
+            xb, xa = t[ell + n], t[ell + n - j]
+            same = xb == xa
+            w = hh[:, n - 1] / np.where(same, 1.0, xb - xa)
+            h[:, n - 1] = np.where(same, h[:, n - 1], h[:, n - 1] + w * (xb - x))
+            h[:, n] = np.where(same, 0.0, w * (x - xa))
+    return h
+
+
+def _design_matrix(x: np.ndarray, t: np.ndarray, k: int) -> np.ndarray:
+    """Dense (len(x), len(t) - k - 1) B-spline basis at ``x`` (scipy's
+    ``BSpline.design_matrix(x, t, k).toarray()``); every ``x`` in the base interval."""
+    x = np.asarray(x, dtype=np.float64)
+    ell, inside = _intervals(t, k, x)
+    if not inside.all():
+        raise SmoothingError("smooth_spline: x outside the knots' base interval")
+    out = np.zeros((x.size, t.size - k - 1))
+    rows = np.arange(x.size)
+    h = _basis(t, k, x, ell)
+    for a in range(k + 1):
+        out[rows, ell - k + a] = h[:, a]
+    return out
 
 
 def _penalty_bands(knots: np.ndarray, nk: int) -> np.ndarray:
     """Gram matrix of B'' as R's ``sgram`` computes it (4 bands, upper form for ``solveh_banded``)."""
-    ones = _bspline()(knots, np.eye(nk), 3, extrapolate=False)
+    ones = _BSpline(knots, np.eye(nk), 3)
     d2 = ones.derivative(2)
     ab = np.zeros((4, nk))  # upper banded: ab[3 - k, j] = Sigma[j - k, j]
     for i in range(3, nk):  # interval [knots[i], knots[i+1]], active basis i-3..i
@@ -377,7 +450,7 @@ def smooth_spline(
 
     # weights: R takes sqrt, and the normal equations use the squares again
     ws = np.where(wbar > 0, np.sqrt(wbar), wbar)
-    basis = _bspline().design_matrix(xbar, knots, 3).toarray()  # (nx, nk)
+    basis = _design_matrix(xbar, knots, 3)  # (nx, nk)
     w2 = ws * ws
     xtwx = basis.T @ (basis * w2[:, None])
     xtwy = basis.T @ (w2 * ybar)

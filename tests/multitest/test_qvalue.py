@@ -199,3 +199,43 @@ def test_smooth_spline__duplicate_x_equal_weighted_means():
     # R rescales weights to sum to #positive; spar is scale-free, so the fits agree
     np.testing.assert_allclose(dup.predict(ux), wtd.predict(ux), rtol=1e-8, atol=1e-10)
     assert dup.df == pytest.approx(4, abs=1e-2)
+
+
+def test_spline_evaluation__bit_for_bit_scipy_bspline():
+    """The smoothing spline's B-splines (dqtl.multitest.spline._BSpline, _design_matrix) give
+    scipy's ``BSpline(..., extrapolate=False)`` numbers bit for bit: values, first and second
+    derivatives, vector coefficients, the design matrix, points on knots, outside the base
+    interval and NaN; and computing q-values does not import scipy.interpolate."""
+    import subprocess
+    import sys
+
+    from scipy.interpolate import BSpline
+
+    from dqtl.multitest.spline import SmoothingError, _BSpline, _design_matrix
+
+    rng = np.random.default_rng(1)
+    for trial in range(60):
+        inner = np.sort(rng.random(int(rng.integers(1, 30))))
+        if trial % 3 == 0:  # knots on a grid: data points on knots
+            inner = np.unique(np.round(inner, 1))
+        inner = inner[(inner > 0) & (inner < 1)]
+        t = np.concatenate([[0.0] * 4, inner, [1.0] * 4])
+        nk = t.size - 4
+        c = rng.standard_normal(nk)
+        x = np.concatenate([rng.random(50), t, [-0.1, 1.1, np.nan]])
+        for nu in (0, 1, 2):
+            want = BSpline(t, c, 3, extrapolate=False).derivative(nu)(x) if nu else BSpline(t, c, 3, extrapolate=False)(x)
+            got = _BSpline(t, c, 3).derivative(nu)(x) if nu else _BSpline(t, c, 3)(x)
+            np.testing.assert_array_equal(got, want)
+        eye = np.eye(nk)
+        np.testing.assert_array_equal(_BSpline(t, eye, 3).derivative(2)(x[:50]),
+                                      BSpline(t, eye, 3, extrapolate=False).derivative(2)(x[:50]))
+        xs = np.clip(x[:60], 0, 1)
+        np.testing.assert_array_equal(_design_matrix(xs, t, 3), BSpline.design_matrix(xs, t, 3).toarray())
+    with pytest.raises(SmoothingError):
+        _design_matrix(np.array([1.5]), t, 3)
+    code = ("import sys, numpy as np; from dqtl.multitest import qvalue; "
+            "qvalue(np.random.default_rng(0).random(500)); print('scipy.interpolate' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "False"
