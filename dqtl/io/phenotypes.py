@@ -41,21 +41,25 @@ log = logging.getLogger(__name__)
 _BED_POS = ["chr", "start", "end"]
 
 
+#: how pandas reads a table's first line: every field verbatim (no missing-value strings: a
+#: sample named "NA" stays "NA", an empty name stays empty and is refused by :func:`_read_table`)
+_HEADER_KW: dict[str, Any] = {"sep": "\t", "header": None, "nrows": 1, "dtype": str, "keep_default_na": False,
+                              "na_filter": False}
+
+
 def _header_row(line: bytes) -> list[str]:
-    """The fields of a table's first line, as ``pd.read_csv(..., nrows=1, dtype=str)`` reads them."""
+    """The fields of a table's first line, as ``pd.read_csv(..., **_HEADER_KW)`` reads them."""
     fields = _plain_header(line)
     if fields is not None:
         return fields
-    return pd.read_csv(io.BytesIO(line), sep="\t", header=None, nrows=1, dtype=str).iloc[0].tolist()
+    return pd.read_csv(io.BytesIO(line), **_HEADER_KW).iloc[0].tolist()
 
 
-def _plain_header(line: bytes) -> list[Any] | None:
+def _plain_header(line: bytes) -> list[str] | None:
     """The fields of a first line without quotes or escapes, split here: what pandas' parser
-    reads from it (UTF-8, a leading byte-order mark dropped, the line end dropped, pandas' default
-    missing-value strings as NaN); None for any other line (pandas reads it). A header of 500
+    reads from it (``_HEADER_KW``: UTF-8, a leading byte-order mark dropped, the line end
+    dropped, fields verbatim); None for any other line (pandas reads it). A header of 500
     samples: 0.3 against 17 ms."""
-    from pandas._libs.parsers import STR_NA_VALUES
-
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
@@ -67,10 +71,10 @@ def _plain_header(line: bytes) -> list[Any] | None:
         text = text[:-1]
     if not text or any(ch in text for ch in '"\r\n\\'):
         return None
-    return [np.nan if f in STR_NA_VALUES else f for f in text.split("\t")]
+    return text.split("\t")
 
 
-def _first_line_fields(path: str) -> list[Any] | None:
+def _first_line_fields(path: str) -> list[str] | None:
     """:func:`_plain_header` of a local file's first line (gzip or plain), None when pandas must
     read it."""
     import gzip
@@ -109,7 +113,7 @@ def _read_table(path: str) -> pd.DataFrame:
             else:
                 header = _first_line_fields(path) if not kw else None
                 if header is None:
-                    header = pd.read_csv(path, sep="\t", header=None, nrows=1, dtype=str, **kw).iloc[0].tolist()
+                    header = pd.read_csv(path, **_HEADER_KW, **kw).iloc[0].tolist()
                 body, body_kw = path, {"skiprows": 1, **kw}
             try:
                 df = pd.read_csv(body, sep="\t", header=None, dtype={0: str}, low_memory=False, **body_kw)
@@ -119,6 +123,12 @@ def _read_table(path: str) -> pd.DataFrame:
             raise InputError(
                 f"cannot parse {path}: the header has {len(header)} columns but the rows have "
                 f"{df.shape[1]}; expected a tab-separated table"
+            )
+        unnamed = [i + 1 for i, h in enumerate(header) if str(h) == ""]
+        if unnamed:
+            raise InputError(
+                f"{path}: header column {unnamed[0]} has no name ({len(unnamed)} unnamed column(s), "
+                "e.g. a trailing tab); every column needs a name: fix the header line"
             )
         df.columns = [str(h) for h in header]
         return df

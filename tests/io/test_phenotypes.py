@@ -165,8 +165,8 @@ def test_align_samples__order_and_errors():
 @pytest.mark.parametrize("gz", [False, True])
 def test_read_table__header_split_here_as_pandas_reads_it(tmp_path, header, end, gz):
     """A table's first line without quotes or escapes is split here (0.3 against 17 ms for 500
-    samples), into what ``pd.read_csv(nrows=1, dtype=str)`` reads: byte-order mark and line end
-    dropped, pandas' missing-value strings as NaN; other lines are left to pandas."""
+    samples), into what ``pd.read_csv(nrows=1, dtype=str, na_filter=False)`` reads: byte-order
+    mark and line end dropped, every field verbatim; other lines are left to pandas."""
     import gzip
 
     from dqtl.io.phenotypes import _first_line_fields
@@ -174,10 +174,27 @@ def test_read_table__header_split_here_as_pandas_reads_it(tmp_path, header, end,
     text = f"{header}{end}1\t0\t1\tg1\t0.5\t0.25{end}"
     path = tmp_path / ("t.txt.gz" if gz else "t.txt")
     path.write_bytes(gzip.compress(text.encode()) if gz else text.encode())
-    want = pd.read_csv(path, sep="\t", header=None, nrows=1, dtype=str).iloc[0].tolist()
+    want = pd.read_csv(path, sep="\t", header=None, nrows=1, dtype=str, keep_default_na=False,
+                       na_filter=False).iloc[0].tolist()
     got = _first_line_fields(str(path))
     if '"' in header or "\\" in header:
         assert got is None
     else:
         assert got is not None
-        assert [str(h) for h in got] == [str(h) for h in want]
+        assert got == want
+
+
+@pytest.mark.parametrize("quoted", [False, True])
+def test_read_phenotype_bed__header_names_verbatim_and_unnamed_column_refused(tmp_path, quoted):
+    """Sample names that look like missing values ("NA", "null", "nan") are kept as written (pandas'
+    default would read them all as NaN: a sample silently renamed "nan"); a header field with no
+    name (an empty field, e.g. a trailing tab) is one clear error."""
+    q = '"' if quoted else ""
+    rows = "1\t0\t1\tg1\t0.5\t0.25\t1.5\n1\t5\t6\tg2\t0.1\t0.2\t0.3\n"
+    path = tmp_path / "p.bed"
+    path.write_text(f"#chr\tstart\tend\tphenotype_id\t{q}NA{q}\tnull\tnan\n{rows}")
+    ds = read_phenotype_bed(path)
+    assert [str(s) for s in ds["sample_id"].values] == ["NA", "null", "nan"]
+    path.write_text(f"#chr\tstart\tend\tphenotype_id\t{q}S1{q}\tS2\t\n{rows}")
+    with pytest.raises(InputError, match="header column 7 has no name"):
+        read_phenotype_bed(path)
