@@ -21,7 +21,7 @@ import xarray as xr
 from dqtl import figures
 from dqtl.association.cis import COUNTERS, CisBatch, cis_batches, cis_nominal_graph
 from dqtl.compute import compute
-from dqtl.io.fs import Publication, absolute, join, open_file, storage_options
+from dqtl.io.fs import Publication, absolute, gzip_writer, join, open_file, storage_options
 from dqtl.io.results import (
     CIS_PAIRS_SCHEMA,
     CisPairsPart,
@@ -175,9 +175,7 @@ def _stage_gene_plots(pub: Publication, cis_df: Any, plan: StudyPlan, output_pre
 
 def write_table_gz(df: Any, path: str) -> None:
     """A tab-separated, gzip-compressed table at a local path or URL."""
-    import gzip
-
-    with open_file(path, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz:
+    with open_file(path, "wb") as raw, gzip_writer(raw) as gz:
         df.to_csv(gz, sep="\t", index=False, float_format="%.6g")
 
 

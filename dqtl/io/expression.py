@@ -36,6 +36,7 @@ import pandas as pd
 
 from dqtl.errors import InputError
 from dqtl.io.atomic import atomic_path
+from dqtl.io.fs import gzip_writer
 
 __all__ = [
     "EXPRESSION_FORMATS",
@@ -411,7 +412,7 @@ def write_gct(
         with contextlib.ExitStack() as stack:
             if path.name.endswith(".gz"):  # no name or time in the gzip header: the same bytes every run
                 raw = stack.enter_context(open(tmp, "wb"))
-                gz = stack.enter_context(gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0))
+                gz = stack.enter_context(gzip_writer(raw))
                 fh: Any = stack.enter_context(io.TextIOWrapper(gz))
             else:
                 fh = stack.enter_context(open(tmp, "w"))

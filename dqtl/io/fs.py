@@ -35,6 +35,7 @@ __all__ = [
     "parent",
     "basename",
     "open_file",
+    "gzip_writer",
     "storage_options",
     "check_bucket",
     "localized",
@@ -180,6 +181,15 @@ def open_file(path: str | os.PathLike[str], mode: str = "rb") -> Iterator[Any]:
         raise _remote_error(s, exc) from None
     with f:
         yield f
+
+
+def gzip_writer(raw: Any, *, compresslevel: int = 9) -> Any:
+    """A gzip stream writing into the binary file object ``raw`` with neither a file name nor a
+    time in its header (``gzip`` would store ``raw``'s name, a staged temporary's, and the
+    time): the same bytes from every run. Closing it does not close ``raw``."""
+    import gzip
+
+    return gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0, compresslevel=compresslevel)
 
 
 def _move_remote(src: str, dst: str) -> None:

@@ -31,7 +31,6 @@ whatever the blocking or threading.
 
 from __future__ import annotations
 
-import gzip
 import io
 import logging
 import os
@@ -50,7 +49,7 @@ from dqtl.errors import InputError
 from dqtl.io.annotation import chrom_sort_key, set_chrom_prefix
 from dqtl.io.atomic import atomic_path
 from dqtl.io.expression import validate_counts
-from dqtl.io.fs import basename, is_url
+from dqtl.io.fs import basename, gzip_writer, is_url
 from dqtl.preprocess.normalize import cpm, effective_lib_size, tmm_norm_factors
 from dqtl.preprocess.qc import SampleQC, aligned_tpm, filter_counts, sample_qc
 from dqtl.preprocess.rank_normalize import INT_OFFSETS, inverse_normal_transform, quantile_normalize
@@ -510,7 +509,7 @@ def write_phenotype_bed(
             bed.to_parquet(tmp, index=False)
         elif kind == "gz":
             with (open(tmp, "wb") as raw,
-                  gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0, compresslevel=6) as gz,
+                  gzip_writer(raw, compresslevel=6) as gz,
                   io.TextIOWrapper(gz, encoding="utf-8", newline="") as fh):
                 bed.to_csv(fh, sep="\t", index=False, float_format=float_format, na_rep="NA")
         else:
