@@ -79,11 +79,13 @@ def _first_line_fields(path: str) -> list[str] | None:
     read it."""
     import gzip
 
-    name = path.lower()
-    if name.endswith((".bz2", ".zip", ".xz", ".zst", ".tar", ".tgz")):
-        return None  # as pandas: the compression by the file name's extension
+    from pandas.io.common import infer_compression
+
+    compression = infer_compression(path, "infer")  # pandas' own choice for the body
+    if compression not in (None, "gzip"):
+        return None
     try:
-        with (gzip.open(path, "rb") if name.endswith(".gz") else open(path, "rb")) as f:  # noqa: SIM115
+        with (gzip.open(path, "rb") if compression == "gzip" else open(path, "rb")) as f:  # noqa: SIM115
             line = f.readline(1 << 24)
     except (OSError, EOFError):
         return None

@@ -198,3 +198,16 @@ def test_read_phenotype_bed__header_names_verbatim_and_unnamed_column_refused(tm
     path.write_text(f"#chr\tstart\tend\tphenotype_id\t{q}S1{q}\tS2\t\n{rows}")
     with pytest.raises(InputError, match="header column 7 has no name"):
         read_phenotype_bed(path)
+
+
+@pytest.mark.parametrize("name", ["t.txt.bz2", "t.tar.gz", "t.TXT.GZ"])
+def test_read_table__header_compression_chosen_as_pandas_chooses_it(tmp_path, name):
+    """The first line is read by the compression pandas infers from the name (the body's): a
+    ``.tar.gz`` is a tar archive to pandas, so its header is left to pandas too."""
+    from dqtl.io.phenotypes import _first_line_fields
+
+    path = tmp_path / name
+    text = b"#chr\tstart\tend\tphenotype_id\tS1\n1\t0\t1\tg1\t0.5\n"
+    path.write_bytes(gzip.compress(text))
+    want = None if name in ("t.txt.bz2", "t.tar.gz") else ["#chr", "start", "end", "phenotype_id", "S1"]
+    assert _first_line_fields(str(path)) == want
