@@ -89,9 +89,13 @@ class IntegerRows:
 
     def products(self, rows: np.ndarray, yhl: np.ndarray, y32: np.ndarray, qb: QBasis,
                  out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(out, q)``: ``out[v, j] = <g_v, P z_j> / ||P g_v||`` for the columns ``z_j = y[rows[j]]``
+        """``(out, q)``: ``out[v, j] = |<g_v, P z_j>| / ||P g_v||`` for the columns ``z_j = y[rows[j]]``
         of a batch (``rows`` (b, n) permutations; ``yhl`` the uint32 ``h | l << 16`` bfloat16 pairs
-        of ``y``, ``y32`` its float32 values) and ``q`` (b, r) ``Q^T z_j`` (:class:`QBasis`)."""
+        of ``y``, ``y32`` its float32 values) and ``q`` (b, r) ``Q^T z_j`` (:class:`QBasis`).
+
+        Absolute values (what the maxima need; the float32 numbers are those of the signed
+        products' absolute values): the product's own ``abs`` epilogue (:func:`bf16.gemm_nt`)
+        when no row has fractional dosages, whose products are added to the signed ones first."""
         b, n = rows.shape
         r = qb.r
         # (b, n); rows are valid indices ('wrap': unchecked)
@@ -105,12 +109,14 @@ class IntegerRows:
         zb[:, 2 * n: 2 * n + r] = qh
         zb[:, 2 * n + r: 2 * n + 2 * r] = ql
         zb[:, 2 * n + 2 * r:] = qh
-        bf16.gemm_nt(self.A, zb, out)
-        if self.frac_rows.size:
+        signed = bool(self.frac_rows.size)
+        bf16.gemm_nt(self.A, zb, out, absolute=not signed)
+        if signed:
             out[self.frac_rows] += self.frac @ Y32.T
+            np.abs(out, out=out)
         out *= self.inv_norm[:, None]
         if self.f32_rows.size:
-            out[self.f32_rows] = self.f32 @ Y32.T
+            out[self.f32_rows] = np.abs(self.f32 @ Y32.T)
         return out, q
 
 
@@ -546,7 +552,10 @@ def permutation_gene_kernel(
         full = buf[:, :b_cols]
         full[v_w:] = 0.0
         blocks = full.reshape(n_blk, _MAX_ROWS, b_cols)
-        bmax = np.maximum(blocks.max(axis=1), -blocks.min(axis=1))  # (blocks, b) max |.| per block
+        if low is None:
+            bmax = np.maximum(blocks.max(axis=1), -blocks.min(axis=1))  # (blocks, b) max |.| per block
+        else:  # the products' absolute values (IntegerRows.products)
+            bmax = blocks.max(axis=1)
         amax = bmax[:, off:].max(axis=0).astype(np.float64)  # max_v |<G_v, y[pi]>|
         pn2 = np.maximum(1.0 - np.einsum("ij,ij->j", qy, qy), tiny)  # ||P y[pi]||^2
         m = amax * amax / pn2

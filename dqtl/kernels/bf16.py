@@ -213,9 +213,12 @@ def _layout(a: np.ndarray, bt: np.ndarray, out: np.ndarray) -> tuple[int, int, i
     return m, n, k, lda, ldb, _ld(out, np.float32, m, n, "out")
 
 
-def gemm_nt(a: np.ndarray, bt: np.ndarray, out: np.ndarray) -> np.ndarray:
+def gemm_nt(a: np.ndarray, bt: np.ndarray, out: np.ndarray, *, absolute: bool = False) -> np.ndarray:
     """``out = a @ bt.T`` for row-major bfloat16 bit patterns ``a`` (m, k) and ``bt`` (n, k)
-    into row-major float32 ``out`` (m, n) (rows of views allowed), accumulated in float32.
+    into row-major float32 ``out`` (m, n) (rows of views allowed), accumulated in float32;
+    ``absolute``: ``out = |a @ bt.T|`` (the same products' absolute values: oneDNN's ``abs``
+    post-op, in the product's own epilogue while its tiles are in cache, where the primitive
+    keeps its AMX kernel with it; else a pass over ``out``).
 
     Runs oneDNN's matmul primitive (on AMX: ``brg:avx512_core_amx``), one per calling thread and
     operand layout, its row count ``m`` given at each call (:class:`_Matmul`); where the primitive
@@ -231,11 +234,14 @@ def gemm_nt(a: np.ndarray, bt: np.ndarray, out: np.ndarray) -> np.ndarray:
     if k == 0:
         out[...] = 0.0
         return out
-    mm = _matmul(n, k, lda, ldb, ldc)
+    mm = _matmul(n, k, lda, ldb, ldc, absolute)
     if mm is not None:
         mm.run(a, bt, out, m)
+        if absolute and not mm.absolute:
+            np.abs(out, out=out)
         return out
-    return _gemm_blas_like(a, bt, out, m, n, k, lda, ldb, ldc)
+    _gemm_blas_like(a, bt, out, m, n, k, lda, ldb, ldc)
+    return np.abs(out, out=out) if absolute else out
 
 
 def _gemm_blas_like(a: np.ndarray, bt: np.ndarray, out: np.ndarray, m: int, n: int, k: int, lda: int,
@@ -252,6 +258,7 @@ def _gemm_blas_like(a: np.ndarray, bt: np.ndarray, out: np.ndarray, m: int, n: i
 #: oneDNN 3.x C API values
 _DT_BF16, _DT_F32 = 2, 3
 _ARG_SRC, _ARG_WEIGHTS, _ARG_DST = 1, 33, 17
+_ELTWISE_ABS = 0x24  # dnnl_eltwise_abs
 _RUNTIME_DIM = -(2**63)  # DNNL_RUNTIME_DIM_VAL
 _QUERY_IMPL_INFO_STR = 8
 
@@ -277,6 +284,12 @@ def _declare(lib: Any) -> None:
         ("dnnl_primitive_create", [pp, ptr]),
         ("dnnl_primitive_execute", [ptr, ptr, i32, ptr]),
         ("dnnl_stream_wait", [ptr]),
+        ("dnnl_primitive_attr_create", [pp]),
+        ("dnnl_primitive_attr_destroy", [ptr]),
+        ("dnnl_primitive_attr_set_post_ops", [ptr, ptr]),
+        ("dnnl_post_ops_create", [pp]),
+        ("dnnl_post_ops_destroy", [ptr]),
+        ("dnnl_post_ops_append_eltwise", [ptr, i32, ctypes.c_float, ctypes.c_float]),
     ):
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = args, ctypes.c_int
@@ -299,31 +312,67 @@ class _Matmul:
     """One oneDNN matmul primitive ``(m, k) x (k, n) -> (m, n)`` for bfloat16 rows of stride
     ``lda``, columns given as bfloat16 rows of stride ``ldb`` and float32 output rows of stride
     ``ldc``, with ``m`` a runtime dimension (one primitive serves every window of a run), and the
-    calling thread's stream. Made and run by one thread only (its scratchpad is the thread's)."""
+    calling thread's stream. Made and run by one thread only (its scratchpad is the thread's).
 
-    def __init__(self, lib: Any, engine: ctypes.c_void_p, n: int, k: int, lda: int, ldb: int, ldc: int) -> None:
+    ``absolute``: asked for ``|a @ b|``; :attr:`absolute` says whether the primitive computes it
+    (an ``abs`` post-op that oneDNN runs in the same kernel as the product; where adding it
+    would take another implementation than the plain product's, the primitive is the plain
+    product and the caller takes the absolute values)."""
+
+    def __init__(self, lib: Any, engine: ctypes.c_void_p, n: int, k: int, lda: int, ldb: int, ldc: int,
+                 absolute: bool = False) -> None:
         self.lib, self.engine = lib, engine
         self.n, self.k, self.lda, self.ldb, self.ldc = n, k, lda, ldb, ldc
-        descs = [_desc(lib, _RUNTIME_DIM, k, _DT_BF16, lda, 1), _desc(lib, k, n, _DT_BF16, 1, ldb),
-                 _desc(lib, _RUNTIME_DIM, n, _DT_F32, ldc, 1)]
-        pd = ctypes.c_void_p()
+        self.absolute = False
+        pd = self._pd(False)
         self.prim = ctypes.c_void_p()
         try:
-            _check(lib.dnnl_matmul_primitive_desc_create(ctypes.byref(pd), engine, descs[0], descs[1], None,
-                                                         descs[2], None), "matmul primitive desc")
-            info = ctypes.c_char_p()
-            if lib.dnnl_primitive_desc_query(pd, _QUERY_IMPL_INFO_STR, 0, ctypes.byref(info)) == 0 and info.value:
-                self.impl = info.value.decode(errors="replace")
-            else:
-                self.impl = "matmul"
+            self.impl = self._impl(pd)
+            if absolute:
+                pd_abs = self._pd(True)
+                if pd_abs is not None and self._impl(pd_abs) == self.impl:
+                    lib.dnnl_primitive_desc_destroy(pd)
+                    pd, self.absolute = pd_abs, True
+                elif pd_abs is not None:
+                    lib.dnnl_primitive_desc_destroy(pd_abs)
             _check(lib.dnnl_primitive_create(ctypes.byref(self.prim), pd), "matmul primitive")
         finally:
-            if pd:
-                lib.dnnl_primitive_desc_destroy(pd)
-            for d in descs:
-                lib.dnnl_memory_desc_destroy(d)
+            lib.dnnl_primitive_desc_destroy(pd)
         self.stream = ctypes.c_void_p()
         _check(lib.dnnl_stream_create(ctypes.byref(self.stream), engine, 1), "stream")  # in order
+
+    def _pd(self, absolute: bool) -> Any:
+        """The primitive descriptor (with the abs post-op: None where oneDNN refuses it)."""
+        lib, k, n = self.lib, self.k, self.n
+        descs = [_desc(lib, _RUNTIME_DIM, k, _DT_BF16, self.lda, 1), _desc(lib, k, n, _DT_BF16, 1, self.ldb),
+                 _desc(lib, _RUNTIME_DIM, n, _DT_F32, self.ldc, 1)]
+        pd, attr, po = ctypes.c_void_p(), ctypes.c_void_p(), ctypes.c_void_p()
+        try:
+            if absolute:
+                if (lib.dnnl_primitive_attr_create(ctypes.byref(attr)) != 0
+                        or lib.dnnl_post_ops_create(ctypes.byref(po)) != 0
+                        or lib.dnnl_post_ops_append_eltwise(po, _ELTWISE_ABS, 0.0, 0.0) != 0
+                        or lib.dnnl_primitive_attr_set_post_ops(attr, po) != 0
+                        or lib.dnnl_matmul_primitive_desc_create(ctypes.byref(pd), self.engine, descs[0], descs[1],
+                                                                 None, descs[2], attr) != 0):
+                    return None
+                return pd
+            _check(lib.dnnl_matmul_primitive_desc_create(ctypes.byref(pd), self.engine, descs[0], descs[1], None,
+                                                         descs[2], None), "matmul primitive desc")
+            return pd
+        finally:
+            if po:
+                lib.dnnl_post_ops_destroy(po)
+            if attr:
+                lib.dnnl_primitive_attr_destroy(attr)
+            for d in descs:
+                lib.dnnl_memory_desc_destroy(d)
+
+    def _impl(self, pd: Any) -> str:
+        info = ctypes.c_char_p()
+        if self.lib.dnnl_primitive_desc_query(pd, _QUERY_IMPL_INFO_STR, 0, ctypes.byref(info)) == 0 and info.value:
+            return info.value.decode(errors="replace")
+        return "matmul"
 
     def run(self, a: np.ndarray, bt: np.ndarray, out: np.ndarray, m: int) -> None:
         lib, k, n = self.lib, self.k, self.n
@@ -346,20 +395,21 @@ class _Matmul:
                 lib.dnnl_memory_desc_destroy(d)
 
 
-def _matmul(n: int, k: int, lda: int, ldb: int, ldc: int) -> _Matmul | None:
-    """The calling thread's primitive for this layout (made on first use), or None where oneDNN
-    cannot make one (then the BLAS-like call runs; ``DQTL_BF16_PRIMITIVE=0`` forces that)."""
+def _matmul(n: int, k: int, lda: int, ldb: int, ldc: int, absolute: bool = False) -> _Matmul | None:
+    """The calling thread's primitive for this layout and output (``absolute``: ``|a @ b|``, see
+    :class:`_Matmul`; made on first use), or None where oneDNN cannot make one (then the
+    BLAS-like call runs; ``DQTL_BF16_PRIMITIVE=0`` forces that)."""
     if getattr(_THREADS, "generation", None) != _GENERATION[0]:
         _THREADS.matmuls, _THREADS.generation = {}, _GENERATION[0]
     cache = _THREADS.matmuls
-    key = (n, k, lda, ldb, ldc)
+    key = (n, k, lda, ldb, ldc, absolute)
     if key in cache:
         return cache[key]
     mm = None
     engine = _engine()
     if engine is not None:
         try:
-            mm = _Matmul(_STATE["lib"], engine, n, k, lda, ldb, ldc)
+            mm = _Matmul(_STATE["lib"], engine, n, k, lda, ldb, ldc, absolute)
         except (RuntimeError, AttributeError) as e:
             log.debug("oneDNN matmul primitive unavailable (%s); BLAS-like products", e)
             with _LOCK:

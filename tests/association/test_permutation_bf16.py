@@ -111,6 +111,33 @@ def test_gemm_nt__products_accumulated_in_float32(products, monkeypatch, primiti
             assert np.array_equal(out.base[mask], base[mask])
 
 
+@pytest.mark.parametrize("primitive", ["1", "0"])
+def test_gemm_nt__absolute_values_are_the_products_absolute_values(products, monkeypatch, primitive):
+    """``absolute=True`` gives |a @ bt.T| bit for bit (the abs post-op in the primitive's own
+    kernel, or a pass after the BLAS-like call), on views and empty operands, without touching
+    the output's other elements; on AMX the primitive keeps the plain product's implementation."""
+    monkeypatch.setenv("DQTL_BF16_PRIMITIVE", primitive)
+    bf16.reset()
+    assert bf16.backend() is not None
+    rng = np.random.default_rng(12)
+    for a, bt, out in _gemm_cases(rng):
+        base = out.base.copy() if out.base is not None else None
+        plain = bf16.gemm_nt(a, bt, np.empty(out.shape, np.float32)) if out.size else out.copy()
+        got = bf16.gemm_nt(a, bt, out, absolute=True)
+        assert got is out
+        assert np.array_equal(got, np.abs(plain)) and (a.shape[1] == 0 or (plain < 0).any() or not plain.size)
+        if base is not None:
+            mask = np.ones(base.shape, bool)
+            mask[10:240, :25] = False
+            assert np.array_equal(out.base[mask], base[mask])
+    if primitive == "1" and "brg:avx512_core_amx" in (bf16.backend() or ""):
+        a, bt, out = _gemm_cases(rng)[0]
+        bf16.gemm_nt(a, bt, out, absolute=True)
+        m, n, k, lda, ldb, ldc = bf16._layout(a, bt, out)
+        mm = bf16._matmul(n, k, lda, ldb, ldc, True)
+        assert mm is not None and mm.absolute and mm.impl == bf16._matmul(n, k, lda, ldb, ldc).impl
+
+
 def test_gemm_nt__threads_and_row_counts_share_a_primitive(products, monkeypatch):
     """The matmul primitive takes its row count at each call (one per thread and layout) and gives
     the BLAS-like call's products on every thread."""
@@ -192,8 +219,9 @@ def test_integer_rows_products_within_the_bound(products, missing, collinear):
     Z = yc[rows].T  # (n, b)
     Gc = G - G.mean(axis=1, keepdims=True)
     PG = Gc - (Gc @ res.Q) @ res.Q.T
-    exact = (PG @ Z) / np.linalg.norm(PG, axis=1)[:, None]
+    exact = np.abs(PG @ Z) / np.linalg.norm(PG, axis=1)[:, None]  # products() gives |.|
     assert np.all(np.abs(q - Z.T @ res.Q) <= qb.err)
+    assert np.all(got >= 0)
     err = np.abs(got - exact).max()
     bound = low.bound(np.abs(q).max(axis=0), qb.err)
     assert err <= bound, (err, bound)
