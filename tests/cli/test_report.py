@@ -147,6 +147,36 @@ def test_cis_command_line_draws_without_pyplot_or_scipy_stats(files, tmp_path, m
     assert list(tmp_path.glob("run*.png"))
 
 
+def test_command_turns_off_numpy_hugepage_advice_unless_the_user_set_it():
+    """``no_numpy_hugepages`` (the ``dqtl`` command's start): numpy imported afterwards, or
+    already imported, gives no MADV_HUGEPAGE advice; a user's ``NUMPY_MADVISE_HUGEPAGE`` stands."""
+    import os
+    import subprocess
+    import sys
+
+    get = "numpy._core.multiarray._get_madvise_hugepage()"
+    cases = {
+        "before": ("from dqtl.cli.main import no_numpy_hugepages as f; r = f(); import numpy; "
+                   f"import os; print(r, {get}, os.environ['NUMPY_MADVISE_HUGEPAGE'])", None, "True False 0"),
+        "after": (f"import numpy; a = {get}; from dqtl.cli.main import no_numpy_hugepages as f; "
+                  f"print(f(), a, {get})", None, "True True False"),
+        "user": (f"from dqtl.cli.main import no_numpy_hugepages as f; r = f(); import numpy; print(r, {get})",
+                 "1", "False True"),
+    }
+    if not sys.platform.startswith("linux"):
+        pytest.skip("numpy's huge-page advice is Linux only")
+    for name, (code, user, expected) in cases.items():
+        env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+        if user is not None:
+            env["NUMPY_MADVISE_HUGEPAGE"] = user
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        assert res.returncode == 0, res.stderr
+        got, want = res.stdout.split(), expected.split()
+        if name == "after":  # numpy's own default (off on kernels before 4.6) does not matter
+            got, want = got[::2], want[::2]
+        assert got == want, name
+
+
 def test_command_allocator_settings_change_no_number(files, tmp_path):
     """The ``dqtl`` process tunes glibc's allocator (one heap, blocks reused: half the page
     faults); ``DQTL_MALLOC=system`` keeps the defaults. Same pairs, bit for bit, either way."""
