@@ -210,9 +210,12 @@ def no_numpy_hugepages() -> bool:
     reporting, as on this project's VMs) the free 2 MiB blocks are exactly the reported ones:
     each huge-page fault waits for the host (~13 ms each: 82 of them took ~1.1 s of system time
     in a permutation run at sequencing density, 4 KiB faults of the same memory a few ms in all).
-    Measured on this VM (2 runs each): permutations at sequencing density 6.56-6.82 -> 5.93-5.96 s,
-    system time 1.6 -> 0.5 s; at array density 7.80-8.24 -> 7.45-7.97 s; user time unchanged (the
-    products' operands are packed by BLAS and oneDNN into their own buffers). The command's
+    Measured on this VM: permutations at sequencing density 6.41 -> 5.65 s (means of 6
+    alternating runs against the previous commit, system time 1.44 -> 0.50 s); at array density
+    7.80-8.24 -> 7.45-7.97 s (2 runs each). Where the memory was just touched by another process
+    (no host faults: a 1.5 GiB array written and freed right before each run) huge pages are
+    cheap and save some TLB misses: sequencing density 6.46 against 6.35 s, array density 9.29
+    against 8.85 s with the advice (means of 4 alternating runs each, a noisy hour). The command's
     process and the processes it starts (the variable is inherited); ``console`` only, and
     ``DQTL_MALLOC=system`` keeps numpy's default with glibc's."""
     import os
