@@ -200,27 +200,57 @@ def tune_malloc() -> bool:
         (m_arena_max, 1), (m_mmap_threshold, 64 << 20), (m_trim_threshold, (1 << 31) - 1)))
 
 
-def no_numpy_hugepages() -> bool:
-    """numpy's large arrays without ``madvise(MADV_HUGEPAGE)``, unless ``NUMPY_MADVISE_HUGEPAGE``
-    is set (the user's choice stands). Returns whether the setting was made.
+#: where Linux lists virtio devices (:func:`free_page_reporting`)
+VIRTIO_DEVICES = "/sys/bus/virtio/devices"
+
+
+def free_page_reporting(root: str = VIRTIO_DEVICES) -> bool:
+    """Whether this machine is a VM whose memory balloon reports free pages to its host
+    (a virtio device of type 5, the balloon, with feature bit 5, ``VIRTIO_BALLOON_F_REPORTING``,
+    negotiated): the host then drops the memory behind free 2 MiB blocks, and a process that
+    takes one pays for the host to back it again."""
+    import os
+
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return False
+    for name in names:
+        try:
+            with open(os.path.join(root, name, "device")) as f:
+                if int(f.read().strip(), 16) != 5:
+                    continue
+            with open(os.path.join(root, name, "features")) as f:
+                bits = f.read().strip()
+        except (OSError, ValueError):
+            continue
+        if len(bits) > 5 and bits[5] == "1":
+            return True
+    return False
+
+
+def no_numpy_hugepages(root: str = VIRTIO_DEVICES) -> bool:
+    """On a VM that reports free memory to its host (:func:`free_page_reporting`), numpy's large
+    arrays without ``madvise(MADV_HUGEPAGE)``, unless ``NUMPY_MADVISE_HUGEPAGE`` is set (the
+    user's choice stands). Returns whether the setting was made.
 
     numpy asks the kernel for transparent huge pages for every array of 4 MiB or more; a process
     whose heap grows to its peak then takes 2 MiB pages for it, each zeroed at its first touch.
-    On virtual machines that hand free memory back to their host (virtio-balloon free page
-    reporting, as on this project's VMs) the free 2 MiB blocks are exactly the reported ones:
-    each huge-page fault waits for the host (~13 ms each: 82 of them took ~1.1 s of system time
-    in a permutation run at sequencing density, 4 KiB faults of the same memory a few ms in all).
-    Measured on this VM: permutations at sequencing density 6.41 -> 5.65 s (means of 6
-    alternating runs against the previous commit, system time 1.44 -> 0.50 s); at array density
-    7.80-8.24 -> 7.45-7.97 s (2 runs each). Where the memory was just touched by another process
-    (no host faults: a 1.5 GiB array written and freed right before each run) huge pages are
-    cheap and save some TLB misses: sequencing density 6.46 against 6.35 s, array density 9.29
-    against 8.85 s with the advice (means of 4 alternating runs each, a noisy hour). The command's
-    process and the processes it starts (the variable is inherited); ``console`` only, and
+    With free page reporting the free 2 MiB blocks are exactly the ones the host dropped: each
+    huge-page fault waits for the host (~13 ms each on this project's VMs: 82 of them took ~1.1 s
+    of system time in a permutation run at sequencing density; 4 KiB faults of the same memory
+    come from blocks the host still backs, a few ms in all). Measured here: permutations at
+    sequencing density 6.41 -> 5.65 s (means of 6 alternating runs against the previous commit,
+    system time 1.44 -> 0.50 s); at array density 7.80-8.24 -> 7.45-7.97 s (2 runs each). Where
+    the memory was just touched by another process (the host backs it again) huge pages are cheap
+    and save some TLB misses: sequencing density 6.46 against 6.35 s, array density 9.29 against
+    8.85 s with the advice (means of 4 alternating runs each, a noisy hour) - which is every
+    machine without free page reporting, where numpy's default stays. The command's process and
+    the processes it starts (the variable is inherited); ``console`` only, and
     ``DQTL_MALLOC=system`` keeps numpy's default with glibc's."""
     import os
 
-    if "NUMPY_MADVISE_HUGEPAGE" in os.environ:
+    if "NUMPY_MADVISE_HUGEPAGE" in os.environ or not free_page_reporting(root):
         return False
     os.environ["NUMPY_MADVISE_HUGEPAGE"] = "0"  # read when numpy is imported (here and in children)
     np = sys.modules.get("numpy")

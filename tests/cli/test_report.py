@@ -147,34 +147,60 @@ def test_cis_command_line_draws_without_pyplot_or_scipy_stats(files, tmp_path, m
     assert list(tmp_path.glob("run*.png"))
 
 
-def test_command_turns_off_numpy_hugepage_advice_unless_the_user_set_it():
-    """``no_numpy_hugepages`` (the ``dqtl`` command's start): numpy imported afterwards, or
-    already imported, gives no MADV_HUGEPAGE advice; a user's ``NUMPY_MADVISE_HUGEPAGE`` stands."""
+def _virtio(root, devices):
+    for i, (dev, features) in enumerate(devices):
+        d = root / f"virtio{i}"
+        d.mkdir(parents=True)
+        (d / "device").write_text(f"0x{dev:04x}\n")
+        (d / "features").write_text(features + "\n")
+    return str(root)
+
+
+def test_free_page_reporting_read_from_the_virtio_balloon(tmp_path):
+    """A virtio balloon (device 5) with feature bit 5 negotiated reports free pages; a balloon
+    without it, other devices, unreadable entries and no virtio bus do not."""
+    from dqtl.cli.main import free_page_reporting
+
+    bits = "0110010100000000"
+    assert free_page_reporting(_virtio(tmp_path / "a", [(1, bits), (5, bits)]))
+    assert not free_page_reporting(_virtio(tmp_path / "b", [(5, "0110000100000000"), (2, bits)]))
+    assert not free_page_reporting(_virtio(tmp_path / "c", [(1, bits)]))
+    (tmp_path / "d" / "virtio0").mkdir(parents=True)  # no device file
+    assert not free_page_reporting(str(tmp_path / "d"))
+    assert not free_page_reporting(str(tmp_path / "none"))
+
+
+def test_command_turns_off_numpy_hugepage_advice_on_reporting_vms_unless_the_user_set_it(tmp_path):
+    """``no_numpy_hugepages`` (the ``dqtl`` command's start): on a VM with free page reporting,
+    numpy imported afterwards, or already imported, gives no MADV_HUGEPAGE advice; a user's
+    ``NUMPY_MADVISE_HUGEPAGE`` stands; elsewhere numpy's default stays."""
     import os
     import subprocess
     import sys
 
-    get = "numpy._core.multiarray._get_madvise_hugepage()"
-    cases = {
-        "before": ("from dqtl.cli.main import no_numpy_hugepages as f; r = f(); import numpy; "
-                   f"import os; print(r, {get}, os.environ['NUMPY_MADVISE_HUGEPAGE'])", None, "True False 0"),
-        "after": (f"import numpy; a = {get}; from dqtl.cli.main import no_numpy_hugepages as f; "
-                  f"print(f(), a, {get})", None, "True True False"),
-        "user": (f"from dqtl.cli.main import no_numpy_hugepages as f; r = f(); import numpy; print(r, {get})",
-                 "1", "False True"),
-    }
     if not sys.platform.startswith("linux"):
         pytest.skip("numpy's huge-page advice is Linux only")
-    for name, (code, user, expected) in cases.items():
-        env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
-        if user is not None:
-            env["NUMPY_MADVISE_HUGEPAGE"] = user
-        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    bits = "0110010100000000"
+    vm = _virtio(tmp_path / "vm", [(5, bits)])
+    metal = _virtio(tmp_path / "metal", [(5, "0110000000000000")])
+    get = "numpy._core.multiarray._get_madvise_hugepage()"
+    base = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    default = subprocess.run([sys.executable, "-c", f"import numpy; print({get})"], capture_output=True,
+                             text=True, env=base).stdout.strip()  # numpy's own (off on kernels before 4.6)
+    cases = {  # D: numpy's default
+        "before": (vm, "r = f(root); import numpy; import os; "
+                   f"print(r, {get}, os.environ['NUMPY_MADVISE_HUGEPAGE'])", None, "True False 0"),
+        "after": (vm, f"import numpy; a = {get}; print(f(root), a, {get})", None, "True D False"),
+        "user": (vm, f"r = f(root); import numpy; print(r, {get})", "1", "False True"),
+        "metal": (metal, f"r = f(root); import numpy, os; print(r, {get}, 'NUMPY_MADVISE_HUGEPAGE' in os.environ)",
+                  None, "False D False"),
+    }
+    for name, (root, code, user, expected) in cases.items():
+        env = dict(base) if user is None else {**base, "NUMPY_MADVISE_HUGEPAGE": user}
+        prog = f"from dqtl.cli.main import no_numpy_hugepages as f; root = {root!r}; {code}"
+        res = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, env=env)
         assert res.returncode == 0, res.stderr
-        got, want = res.stdout.split(), expected.split()
-        if name == "after":  # numpy's own default (off on kernels before 4.6) does not matter
-            got, want = got[::2], want[::2]
-        assert got == want, name
+        assert res.stdout.split() == expected.replace("D", default).split(), (name, res.stdout)
 
 
 def test_command_allocator_settings_change_no_number(files, tmp_path):
