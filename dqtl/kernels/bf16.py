@@ -348,17 +348,16 @@ class _Matmul:
                  _desc(lib, _RUNTIME_DIM, n, _DT_F32, self.ldc, 1)]
         pd, attr, po = ctypes.c_void_p(), ctypes.c_void_p(), ctypes.c_void_p()
         try:
-            if absolute:
-                if (lib.dnnl_primitive_attr_create(ctypes.byref(attr)) != 0
-                        or lib.dnnl_post_ops_create(ctypes.byref(po)) != 0
-                        or lib.dnnl_post_ops_append_eltwise(po, _ELTWISE_ABS, 0.0, 0.0) != 0
-                        or lib.dnnl_primitive_attr_set_post_ops(attr, po) != 0
-                        or lib.dnnl_matmul_primitive_desc_create(ctypes.byref(pd), self.engine, descs[0], descs[1],
-                                                                 None, descs[2], attr) != 0):
-                    return None
-                return pd
-            _check(lib.dnnl_matmul_primitive_desc_create(ctypes.byref(pd), self.engine, descs[0], descs[1], None,
-                                                         descs[2], None), "matmul primitive desc")
+            if absolute and (lib.dnnl_primitive_attr_create(ctypes.byref(attr)) != 0
+                             or lib.dnnl_post_ops_create(ctypes.byref(po)) != 0
+                             or lib.dnnl_post_ops_append_eltwise(po, _ELTWISE_ABS, 0.0, 0.0) != 0
+                             or lib.dnnl_primitive_attr_set_post_ops(attr, po) != 0):
+                return None
+            status = lib.dnnl_matmul_primitive_desc_create(ctypes.byref(pd), self.engine, descs[0], descs[1], None,
+                                                           descs[2], attr if absolute else None)
+            if status != 0 and absolute:
+                return None
+            _check(status, "matmul primitive desc")
             return pd
         finally:
             if po:
